@@ -38,7 +38,9 @@ class Batch:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """A copy of the batch with every tensor moved to `device`."""
-        return Batch(**{f.name: _move(getattr(self, f.name), device, non_blocking) for f in fields(self)})
+        return Batch(
+            **{f.name: _move(getattr(self, f.name), device, non_blocking) for f in fields(self)}
+        )
 
     def __len__(self) -> int:
         """The number of sequences B."""

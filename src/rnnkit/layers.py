@@ -1,0 +1,497 @@
+"""The time loop: `Recurrent(cell)` and the drop-in layers `RNN`, `LSTM`, `GRU`.
+
+`Recurrent` runs any cell (see the protocol in `rnnkit.cells`) over time, with lengths, two
+directions, stacked layers, dropout between layers and `step()` for streaming. `RNN`, `LSTM` and
+`GRU` are `Recurrent` over rnnkit's cells with torch.nn's constructor, `state_dict` keys, inputs
+and outputs, so they replace torch.nn.RNN/LSTM/GRU without other changes.
+
+Two routes through time: the reference loop over the cells (the specification) and torch's
+fused kernels (`rnnkit.kernels.torch_fused`), chosen by `backend=`. Input checking and state
+layout live in `rnnkit._sequence`; the math of one step in `rnnkit.cells`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from rnnkit import _sequence as seqs
+from rnnkit.cells import ElmanCell, GRUCell, LSTMCell, State
+from rnnkit.kernels import torch_fused
+
+BACKENDS = ("auto", "reference", "torch")
+
+
+def _first(state: State) -> Tensor:
+    return state[0] if isinstance(state, tuple) else state
+
+
+def _where(mask: Tensor, new: State, old: State) -> State:
+    if isinstance(new, tuple):
+        return tuple(torch.where(mask, n, o) for n, o in zip(new, old, strict=True))
+    return torch.where(mask, new, old)
+
+
+def reset_state(state: State, reset: Tensor) -> State:
+    """Zero the states of the samples where `reset` (B,) is True; others are untouched.
+
+    `state` is in torch.nn's layout: a tensor (D*L, B, H) or a tuple of them (LSTM's (h, c)).
+    """
+    reset = seqs._check_tensor("reset", reset)
+    if reset.dtype != torch.bool:
+        raise TypeError(
+            f"reset must be a bool tensor, True where a sample starts afresh; got {reset.dtype}"
+        )
+    batch = _first(state).shape[1]
+    if reset.shape != (batch,):
+        raise ValueError(
+            f"reset must have shape ({batch},), one flag per sample, got {tuple(reset.shape)}"
+        )
+    keep = ~reset.to(_first(state).device).view(1, -1, 1)
+    if isinstance(state, tuple):
+        return tuple(s * keep for s in state)
+    return state * keep
+
+
+def run_cell(cell: nn.Module, x: Tensor, state: State, lengths: Tensor | None, reverse: bool):
+    """The reference loop: one cell over x (T, B, H_in) from `state`.
+
+    Returns (outputs (T, B, H_out), final state). Past a sequence's length its output is zero and
+    its state stops changing; in reverse each sequence starts at its own last step.
+    """
+    steps = x.shape[0]
+    valid = None if lengths is None else (torch.arange(steps, device=x.device)[:, None] < lengths)
+    outputs: list[Tensor] = [x] * steps
+    for t in reversed(range(steps)) if reverse else range(steps):
+        new = cell(x[t], state)
+        if valid is None:
+            state = new
+            outputs[t] = _first(new)
+        else:
+            mask = valid[t, :, None]  # (B, 1)
+            state = _where(mask, new, state)
+            outputs[t] = torch.where(mask, _first(new), 0.0)
+    return torch.stack(outputs), state
+
+
+class Recurrent(nn.Module):
+    """Run a cell over time, in one or two directions, over one or more stacked layers.
+
+    Args:
+        cell: a cell module (see `rnnkit.cells`) or a factory `input_size -> cell`. A module
+            serves the first layer; the other layers and the reverse direction get fresh deep
+            copies of it (so they must share its input size), or pass a factory for deep stacks.
+        input_size: the features of the input, needed with a factory; else the cell's.
+        num_layers: stacked layers; each one's input is the output of the one below.
+        bidirectional: also run each layer backwards in time and concatenate (D = 2).
+        dropout: dropout on the outputs of every layer but the last, in training.
+        batch_first: input and output are (B, T, H) rather than (T, B, H).
+        backend: "auto", "reference" (the loop over the cells) or "torch" (fused, for
+            the torch.nn configurations of `RNN`, `LSTM`, `GRU`).
+
+    Inputs: input (T, B, H_in) | (B, T, H_in) | (T, H_in) | PackedSequence, hx (the cells' states
+    stacked as (D*num_layers, B, H) like torch.nn), lengths (B,) of ints, on any device.
+    Outputs: (output (T, B, D*H_out) in the input's layout, final state like hx).
+    """
+
+    fused_mode: str | None = None  # the torch kernel that serves this configuration, if any
+
+    def __init__(
+        self,
+        cell: nn.Module | Callable[[int], nn.Module],
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        batch_first: bool = False,
+        *,
+        input_size: int | None = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"num_layers must be an int >= 1, got {num_layers!r}")
+        if (
+            not isinstance(dropout, (int, float))
+            or not 0 <= dropout <= 1
+            or isinstance(dropout, bool)
+        ):
+            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "torch" and self.fused_mode is None:
+            raise ValueError(
+                "backend='torch' serves the torch.nn configurations of RNN, LSTM and GRU only"
+            )
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                f"dropout={dropout} acts between stacked layers; with num_layers=1 it does nothing",
+                stacklevel=2,
+            )
+        self.num_layers = num_layers
+        self.bidirectional = bool(bidirectional)
+        self.dropout = float(dropout)
+        self.batch_first = bool(batch_first)
+        self.backend = backend
+        self.cells = nn.ModuleList(self._build_cells(cell, input_size))
+        self.input_size = self.cells[0].input_size
+        self.hidden_size = self.cells[0].hidden_size
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def _build_cells(self, cell, input_size: int | None) -> list[nn.Module]:
+        if isinstance(cell, nn.Module):
+            template, make = cell, None
+        else:
+            if input_size is None:
+                raise ValueError("Recurrent(factory) needs input_size=")
+            template, make = cell(input_size), cell
+        cells = []
+        for layer in range(self.num_layers):
+            wanted = (
+                template.input_size if layer == 0 else template.output_size * self.num_directions
+            )
+            for direction in range(self.num_directions):
+                if layer == 0 and direction == 0:
+                    cells.append(template)
+                elif make is not None:
+                    cells.append(make(wanted))
+                elif wanted == template.input_size:
+                    cells.append(_fresh_copy(template))
+                else:
+                    raise ValueError(
+                        f"layer {layer} needs a cell with input_size={wanted}, but a cell module "
+                        f"serves one input size; pass a factory: "
+                        f"Recurrent(lambda n: MyCell(n, ...), input_size=..., num_layers=...)"
+                    )
+        return cells
+
+    def _zero_states(self, batch: int, like: Tensor) -> list[State]:
+        """Each cell's initial state; a cell without `zero_state` starts from zeros (B, H)."""
+        return [
+            c.zero_state(batch, like)
+            if hasattr(c, "zero_state")
+            else like.new_zeros(batch, c.hidden_size)
+            for c in self.cells
+        ]
+
+    def _use_fused(self) -> bool:
+        return self.fused_mode is not None and self.backend in ("auto", "torch")
+
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        hx: State | None = None,
+        lengths: Tensor | None = None,
+    ) -> tuple[Tensor | PackedSequence, State]:
+        like = next(self.parameters())
+        seq = seqs.prepare_input(
+            input, lengths, input_size=self.input_size, batch_first=self.batch_first, like=like
+        )
+        batch = seq.x.shape[1]
+        states = seqs.split_state(hx, self._zero_states(batch, seq.x), batched=seq.batched)
+        if self._use_fused():
+            output, final = self._fused(seq, seqs.stack_state(states, batched=True))
+        else:
+            output, finals = self._reference(seq.x, states, seq.lengths)
+            final = seqs.stack_state(finals, batched=True)
+        if not seq.batched:
+            final = (
+                tuple(s.squeeze(1) for s in final) if isinstance(final, tuple) else final.squeeze(1)
+            )
+        return seqs.finish_output(output, seq, self.batch_first), final
+
+    def _fused(self, seq: seqs.SequenceInput, hx: State) -> tuple[Tensor, State]:
+        return torch_fused.fused_forward(
+            self.fused_mode,
+            seq.x,
+            hx,
+            torch_fused.flat_weights(list(self.cells)),
+            bias=self.cells[0].bias_ih is not None,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
+            training=self.training,
+            bidirectional=self.bidirectional,
+            lengths=seq.lengths,
+        )
+
+    def _reference(self, x: Tensor, states: list[State], lengths: Tensor | None):
+        finals: list[State] = []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                k = layer * self.num_directions + direction
+                out, final = run_cell(self.cells[k], x, states[k], lengths, reverse=direction == 1)
+                outputs.append(out)
+                finals.append(final)
+            x = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]  # (T, B, D*H_out)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        return x, finals
+
+    def step(
+        self, x: Tensor, state: State | None = None, reset: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        """Advance one time step, for streaming: x (B, H_in) or (H_in,) -> (output (B, H_out),
+        new state in torch.nn's layout). `reset` (B,) bool zeroes the chosen samples' states
+        first, so they start a new sequence. Driving `step` over a sequence reproduces `forward`.
+        """
+        if self.bidirectional:
+            raise ValueError(
+                "step() advances forward in time; a bidirectional layer needs the whole sequence"
+            )
+        seq = seqs.prepare_input(
+            seqs._check_tensor("x", x).unsqueeze(0),
+            None,
+            input_size=self.input_size,
+            batch_first=False,
+            like=next(self.parameters()),
+        )  # x as a one-step sequence: (1, B, H_in)
+        x_t = seq.x[0]
+        batch = x_t.shape[0]
+        states = seqs.split_state(
+            state, self._zero_states(batch, x_t), batched=seq.batched, name="state"
+        )
+        if reset is not None:
+            states = [_first_dim_reset(s, reset) for s in states]
+        new_states = []
+        for layer, cell_ in enumerate(self.cells):
+            new = cell_(x_t, states[layer])
+            new_states.append(new)
+            x_t = _first(new)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x_t = F.dropout(x_t, self.dropout, training=True)
+        out = x_t if seq.batched else x_t.squeeze(0)
+        return out, seqs.stack_state(new_states, batched=seq.batched)
+
+    def reset_state(self, state: State, reset: Tensor) -> State:
+        """`rnnkit.layers.reset_state`: zero the chosen samples' states (torch.nn layout)."""
+        return reset_state(state, reset)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
+            f"dropout={self.dropout}, batch_first={self.batch_first}, backend={self.backend!r}"
+        )
+
+
+def _first_dim_reset(state: State, reset: Tensor) -> State:
+    stacked = (
+        tuple(s.unsqueeze(0) for s in state) if isinstance(state, tuple) else state.unsqueeze(0)
+    )
+    out = reset_state(stacked, reset)
+    return tuple(s[0] for s in out) if isinstance(out, tuple) else out[0]
+
+
+def _fresh_copy(cell: nn.Module) -> nn.Module:
+    clone = copy.deepcopy(cell)
+    if hasattr(clone, "reset_parameters"):
+        clone.reset_parameters()
+    return clone
+
+
+_TORCH_KEY = re.compile(r"^(?P<name>\w+?)_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
+
+
+class _TorchLayout(Recurrent):
+    """`Recurrent` whose state_dict and attributes use torch.nn's flat names
+    (`weight_ih_l0`, `bias_hh_l1_reverse`, ...), so state_dicts move both ways unchanged."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_state_dict_post_hook(_to_torch_keys)
+        self.register_load_state_dict_pre_hook(_from_torch_keys)
+
+    def _flat_name(self, k: int, name: str) -> str:
+        layer, direction = divmod(k, self.num_directions)
+        return f"{name}_l{layer}{'_reverse' if direction else ''}"
+
+    def _cell_index(self, layer: int, reverse: bool) -> int:
+        return layer * self.num_directions + int(reverse)
+
+    def __getattr__(self, name: str):
+        match = _TORCH_KEY.match(name)
+        if match and "cells" in self.__dict__.get("_modules", {}):
+            k = self._cell_index(int(match["layer"]), bool(match["reverse"]))
+            if k < len(self._modules["cells"]):
+                return getattr(self._modules["cells"][k], match["name"])
+        return super().__getattr__(name)
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """Parameters per layer and direction, in torch.nn's order."""
+        return [torch_fused.flat_weights([cell]) for cell in self.cells]
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        return torch_fused.flat_weights(list(self.cells))
+
+    def flatten_parameters(self) -> None:
+        """Accepted for torch.nn compatibility; rnnkit keeps no flattened copy to refresh."""
+
+
+def _to_torch_keys(module: _TorchLayout, state_dict, prefix: str, local_metadata) -> None:
+    head = prefix + "cells."
+    for key in list(state_dict):
+        value = state_dict.pop(key)
+        if key.startswith(head):
+            index, _, name = key[len(head) :].partition(".")
+            if "." not in name:
+                key = prefix + module._flat_name(int(index), name)
+        state_dict[key] = value
+
+
+def _from_torch_keys(module: _TorchLayout, state_dict, prefix: str, *args) -> None:
+    for key in list(state_dict):
+        if not key.startswith(prefix):
+            continue
+        match = _TORCH_KEY.match(key[len(prefix) :])
+        if match:
+            k = module._cell_index(int(match["layer"]), bool(match["reverse"]))
+            state_dict[f"{prefix}cells.{k}.{match['name']}"] = state_dict.pop(key)
+
+
+class RNN(_TorchLayout):
+    r"""Elman RNN layer, a drop-in superset of torch.nn.RNN.
+
+    Each layer computes :math:`h_t = \tanh(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})`
+    (or ReLU), see `rnnkit.cells.ElmanCell`. Arguments, state_dict keys, inputs and outputs are
+    torch.nn.RNN's; added: `lengths=` in forward, `step()`, `init=` ("torch" or "orthogonal")
+    and `backend=`. Shapes: input (T, B, H_in) or (B, T, H_in) with batch_first, h_0 and h_n
+    (D*num_layers, B, H), output (T, B, D*H).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        init: str = "torch",
+        backend: str = "auto",
+    ) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.fused_mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        self.nonlinearity = nonlinearity
+        self.mode = self.fused_mode
+
+        def make(n: int) -> ElmanCell:
+            return ElmanCell(n, hidden_size, bias, nonlinearity, init, device=device, dtype=dtype)
+
+        super().__init__(
+            make,
+            num_layers,
+            bidirectional,
+            dropout,
+            batch_first,
+            input_size=input_size,
+            backend=backend,
+        )
+        self.bias = bias
+        self.proj_size = 0
+
+
+class LSTM(_TorchLayout):
+    r"""LSTM layer, a drop-in superset of torch.nn.LSTM (see `rnnkit.cells.LSTMCell`).
+
+    Arguments, state_dict keys, inputs and outputs are torch.nn.LSTM's (proj_size included);
+    added: `lengths=` in forward, `step()`, `init=` ("torch" or "orthogonal"), `forget_bias=`
+    and `backend=`. Shapes: input (T, B, H_in) or (B, T, H_in) with batch_first;
+    (h_0, c_0) and (h_n, c_n): (D*num_layers, B, P) and (D*num_layers, B, H) with P = proj_size
+    or H; output (T, B, D*P).
+    """
+
+    fused_mode = "LSTM"
+    mode = "LSTM"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        init: str = "torch",
+        forget_bias: float | None = None,
+        backend: str = "auto",
+    ) -> None:
+        def make(n: int) -> LSTMCell:
+            return LSTMCell(
+                n, hidden_size, bias, proj_size, init, forget_bias, device=device, dtype=dtype
+            )
+
+        super().__init__(
+            make,
+            num_layers,
+            bidirectional,
+            dropout,
+            batch_first,
+            input_size=input_size,
+            backend=backend,
+        )
+        self.bias = bias
+        self.proj_size = proj_size
+
+
+class GRU(_TorchLayout):
+    r"""GRU layer, a drop-in superset of torch.nn.GRU (see `rnnkit.cells.GRUCell`).
+
+    Arguments, state_dict keys, inputs and outputs are torch.nn.GRU's; added: `lengths=` in
+    forward, `step()`, `init=` ("torch" or "orthogonal") and `backend=`. Shapes: input (T, B, H_in)
+    or (B, T, H_in) with batch_first, h_0 and h_n (D*num_layers, B, H), output (T, B, D*H).
+    """
+
+    fused_mode = "GRU"
+    mode = "GRU"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        init: str = "torch",
+        backend: str = "auto",
+    ) -> None:
+        def make(n: int) -> GRUCell:
+            return GRUCell(n, hidden_size, bias, init, device=device, dtype=dtype)
+
+        super().__init__(
+            make,
+            num_layers,
+            bidirectional,
+            dropout,
+            batch_first,
+            input_size=input_size,
+            backend=backend,
+        )
+        self.bias = bias
+        self.proj_size = 0
