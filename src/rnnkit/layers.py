@@ -25,6 +25,7 @@ from torch.nn.utils.rnn import PackedSequence
 from rnnkit import _sequence as seqs
 from rnnkit.cells import ElmanCell, GRUCell, LSTMCell, State
 from rnnkit.kernels import torch_fused
+from rnnkit.variants import Variant, VariantElmanCell, VariantGRUCell, VariantLSTMCell
 
 BACKENDS = ("auto", "reference", "torch")
 
@@ -60,17 +61,33 @@ def reset_state(state: State, reset: Tensor) -> State:
     return state * keep
 
 
-def run_cell(cell: nn.Module, x: Tensor, state: State, lengths: Tensor | None, reverse: bool):
+def run_cell(
+    cell: nn.Module,
+    x: Tensor,
+    state: State,
+    lengths: Tensor | None,
+    reverse: bool,
+    *,
+    whole: bool = True,
+):
     """The reference loop: one cell over x (T, B, H_in) from `state`.
 
     Returns (outputs (T, B, H_out), final state). Past a sequence's length its output is zero and
     its state stops changing; in reverse each sequence starts at its own last step.
+
+    Two optional hooks of the cell protocol: a cell with `sequence(x, state, lengths, reverse)`
+    computes the whole sequence at once with these semantics (minGRU's scan) unless
+    `whole=False`, which runs the step loop; a cell with `begin(batch, like)` gives the step
+    function for this sequence (its per-sequence random draws fixed), called once before the loop.
     """
+    if whole and hasattr(cell, "sequence"):
+        return cell.sequence(x, state, lengths, reverse)
+    step = cell.begin(x.shape[1], x) if hasattr(cell, "begin") else cell
     steps = x.shape[0]
     valid = None if lengths is None else (torch.arange(steps, device=x.device)[:, None] < lengths)
     outputs: list[Tensor] = [x] * steps
     for t in reversed(range(steps)) if reverse else range(steps):
-        new = cell(x[t], state)
+        new = step(x[t], state)
         if valid is None:
             state = new
             outputs[t] = _first(new)
@@ -142,6 +159,7 @@ class Recurrent(nn.Module):
         self.cells = nn.ModuleList(self._build_cells(cell, input_size))
         self.input_size = self.cells[0].input_size
         self.hidden_size = self.cells[0].hidden_size
+        self._stream: tuple[int, list[Callable]] | None = None  # step(): (batch, step functions)
 
     @property
     def num_directions(self) -> int:
@@ -229,7 +247,14 @@ class Recurrent(nn.Module):
             outputs = []
             for direction in range(self.num_directions):
                 k = layer * self.num_directions + direction
-                out, final = run_cell(self.cells[k], x, states[k], lengths, reverse=direction == 1)
+                out, final = run_cell(
+                    self.cells[k],
+                    x,
+                    states[k],
+                    lengths,
+                    reverse=direction == 1,
+                    whole=self.backend != "reference",
+                )
                 outputs.append(out)
                 finals.append(final)
             x = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]  # (T, B, D*H_out)
@@ -263,14 +288,25 @@ class Recurrent(nn.Module):
         if reset is not None:
             states = [_first_dim_reset(s, reset) for s in states]
         new_states = []
-        for layer, cell_ in enumerate(self.cells):
-            new = cell_(x_t, states[layer])
+        for layer, step_ in enumerate(self._stream_steps(batch, x_t, new=state is None)):
+            new = step_(x_t, states[layer])
             new_states.append(new)
             x_t = _first(new)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x_t = F.dropout(x_t, self.dropout, training=True)
         out = x_t if seq.batched else x_t.squeeze(0)
         return out, seqs.stack_state(new_states, batched=seq.batched)
+
+    def _stream_steps(self, batch: int, like: Tensor, new: bool) -> list[Callable]:
+        """Each cell's step function for `step()`. In training, cells with per-sequence draws
+        (`cell.begin`: recurrent dropout, weight drop) draw them when a stream starts (state=None)
+        or the batch size changes, and keep them until then; in eval nothing is drawn."""
+        if not self.training:
+            return list(self.cells)
+        if new or self._stream is None or self._stream[0] != batch:
+            steps = [c.begin(batch, like) if hasattr(c, "begin") else c for c in self.cells]
+            self._stream = (batch, steps)
+        return self._stream[1]
 
     def reset_state(self, state: State, reset: Tensor) -> State:
         """`rnnkit.layers.reset_state`: zero the chosen samples' states (torch.nn layout)."""
@@ -296,6 +332,19 @@ def _fresh_copy(cell: nn.Module) -> nn.Module:
     if hasattr(clone, "reset_parameters"):
         clone.reset_parameters()
     return clone
+
+
+def _fused_mode_or_none(mode: str, variants: list[str], backend: str) -> str | None:
+    """The torch kernel of a drop-in layer: `mode`, or None when variant options are on (the
+    reference loop runs them)."""
+    if not variants:
+        return mode
+    if backend == "torch":
+        raise ValueError(
+            f"backend='torch' runs torch.nn's own configurations; {', '.join(variants)} "
+            f"run with backend='auto' or 'reference'"
+        )
+    return None
 
 
 _TORCH_KEY = re.compile(r"^(?P<name>\w+?)_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
@@ -367,6 +416,10 @@ class RNN(_TorchLayout):
     torch.nn.RNN's; added: `lengths=` in forward, `step()`, `init=` ("torch" or "orthogonal")
     and `backend=`. Shapes: input (T, B, H_in) or (B, T, H_in) with batch_first, h_0 and h_n
     (D*num_layers, B, H), output (T, B, D*H).
+
+    Variants (`rnnkit.variants.VariantElmanCell`, docs/variants.md), each off by default:
+    `proj_size` (h_0, h_n and output then have P = proj_size features), `recurrent_dropout`,
+    `zoneout`, `weight_drop`. With any of them on the reference loop runs the layer.
     """
 
     def __init__(
@@ -384,15 +437,29 @@ class RNN(_TorchLayout):
         *,
         init: str = "torch",
         backend: str = "auto",
+        proj_size: int = 0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
+        weight_drop: float = 0.0,
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        self.fused_mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         self.nonlinearity = nonlinearity
-        self.mode = self.fused_mode
+        self.variant = Variant(
+            recurrent_dropout=recurrent_dropout, zoneout=zoneout, weight_drop=weight_drop
+        )
+        variants = self.variant.on() + (["proj_size"] if proj_size else [])
+        self.fused_mode = _fused_mode_or_none(self.mode, variants, backend)
 
-        def make(n: int) -> ElmanCell:
-            return ElmanCell(n, hidden_size, bias, nonlinearity, init, device=device, dtype=dtype)
+        def make(n: int) -> ElmanCell | VariantElmanCell:
+            if not variants:
+                return ElmanCell(
+                    n, hidden_size, bias, nonlinearity, init, device=device, dtype=dtype
+                )
+            return VariantElmanCell(
+                n, hidden_size, bias, nonlinearity, proj_size, self.variant, init, device, dtype
+            )
 
         super().__init__(
             make,
@@ -404,7 +471,7 @@ class RNN(_TorchLayout):
             backend=backend,
         )
         self.bias = bias
-        self.proj_size = 0
+        self.proj_size = proj_size
 
 
 class LSTM(_TorchLayout):
@@ -415,6 +482,10 @@ class LSTM(_TorchLayout):
     and `backend=`. Shapes: input (T, B, H_in) or (B, T, H_in) with batch_first;
     (h_0, c_0) and (h_n, c_n): (D*num_layers, B, P) and (D*num_layers, B, H) with P = proj_size
     or H; output (T, B, D*P).
+
+    Variants (`rnnkit.variants.VariantLSTMCell`, docs/variants.md), each off by default:
+    `layer_norm`, `peephole`, `recurrent_dropout`, `zoneout` (on h), `zoneout_cell` (on c;
+    None: zoneout's rate), `weight_drop`. With any of them on the reference loop runs the layer.
     """
 
     fused_mode = "LSTM"
@@ -436,10 +507,31 @@ class LSTM(_TorchLayout):
         init: str = "torch",
         forget_bias: float | None = None,
         backend: str = "auto",
+        layer_norm: bool = False,
+        peephole: bool = False,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
+        zoneout_cell: float | None = None,
+        weight_drop: float = 0.0,
     ) -> None:
-        def make(n: int) -> LSTMCell:
-            return LSTMCell(
-                n, hidden_size, bias, proj_size, init, forget_bias, device=device, dtype=dtype
+        self.variant = Variant(
+            layer_norm=layer_norm,
+            peephole=peephole,
+            recurrent_dropout=recurrent_dropout,
+            zoneout=zoneout,
+            zoneout_cell=zoneout_cell,
+            weight_drop=weight_drop,
+        )
+        variants = self.variant.on()
+        self.fused_mode = _fused_mode_or_none("LSTM", variants, backend)
+
+        def make(n: int) -> LSTMCell | VariantLSTMCell:
+            if not variants:
+                return LSTMCell(
+                    n, hidden_size, bias, proj_size, init, forget_bias, device=device, dtype=dtype
+                )
+            return VariantLSTMCell(
+                n, hidden_size, bias, proj_size, self.variant, init, forget_bias, device, dtype
             )
 
         super().__init__(
@@ -461,6 +553,11 @@ class GRU(_TorchLayout):
     Arguments, state_dict keys, inputs and outputs are torch.nn.GRU's; added: `lengths=` in
     forward, `step()`, `init=` ("torch" or "orthogonal") and `backend=`. Shapes: input (T, B, H_in)
     or (B, T, H_in) with batch_first, h_0 and h_n (D*num_layers, B, H), output (T, B, D*H).
+
+    Variants (`rnnkit.variants.VariantGRUCell`, docs/variants.md), each off by default:
+    `layer_norm`, `recurrent_dropout`, `zoneout`, `weight_drop`, `proj_size` (the state is then
+    a pair (h, h_full) like LSTM's (h, c): (D*num_layers, B, P) and (D*num_layers, B, H); the
+    output has P features). With any of them on the reference loop runs the layer.
     """
 
     fused_mode = "GRU"
@@ -480,9 +577,27 @@ class GRU(_TorchLayout):
         *,
         init: str = "torch",
         backend: str = "auto",
+        layer_norm: bool = False,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
+        weight_drop: float = 0.0,
+        proj_size: int = 0,
     ) -> None:
-        def make(n: int) -> GRUCell:
-            return GRUCell(n, hidden_size, bias, init, device=device, dtype=dtype)
+        self.variant = Variant(
+            layer_norm=layer_norm,
+            recurrent_dropout=recurrent_dropout,
+            zoneout=zoneout,
+            weight_drop=weight_drop,
+        )
+        variants = self.variant.on() + (["proj_size"] if proj_size else [])
+        self.fused_mode = _fused_mode_or_none("GRU", variants, backend)
+
+        def make(n: int) -> GRUCell | VariantGRUCell:
+            if not variants:
+                return GRUCell(n, hidden_size, bias, init, device=device, dtype=dtype)
+            return VariantGRUCell(
+                n, hidden_size, bias, proj_size, self.variant, init, device, dtype
+            )
 
         super().__init__(
             make,
@@ -494,4 +609,4 @@ class GRU(_TorchLayout):
             backend=backend,
         )
         self.bias = bias
-        self.proj_size = 0
+        self.proj_size = proj_size
