@@ -1,0 +1,76 @@
+"""matplotlib figures: training curves, metric curves and the gradient norm through time.
+
+Every function builds a `matplotlib.figure.Figure` directly (no pyplot, so the caller's backend
+and global state are untouched; rendering uses Agg) and returns it; `save_png` writes one.
+Forecast and attention figures belong here too. Nothing here trains or reads run directories:
+`rnnkit.train.report` calls these at the end of a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+_WIDTH, _HEIGHT = 6.0, 3.6  # inches; 100 dpi keeps a PNG around 30-60 kB
+
+
+def _figure(ncols: int = 1) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(_WIDTH * ncols, _HEIGHT), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols, squeeze=False)[0]
+
+
+def plot_losses(history: Sequence[Mapping[str, Any]]) -> Figure:
+    """Training and validation loss per epoch (log scale when all values are positive)."""
+    fig, (ax,) = _figure()
+    epochs = [row["epoch"] for row in history]
+    for column, label in (("train_loss", "train"), ("val_loss", "validation")):
+        values = [float(row[column]) for row in history if column in row]
+        if values:
+            ax.plot(epochs[: len(values)], values, marker="o", markersize=3, label=label)
+    values = [float(row[c]) for row in history for c in ("train_loss", "val_loss") if c in row]
+    if values and min(values) > 0:
+        ax.set_yscale("log")
+    ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_metrics(history: Sequence[Mapping[str, Any]], names: Sequence[str]) -> Figure:
+    """One panel per metric: its validation value (column "val_<name>") per epoch."""
+    if not names:
+        raise ValueError("plot_metrics needs at least one metric name")
+    fig, axes = _figure(len(names))
+    epochs = [row["epoch"] for row in history]
+    for ax, name in zip(axes, names, strict=True):
+        ax.plot(epochs, [float(row[f"val_{name}"]) for row in history], marker="o", markersize=3)
+        ax.set(xlabel="epoch", title=f"validation {name}")
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_gradient_flow(norms: Mapping[str, Sequence[float]], title: str = "") -> Figure:
+    """The norm of dL/dh_t against time step t, one line per model, on a log scale.
+
+    norms: label -> T values, as `rnnkit.train.diagnostics.hidden_gradient_norms` returns.
+    A line that falls steeply to the left is a vanishing gradient: the loss at the end of the
+    sequence barely reaches the early steps.
+    """
+    fig, (ax,) = _figure()
+    for label, values in norms.items():
+        values = [max(float(v), 1e-45) for v in values]  # log scale: show exact zeros at the floor
+        ax.semilogy(range(len(values)), values, label=label)
+    ax.set(xlabel="time step t", ylabel=r"$\|\partial L / \partial h_t\|$", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return fig
+
+
+def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> None:
+    """Render `fig` to a PNG file at `path` (the caller makes the write atomic if it needs to)."""
+    fig.savefig(path, format="png", dpi=dpi)

@@ -1,0 +1,215 @@
+"""The run directory on disk: atomic writes, safetensors + JSON, and the resumable checkpoint.
+
+A run directory holds
+
+    config.json         the TrainConfig (under "train"), model class, library version, run_info
+    model.safetensors   the model's weights (the best ones at the end when early stopping)
+    history.csv         one row per epoch: losses, metrics, lr, gradient norm, skipped steps
+    metrics.json        the final summary (best epoch and its row)
+    plots/*.png         loss and metric curves
+    checkpoint/         state.json + tensors-*.safetensors: everything `resume` needs
+
+Every file is written to a temporary file in the same directory and moved into place with
+`os.replace`, so a reader (or a resumed run) sees either the old or the new file, never half of
+one. A checkpoint is two files: the tensors file gets a fresh name, and `state.json`, written
+last, names it; a kill at any moment leaves `state.json` pointing at a complete set. Nothing is
+ever pickled: tensors go to safetensors, everything else to JSON. What goes *into* a checkpoint
+is decided by `rnnkit.train.loop`; this module only stores nested values.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT_DIR = "checkpoint"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process umask once; files get the mode open() would give them
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call `write(tmp_path)`, then move tmp_path onto `path` in one `os.replace`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    """Write `value` as indented JSON to `path` atomically."""
+    write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write a flat name -> tensor dict to a safetensors file atomically (copies to CPU)."""
+    cpu = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(cpu, tmp))
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path), device="cpu")
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write `rows` as CSV atomically; the columns are the union of keys in first-seen order."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _csv_value(row.get(key)) for key in columns})
+    write_text(path, out.getvalue())
+
+
+def _csv_value(value: Any) -> Any:
+    return repr(value) if isinstance(value, float) else value  # repr: exact round trip
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+# --- nested values <-> (JSON, flat tensors) -------------------------------------------------
+
+
+def split_tensors(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """A JSON-ready copy of `value` in which each tensor is moved into `tensors` under a key.
+
+    Handles dicts (any keys: optimizer states use int keys), lists, tuples, scalars and None;
+    `join_tensors` inverts it exactly.
+    """
+    if isinstance(value, torch.Tensor):
+        tensors[prefix] = value
+        return {"__tensor__": prefix}
+    if isinstance(value, dict):
+        items = [[k, split_tensors(v, f"{prefix}.{k}", tensors)] for k, v in value.items()]
+        if all(isinstance(k, str) and not k.startswith("__") for k in value):
+            return dict(items)
+        return {"__dict__": items}  # int (or tuple) keys survive JSON as [key, value] pairs
+    if isinstance(value, (list, tuple)):
+        items = [split_tensors(v, f"{prefix}.{i}", tensors) for i, v in enumerate(value)]
+        return {"__tuple__": items} if isinstance(value, tuple) else items
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store a {type(value).__name__} in a checkpoint ({prefix})")
+
+
+def join_tensors(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Invert `split_tensors`."""
+    if isinstance(value, dict):
+        if "__tensor__" in value:
+            return tensors[value["__tensor__"]]
+        if "__tuple__" in value:
+            return tuple(join_tensors(v, tensors) for v in value["__tuple__"])
+        items = value["__dict__"] if "__dict__" in value else value.items()
+        return {_key(k): join_tensors(v, tensors) for k, v in items}
+    if isinstance(value, list):
+        return [join_tensors(v, tensors) for v in value]
+    return value
+
+
+def _key(key: Any) -> Any:
+    return tuple(key) if isinstance(key, list) else key
+
+
+# --- the checkpoint -------------------------------------------------------------------------
+
+
+def save_checkpoint(run_dir: str | Path, parts: dict[str, Any]) -> None:
+    """Store `parts` (name -> nested JSON values and tensors) as run_dir's checkpoint."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    tensors: dict[str, torch.Tensor] = {}
+    state = {name: split_tensors(value, name, tensors) for name, value in parts.items()}
+    tensors_file = f"tensors-{uuid.uuid4().hex[:12]}.safetensors"
+    save_tensors(folder / tensors_file, tensors)
+    write_json(folder / "state.json", {"tensors_file": tensors_file, "parts": state})
+    for old in folder.glob("tensors-*.safetensors"):  # superseded, and leftovers of a kill
+        if old.name != tensors_file:
+            old.unlink()
+
+
+def remove_checkpoint(run_dir: str | Path) -> None:
+    """Delete run_dir's checkpoint (a new run in an old run_dir must not resume the old one)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    for name in ("state.json", *(p.name for p in folder.glob("tensors-*.safetensors"))):
+        (folder / name).unlink(missing_ok=True)
+
+
+def load_checkpoint(run_dir: str | Path) -> dict[str, Any] | None:
+    """The parts of run_dir's checkpoint, or None when it has none."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not (folder / "state.json").exists():
+        return None
+    state = read_json(folder / "state.json")
+    tensors = load_tensors(folder / state["tensors_file"])
+    return {name: join_tensors(value, tensors) for name, value in state["parts"].items()}
+
+
+# --- config.json ----------------------------------------------------------------------------
+
+# TrainConfig fields that may change between a run and its resumption
+RESUMABLE_CHANGES = ("resume", "epochs", "progress", "device")
+
+
+def write_run_config(
+    run_dir: str | Path, train: dict[str, Any], model_class: str, run_info: dict[str, Any]
+) -> None:
+    """Write config.json: library version, model class, the TrainConfig and the task's run_info."""
+    from rnnkit import __version__
+
+    clashes = sorted({"rnnkit_version", "model_class", "train"} & set(run_info))
+    if clashes:
+        raise ValueError(f"run_info must not use the reserved keys {clashes}")
+    values = {"rnnkit_version": __version__, "model_class": model_class, "train": train}
+    write_json(Path(run_dir) / "config.json", {**values, **run_info})
+
+
+def check_resumable(run_dir: str | Path, train: dict[str, Any]) -> None:
+    """Raise when run_dir's config.json was written by a different TrainConfig."""
+    saved = read_json(Path(run_dir) / "config.json")["train"]
+    changed = sorted(
+        key
+        for key in set(saved) | set(train)
+        if key not in RESUMABLE_CHANGES and _jsonable(saved.get(key)) != _jsonable(train.get(key))
+    )
+    if changed:
+        raise ValueError(
+            f"cannot resume {run_dir}: its TrainConfig differs in {changed}; use the same "
+            "config (only epochs, device and progress may change) or a new run_dir"
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))  # tuples and lists compare equal after a round trip

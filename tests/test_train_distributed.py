@@ -1,0 +1,154 @@
+"""The same program under `torchrun --nproc_per_node=2` (CPU, gloo) trains like one process.
+
+This file is also the program torchrun starts: `python -m torch.distributed.run --standalone
+--nproc_per_node=2 test_train_distributed.py OUT`. It calls `fit` exactly as a single process
+would; fit finds the torchrun environment, wraps the model in DDP and shards the data. Each rank
+then leaves its weights and a count of its file replacements in OUT for the test to compare.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from rnnkit import LSTM
+from rnnkit.data import Batch
+from rnnkit.data.synthetic import adding_problem
+from rnnkit.train import Stream, TrainConfig, fit, seed_everything
+
+torch.set_num_threads(1)
+
+
+class Crash(RuntimeError):
+    """Raised by a Regressor at a scripted training call, on every process at the same point."""
+
+
+class Regressor(nn.Module):
+    """LSTM + linear head. Batches: predict the sum (B,); streams: predict every step (S, T)."""
+
+    def __init__(self, crash_at: int | None = None) -> None:
+        super().__init__()
+        self.rnn = LSTM(2, 8, batch_first=True)
+        self.head = nn.Linear(8, 1)
+        self.crash_at, self.calls = crash_at, 0
+
+    def loss(self, batch: Batch, state=None):
+        if self.training:
+            if self.calls == self.crash_at:
+                raise Crash
+            self.calls += 1
+        outputs, new_state = self.rnn(batch.inputs, state)  # (B, T, 8)
+        if state is None and batch.targets.dim() == 1:  # the adding problem
+            return F.mse_loss(self.head(outputs[:, -1]).squeeze(-1), batch.targets)
+        return F.mse_loss(self.head(outputs).squeeze(-1), batch.targets), new_state
+
+    def predict(self, batch: Batch) -> torch.Tensor:
+        outputs, _ = self.rnn(batch.inputs)
+        return self.head(outputs[:, -1]).squeeze(-1)
+
+
+def _stream() -> Stream:
+    generator = torch.Generator().manual_seed(5)
+    inputs = torch.randn(4, 30, 2, generator=generator)  # 4 rows: 2 per process
+    return Stream(inputs, inputs[..., 0].roll(1, dims=1))
+
+
+def train_both(out: Path) -> dict:
+    """Fit a batch model and a stream model; the same code for one process and for torchrun."""
+    seed_everything(0)
+    model = Regressor()
+    config = TrainConfig(
+        epochs=2, batch_size=16, lr=0.01, metrics=("mae",), run_dir=str(out / "run"), progress=False
+    )
+    history = fit(model, adding_problem(64, 10, seed=1), adding_problem(30, 10, seed=2), config)
+
+    seed_everything(1)
+    stream_model = Regressor()
+    stream_config = TrainConfig(epochs=2, bptt_k1=5, bptt_k2=3, lr=0.01, progress=False)
+    stream_history = fit(stream_model, _stream(), _stream(), stream_config)
+
+    # the same stream run, crashed mid-epoch 2 (12 calls an epoch) and resumed from step 8
+    seed_everything(1)
+    crash_config = replace(stream_config, run_dir=str(out / "stream"), checkpoint_every=2)
+    try:
+        fit(Regressor(crash_at=17), _stream(), _stream(), crash_config)
+    except Crash:
+        pass
+    resumed = Regressor()
+    fit(resumed, _stream(), _stream(), replace(crash_config, resume=True))
+    assert resumed.calls == 2 * 12 - 2 * 8, resumed.calls  # only the windows after step 8
+
+    weights = {f"batch.{k}": v for k, v in model.state_dict().items()}
+    weights |= {f"stream.{k}": v for k, v in stream_model.state_dict().items()}
+    weights |= {f"resumed.{k}": v for k, v in resumed.state_dict().items()}
+    return {"history": history, "stream_history": stream_history, "weights": weights}
+
+
+def main(out: Path) -> None:
+    faulthandler.dump_traceback_later(240, exit=True)  # a deadlock fails the test with stacks
+    rank = int(os.environ["RANK"])
+    replaced = []
+    os_replace = os.replace
+
+    def counting_replace(src, dst):
+        replaced.append(str(dst))
+        os_replace(src, dst)
+
+    os.replace = counting_replace  # every file rnnkit writes lands through os.replace
+    result = train_both(out)
+    os.replace = os_replace
+    save_file({k: v.contiguous() for k, v in result.pop("weights").items()}, out / f"{rank}.st")
+    (out / f"{rank}.json").write_text(json.dumps({**result, "replaced": replaced}))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_like_one(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run(
+        [*command, __file__, str(tmp_path / "ddp")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    single = train_both(tmp_path / "single")
+
+    ranks = [load_file(tmp_path / "ddp" / f"{rank}.st") for rank in (0, 1)]
+    reports = [json.loads((tmp_path / "ddp" / f"{rank}.json").read_text()) for rank in (0, 1)]
+    for name, expected in single["weights"].items():
+        assert torch.equal(ranks[0][name], ranks[1][name]), name  # every rank holds the same
+        torch.testing.assert_close(ranks[0][name], expected, rtol=1e-4, atol=1e-5)
+        if name.startswith("stream."):  # a resumed stream run ends exactly where it would have
+            resumed = name.replace("stream.", "resumed.")
+            assert torch.equal(ranks[0][resumed], ranks[0][name]), resumed
+            assert torch.equal(single["weights"][resumed], expected), resumed
+    assert not torch.equal(ranks[0]["batch.head.weight"], Regressor().head.weight)  # it trained
+
+    for key in ("history", "stream_history"):
+        assert reports[0][key] == reports[1][key]  # metrics reduced: both ranks log the same
+        for ddp_row, row in zip(reports[0][key], single[key], strict=True):
+            for column in ("train_loss", "val_loss", "val_mae"):
+                if column in row:
+                    assert ddp_row[column] == pytest.approx(row[column], rel=1e-4), column
+
+    assert reports[1]["replaced"] == []  # only rank 0 writes
+    written = {Path(p).name for p in reports[0]["replaced"]}
+    assert {"config.json", "history.csv", "model.safetensors", "metrics.json"} <= written
+    assert (tmp_path / "ddp" / "run" / "plots" / "loss.png").exists()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

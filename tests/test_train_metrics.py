@@ -1,0 +1,136 @@
+"""Metrics by name against hand-computed values; samples + collate; the progress bar."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnkit import GRU
+from rnnkit.data import Batch
+from rnnkit.train import METRIC_NAMES, TrainConfig, evaluate, fit, seed_everything
+
+torch.set_num_threads(1)
+
+
+class Classifier(nn.Module):
+    """GRU over (B, T, 3); the last output is classified into 3 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = GRU(3, 8, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        outputs, _ = self.rnn(batch.inputs)  # (B, T, 8)
+        return self.head(outputs[:, -1])  # (B, 3)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        return F.cross_entropy(self.logits(batch), batch.targets)
+
+    def predict(self, batch: Batch) -> torch.Tensor:
+        return self.logits(batch).argmax(dim=-1)  # (B,) labels
+
+
+def _classes(n: int, seed: int) -> Batch:
+    """The label is the channel with the largest sum over time."""
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(n, 6, 3, generator=generator)
+    return Batch(inputs=inputs, lengths=None, targets=inputs.sum(dim=1).argmax(dim=-1))
+
+
+def _macro_scores(preds: torch.Tensor, targets: torch.Tensor, classes: int) -> dict[str, float]:
+    """Macro-averaged precision, recall and F1, written out."""
+    precision, recall, f1 = [], [], []
+    for c in range(classes):
+        tp = ((preds == c) & (targets == c)).sum().item()
+        predicted, actual = (preds == c).sum().item(), (targets == c).sum().item()
+        precision.append(tp / predicted if predicted else 0.0)
+        recall.append(tp / actual if actual else 0.0)
+        f1.append(2 * tp / (predicted + actual) if tp else 0.0)
+    mean = lambda values: sum(values) / classes  # noqa: E731
+    return {"precision": mean(precision), "recall": mean(recall), "f1": mean(f1)}
+
+
+def test_classification_metrics_and_perplexity_equal_hand_computed_values():
+    seed_everything(0)
+    model = Classifier()
+    val = _classes(50, seed=2)
+    config = TrainConfig(
+        epochs=3,
+        batch_size=16,
+        eval_batch_size=16,  # four batches of 16, 16, 16, 2: the metrics accumulate
+        lr=0.02,
+        metrics=("accuracy", "f1", "precision", "recall", "perplexity"),
+        num_classes=3,
+        monitor="val_accuracy",
+        progress=False,
+    )
+    history = fit(model, _classes(160, seed=1), val, config)
+
+    model.eval()
+    with torch.no_grad():
+        preds = model.predict(val)
+        loss = model.loss(val).item()
+    last = history[-1]
+    assert last["val_accuracy"] == pytest.approx((preds == val.targets).float().mean().item())
+    for name, value in _macro_scores(preds, val.targets, 3).items():
+        assert last[f"val_{name}"] == pytest.approx(value, rel=1e-5), name
+    assert last["val_loss"] == pytest.approx(loss, rel=1e-5)
+    assert last["val_perplexity"] == pytest.approx(math.exp(loss), rel=1e-5)
+    assert last["val_accuracy"] > 0.5  # and it learned something
+    assert (
+        TrainConfig(metrics=("accuracy",), num_classes=3, monitor="val_accuracy").monitor_mode
+        == "max"
+    )
+
+
+def test_regression_metrics_equal_hand_computed_values():
+    seed_everything(0)
+    model = nn.Module()  # a regressor whose prediction is inputs.sum(), targets nearby
+    model.scale = nn.Parameter(torch.ones(()))
+    model.loss = lambda b: F.mse_loss(model.predict(b), b.targets)
+    model.predict = lambda b: b.inputs.sum(dim=(1, 2)) * model.scale
+    data = Batch(torch.rand(20, 4, 1) + 0.1, None, torch.rand(20) * 2 + 0.5)
+    regression = [n for n in METRIC_NAMES if n in ("mae", "mse", "rmse", "mape", "smape", "r2")]
+    scores = evaluate(model, data, regression)
+    preds, targets = model.predict(data).detach(), data.targets
+    assert scores["mae"] == pytest.approx((preds - targets).abs().mean().item(), rel=1e-5)
+    assert scores["rmse"] == pytest.approx(math.sqrt(scores["mse"]), rel=1e-5)
+    assert scores["mape"] == pytest.approx(
+        ((preds - targets) / targets).abs().mean().item(), rel=1e-4
+    )
+    assert set(scores) == {"loss", *regression}
+
+
+def test_samples_with_collate_train_exactly_like_the_same_data_as_one_batch():
+    data = _classes(48, seed=1)
+    samples = [(data.inputs[i], int(data.targets[i])) for i in range(48)]  # a list of samples
+
+    def collate(items: list) -> Batch:
+        return Batch(torch.stack([x for x, _ in items]), None, torch.tensor([y for _, y in items]))
+
+    config = TrainConfig(epochs=2, batch_size=10, lr=0.02, progress=False)
+    seed_everything(0)
+    from_batch = Classifier()
+    history_batch = fit(from_batch, data, config=config)
+    seed_everything(0)
+    from_samples = Classifier()
+    history_samples = fit(from_samples, samples, config=config, collate=collate)
+    assert history_batch == history_samples
+    for a, b in zip(from_batch.parameters(), from_samples.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_progress_bar_shows_loss_and_throughput_on_a_terminal(monkeypatch, capsys):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    fit(Classifier(), _classes(32, seed=1), config=TrainConfig(epochs=1, batch_size=8))
+    shown = capsys.readouterr().err
+    assert "epoch 1/1" in shown and "loss=" in shown and "ex_per_s=" in shown
+
+    fit(Classifier(), _classes(32, seed=1), config=TrainConfig(epochs=1, progress=False))
+    assert capsys.readouterr().err == ""
