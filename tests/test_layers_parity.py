@@ -25,8 +25,17 @@ KINDS = {
     "gru": (torch.nn.GRU, rnnkit.GRU, {}),
 }
 
-CONFIGS = list(
-    itertools.product(
+BACKENDS = {
+    "rnn_tanh": ["reference", "torch", "numba"],
+    "rnn_relu": ["reference", "torch", "numba"],
+    "lstm": ["reference", "torch"],
+    "lstm_proj": ["reference", "torch"],
+    "gru": ["reference", "torch", "numba"],
+}
+
+CONFIGS = [
+    (kind, *rest, backend)
+    for kind, *rest in itertools.product(
         KINDS,
         [1, 2, 3],
         [False, True],
@@ -34,7 +43,8 @@ CONFIGS = list(
         [True, False],
         [torch.float32, torch.float64],
     )
-)
+    for backend in BACKENDS[kind]
+]
 
 
 def make_pair(kind, num_layers, bidirectional, batch_first, bias, dtype, backend):
@@ -97,8 +107,7 @@ def grads_after(module, x, state, lengths, form, batch_first, weight_out, weight
     return out.detach(), final, x.grad, [w.grad for w in module._flat_weights]
 
 
-@pytest.mark.parametrize("backend", ["reference", "torch"])
-@pytest.mark.parametrize("kind,num_layers,bidirectional,batch_first,bias,dtype", CONFIGS)
+@pytest.mark.parametrize("kind,num_layers,bidirectional,batch_first,bias,dtype,backend", CONFIGS)
 def test_matches_torch_nn(kind, num_layers, bidirectional, batch_first, bias, dtype, backend):
     generator = torch.Generator().manual_seed(hash((kind, num_layers, bidirectional)) % 1000)
     reference, ours = make_pair(kind, num_layers, bidirectional, batch_first, bias, dtype, backend)

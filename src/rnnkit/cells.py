@@ -11,6 +11,13 @@ The cell protocol, which `rnnkit.Recurrent` runs over time (a user's cell needs 
     cell.zero_state(batch, like)         the initial state: a Tensor h, or a tuple whose first
                                          element is h (LSTM: (h, c))
     cell(x_t, state) -> state            one step; x_t: (B, input_size)
+and two optional hooks:
+    cell.begin(batch, like) -> step      called once per sequence; returns the step function
+                                         with per-sequence random draws fixed (recurrent
+                                         dropout, weight drop; see `rnnkit.variants`)
+    cell.sequence(x, state, lengths, reverse) -> (outputs, final)
+                                         the whole sequence at once (minGRU's parallel scan,
+                                         see `rnnkit.minimal`), with the loop's semantics
 
 The time loop, lengths, directions and layers live in `rnnkit.layers`; initialisers in
 `rnnkit.init`.

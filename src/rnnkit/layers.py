@@ -23,11 +23,13 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from rnnkit import _sequence as seqs
+from rnnkit import kernels
 from rnnkit.cells import ElmanCell, GRUCell, LSTMCell, State
 from rnnkit.kernels import torch_fused
 from rnnkit.variants import Variant, VariantElmanCell, VariantGRUCell, VariantLSTMCell
 
-BACKENDS = ("auto", "reference", "torch")
+BACKENDS = ("auto", "reference", "torch", "numba")
+_NUMBA_KINDS = {"GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
 
 
 def _first(state: State) -> Tensor:
@@ -110,8 +112,10 @@ class Recurrent(nn.Module):
         bidirectional: also run each layer backwards in time and concatenate (D = 2).
         dropout: dropout on the outputs of every layer but the last, in training.
         batch_first: input and output are (B, T, H) rather than (T, B, H).
-        backend: "auto", "reference" (the loop over the cells) or "torch" (fused, for
-            the torch.nn configurations of `RNN`, `LSTM`, `GRU`).
+        backend: "auto" (the fastest route proven equal to the reference, by measurement:
+            `rnnkit.kernels.numba_is_faster`), "reference" (the loop over the cells),
+            "torch" (torch's fused kernels) or "numba" (compiled CPU kernels, GRU and RNN);
+            the last two serve the torch.nn configurations of `RNN`, `LSTM`, `GRU` only.
 
     Inputs: input (T, B, H_in) | (B, T, H_in) | (T, H_in) | PackedSequence, hx (the cells' states
     stacked as (D*num_layers, B, H) like torch.nn), lengths (B,) of ints, on any device.
@@ -145,6 +149,11 @@ class Recurrent(nn.Module):
         if backend == "torch" and self.fused_mode is None:
             raise ValueError(
                 "backend='torch' serves the torch.nn configurations of RNN, LSTM and GRU only"
+            )
+        if backend == "numba" and self.fused_mode not in _NUMBA_KINDS:
+            raise ValueError(
+                "backend='numba' serves the torch.nn configurations of GRU and RNN only; "
+                "use 'auto' or 'torch' for the LSTM"
             )
         if dropout > 0 and num_layers == 1:
             warnings.warn(
@@ -201,8 +210,23 @@ class Recurrent(nn.Module):
             for c in self.cells
         ]
 
-    def _use_fused(self) -> bool:
-        return self.fused_mode is not None and self.backend in ("auto", "torch")
+    def _route(self, x: Tensor) -> str:
+        """ "reference", "torch" or "numba": which route runs this input (T, B, H_in)."""
+        if self.fused_mode is None or self.backend == "reference":
+            return "reference"
+        if self.backend != "auto":
+            if self.backend == "numba":
+                _check_numba_input(x)
+            return self.backend
+        kind = _NUMBA_KINDS.get(self.fused_mode)
+        if kind is None or x.device.type != "cpu" or x.dtype not in _NUMBA_DTYPES:
+            return "torch"
+        training = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+        steps, batch = x.shape[:2]
+        fast = kernels.numba_is_faster(kind, batch, self.hidden_size, steps, training)
+        return "numba" if fast else "torch"
 
     def forward(
         self,
@@ -216,10 +240,12 @@ class Recurrent(nn.Module):
         )
         batch = seq.x.shape[1]
         states = seqs.split_state(hx, self._zero_states(batch, seq.x), batched=seq.batched)
-        if self._use_fused():
+        route = self._route(seq.x)
+        if route == "torch":
             output, final = self._fused(seq, seqs.stack_state(states, batched=True))
         else:
-            output, finals = self._reference(seq.x, states, seq.lengths)
+            run_one = self._numba_direction if route == "numba" else self._reference_direction
+            output, finals = self._layers(run_one, seq.x, states, seq.lengths)
             final = seqs.stack_state(finals, batched=True)
         if not seq.batched:
             final = (
@@ -241,20 +267,25 @@ class Recurrent(nn.Module):
             lengths=seq.lengths,
         )
 
-    def _reference(self, x: Tensor, states: list[State], lengths: Tensor | None):
+    def _reference_direction(self, cell, x, state, lengths, reverse):
+        return run_cell(cell, x, state, lengths, reverse, whole=self.backend != "reference")
+
+    def _numba_direction(self, cell, x, state, lengths, reverse):
+        weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+        if self.fused_mode == "GRU":
+            return kernels.gru_sequence(x, state, *weights, lengths, reverse)
+        nonlinearity = "tanh" if self.fused_mode == "RNN_TANH" else "relu"
+        return kernels.elman_sequence(x, state, *weights, lengths, reverse, nonlinearity)
+
+    def _layers(self, run_one: Callable, x: Tensor, states: list[State], lengths: Tensor | None):
+        """The stack, one layer and direction at a time: `run_one(cell, x, state, lengths,
+        reverse) -> (outputs (T, B, H_out), final state)` runs one of them."""
         finals: list[State] = []
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.num_directions):
                 k = layer * self.num_directions + direction
-                out, final = run_cell(
-                    self.cells[k],
-                    x,
-                    states[k],
-                    lengths,
-                    reverse=direction == 1,
-                    whole=self.backend != "reference",
-                )
+                out, final = run_one(self.cells[k], x, states[k], lengths, direction == 1)
                 outputs.append(out)
                 finals.append(final)
             x = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]  # (T, B, D*H_out)
@@ -316,6 +347,17 @@ class Recurrent(nn.Module):
         return (
             f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
             f"dropout={self.dropout}, batch_first={self.batch_first}, backend={self.backend!r}"
+        )
+
+
+_NUMBA_DTYPES = (torch.float32, torch.float64)
+
+
+def _check_numba_input(x: Tensor) -> None:
+    if x.device.type != "cpu" or x.dtype not in _NUMBA_DTYPES:
+        raise ValueError(
+            f"backend='numba' runs float32/float64 on the CPU, got {x.dtype} on {x.device}; "
+            f"use backend='auto'"
         )
 
 

@@ -1,0 +1,45 @@
+"""The Markdown tables of benchmarks/RESULTS.md from a `--json` file of `benchmarks/run.py`.
+
+python benchmarks/table.py results.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def speed_row(record: dict) -> str:
+    shape = record["shape"]
+    stream = record["mode"] == "stream"
+    unit, scale = ("us/step", 1e3) if stream else ("ms", 1.0)
+    reference = record["reference"].removeprefix("torch.nn.")
+    return (
+        f"| {record['kind']} {record['mode']} | {shape['batch']} | {shape['seq_len']} "
+        f"| {shape['input_size']} | {shape['hidden']} | {record['route']} "
+        f"| {record['ours_ms'] * scale:.2f} {unit} | {record['reference_ms'] * scale:.2f} {unit} "
+        f"({reference}) | **{record['ratio']:.2f}** "
+        f"| {record['ours_gflops']:.1f} ({record['ours_gflops'] / record['peak_gflops']:.0%}) |"
+    )
+
+
+def main(path: str) -> None:
+    with open(path) as file:
+        records = json.load(file)
+    print(
+        "| case | B | T | H_in | H | route | ours | torch.nn | ratio | ours GFLOP/s (of matmul) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for record in records:
+        if record["kind"] != "compile":
+            print(speed_row(record))
+    print("\n| first call of | empty Numba cache | cached on disk |")
+    print("| --- | --- | --- |")
+    for record in records:
+        if record["kind"] == "compile":
+            name = record["name"].removeprefix("compile ")
+            print(f"| {name} | {record['ours_ms'] / 1e3:.1f} s | {record['reference_ms']:.0f} ms |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,337 @@
+"""`rnnkit bench`: rnnkit's time-loop kernels against torch.nn, in one process.
+
+Each case runs rnnkit's layer (`rnnkit.LSTM`, `GRU`, `RNN`: the compiled Numba kernel where
+`numba_is_faster` says so, torch's own fused kernel elsewhere and always for the LSTM) and
+torch.nn's module on the same weights and inputs, alternating the two, and reports the
+median of `repeats` timings, the ratio ours / torch, and GFLOP/s of the matrix products against
+the machine's measured single-thread matrix-multiply rate. Training cases time forward +
+backward; inference cases forward under `torch.no_grad()`; streaming cases one step at batch 1
+against torch.nn's cell (its fastest single step). Compile cases time the first call of each
+kernel in a fresh process with an empty Numba cache, then again with that cache on disk.
+
+torch runs on one thread (`torch.set_num_threads(1)`), the Numba kernels are single-threaded,
+and times are the CPU time of the calling thread, where all that work runs, so that other
+processes on a shared machine do not count; wall-clock medians are in the records too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from rnnkit import kernels  # Numba loads on the first kernel looked up, not here
+from rnnkit.kernels import numba_is_faster
+from rnnkit.layers import GRU, LSTM, RNN
+
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+MODES = ("train", "infer", "stream")
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str  # "lstm", "gru", "rnn_tanh" or "rnn_relu"
+    mode: str  # "train" (forward + backward), "infer" (forward, no grad) or "stream" (one step)
+    batch: int  # B
+    seq_len: int  # T (1 for streaming)
+    input_size: int  # H_in
+    hidden: int  # H
+
+    @property
+    def name(self) -> str:
+        sizes = f"B={self.batch} T={self.seq_len} I={self.input_size} H={self.hidden}"
+        return f"{self.kind} {self.mode} {sizes}"
+
+
+def default_cases() -> list[Case]:
+    """Small, medium and large shapes, batch 1 and long sequences, for every kind and mode."""
+    shapes = [  # (B, T, H_in, H)
+        (1, 1000, 128, 128),
+        (1, 200, 256, 256),
+        (8, 200, 128, 128),
+        (8, 1000, 32, 64),
+        (32, 100, 256, 256),
+        (64, 50, 512, 512),
+    ]
+    cases = [
+        Case(kind, mode, *shape)
+        for kind in ("lstm", "gru", "rnn_tanh", "rnn_relu")
+        for mode in ("train", "infer")
+        for shape in (shapes if kind != "rnn_relu" else shapes[:3])
+    ]
+    stream = [
+        Case(kind, "stream", 1, 1, size, 256) for kind in ("lstm", "gru") for size in (64, 256)
+    ]
+    return cases + stream
+
+
+def quick_cases() -> list[Case]:
+    """A one-minute subset: the issue's shape and one large one per kind, and streaming."""
+    return [
+        Case(kind, mode, *shape)
+        for kind in ("lstm", "gru", "rnn_tanh")
+        for mode in ("train", "infer")
+        for shape in ((1, 1000, 128, 128), (32, 100, 256, 256))
+    ] + [Case(kind, "stream", 1, 1, 64, 256) for kind in ("lstm", "gru")]
+
+
+# ---- the two routes ----------------------------------------------------------------------------
+
+
+def torch_module(case: Case) -> torch.nn.Module:
+    if case.mode == "stream":
+        cell = torch.nn.LSTMCell if case.kind == "lstm" else torch.nn.GRUCell
+        return cell(case.input_size, case.hidden)
+    if case.kind == "lstm":
+        return torch.nn.LSTM(case.input_size, case.hidden)
+    if case.kind == "gru":
+        return torch.nn.GRU(case.input_size, case.hidden)
+    return torch.nn.RNN(case.input_size, case.hidden, nonlinearity=case.kind[4:])
+
+
+def uses_numba(case: Case) -> bool:
+    if case.mode == "stream":
+        return True
+    training = case.mode == "train"
+    return numba_is_faster(case.kind, case.batch, case.hidden, case.seq_len, training)
+
+
+def rnnkit_route(case: Case, module: torch.nn.Module) -> Callable:
+    """rnnkit's route for this case, a callable like `module`: the streaming step, or rnnkit's
+    layer with `module`'s weights, which runs the Numba kernel where `numba_is_faster` picks it
+    and torch's fused kernel elsewhere."""
+    if case.mode == "stream":
+        step_class = kernels.LSTMStep if case.kind == "lstm" else kernels.GRUStep
+        return step_class(module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh)
+    layer_class = {"lstm": LSTM, "gru": GRU}.get(case.kind, RNN)
+    options = {} if case.kind in ("lstm", "gru") else {"nonlinearity": case.kind[4:]}
+    layer = layer_class(case.input_size, case.hidden, **options)
+    layer.load_state_dict(module.state_dict())
+    return layer
+
+
+def workload(case: Case, run: Callable, x: torch.Tensor, state) -> Callable[[], None]:
+    """One timed call of `run`: a forward (+ backward) over the sequence, or one streaming step."""
+    if case.mode != "train":
+        inputs = x[0] if case.mode == "stream" else x
+
+        def forward() -> None:
+            with torch.no_grad():
+                run(inputs, state)
+
+        return forward
+
+    def forward_backward() -> None:
+        output, _ = run(x, state)
+        output.sum().backward()
+        x.grad = None
+
+    return forward_backward
+
+
+# ---- measurement -------------------------------------------------------------------------------
+
+
+def median_pair(ours: Callable, reference: Callable, repeats: int, calls: int) -> dict[str, float]:
+    """Median seconds per call of each, timed alternately so that load changes hit both alike,
+    by the CPU time of this thread (where torch, on one thread, and Numba both run, so other
+    processes on a shared machine do not count) and by the wall clock."""
+    times = {key: [] for key in ("ours", "reference", "ours_wall", "reference_wall")}
+    for repeat in range(repeats):
+        for name in ("ours", "reference") if repeat % 2 == 0 else ("reference", "ours"):
+            function = ours if name == "ours" else reference
+            wall, cpu = time.perf_counter(), time.thread_time()
+            for _ in range(calls):
+                function()
+            times[name].append((time.thread_time() - cpu) / calls)
+            times[f"{name}_wall"].append((time.perf_counter() - wall) / calls)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
+    """The machine's float32 matrix-multiply rate on one thread, GFLOP/s (best of `repeats`)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    seconds = []
+    for _ in range(repeats):
+        start = time.thread_time()
+        a @ b
+        seconds.append(time.thread_time() - start)
+    return 2 * size**3 / min(seconds) / 1e9
+
+
+def case_flops(case: Case) -> float:
+    """FLOPs of the gate matrix products (x and h projections); training adds the backward's
+    two products (input and weight gradients) per forward one."""
+    per_step = 2 * GATES[case.kind] * case.hidden * (case.input_size + case.hidden) * case.batch
+    return per_step * case.seq_len * (3 if case.mode == "train" else 1)
+
+
+def measure(case: Case, repeats: int, peak_gflops: float) -> dict:
+    """Time rnnkit's route and torch.nn's on one case; the JSON record of the result."""
+    torch.manual_seed(0)
+    module = torch_module(case)
+    x = torch.randn(case.seq_len, case.batch, case.input_size, requires_grad=case.mode == "train")
+    h0 = torch.zeros(
+        (1,) * (case.mode != "stream") + (case.batch, case.hidden)
+    )  # torch.nn's layout
+    state = (h0, h0) if case.kind == "lstm" else h0
+    ours = workload(case, rnnkit_route(case, module), x, state)
+    reference = workload(case, module, x, state)
+    ours(), reference()  # warm up: compile or load the kernel, fill caches
+    seconds = median_pair(ours, reference, repeats, calls=200 if case.mode == "stream" else 1)
+    return record(case, f"torch.nn.{type(module).__name__}", seconds, peak_gflops)
+
+
+def record(case: Case, reference: str, seconds: dict[str, float], peak_gflops: float) -> dict:
+    ours_s, reference_s = seconds["ours"], seconds["reference"]
+    flops = case_flops(case)
+    shape = {"batch": case.batch, "seq_len": case.seq_len, "input_size": case.input_size}
+    result = {
+        "name": case.name,
+        "shape": shape | {"hidden": case.hidden},
+        "kind": case.kind,
+        "mode": case.mode,
+        "route": "numba" if uses_numba(case) else "torch",
+        "ours_ms": ours_s * 1e3,
+        "reference": reference,
+        "reference_ms": reference_s * 1e3,
+        "ratio": ours_s / reference_s,
+        "ours_wall_ms": seconds["ours_wall"] * 1e3,
+        "reference_wall_ms": seconds["reference_wall"] * 1e3,
+        "ours_gflops": flops / ours_s / 1e9,
+        "reference_gflops": flops / reference_s / 1e9,
+        "peak_gflops": peak_gflops,
+    }
+    if case.mode == "stream":
+        result["ours_us_per_step"] = ours_s * 1e6
+        result["reference_us_per_step"] = reference_s * 1e6
+    return result
+
+
+_COMPILE_SCRIPT = """
+import time, torch
+from rnnkit import kernels
+start = time.perf_counter()
+import rnnkit.kernels.numba_gru, rnnkit.kernels.numba_elman, rnnkit.kernels.numba_step
+print("import_of_numba_and_the_kernel_modules", time.perf_counter() - start)
+x, h = torch.randn(3, 2, 4, requires_grad=True), torch.zeros(2, 5)
+gru, rnn = torch.nn.GRU(4, 5), torch.nn.RNN(4, 5)
+lstm_cell, gru_cell = torch.nn.LSTMCell(4, 5), torch.nn.GRUCell(4, 5)
+def params(m): return m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0
+def cell(m): return m.weight_ih, m.weight_hh, m.bias_ih, m.bias_hh
+calls = {
+    "gru_sequence": lambda: kernels.gru_sequence(x, h, *params(gru))[0].sum().backward(),
+    "elman_sequence": lambda: kernels.elman_sequence(x, h, *params(rnn))[0].sum().backward(),
+    "LSTMStep": lambda: kernels.LSTMStep(*cell(lstm_cell))(x[0].detach(), (h, h)),
+    "GRUStep": lambda: kernels.GRUStep(*cell(gru_cell))(x[0].detach(), h),
+}
+for name, call in calls.items():
+    start = time.perf_counter(); call(); print(name, time.perf_counter() - start)
+"""
+
+
+def compile_times() -> list[dict]:
+    """First call of each kernel (float32, forward + backward) in a fresh process: with an
+    empty Numba cache (compiling), then with the cache that run left on disk (loading); and
+    the import of Numba that the first use of a kernel pays, in both."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        runs = [
+            subprocess.run(
+                [sys.executable, "-c", _COMPILE_SCRIPT],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            for _ in range(2)
+        ]
+    cold, cached = ([line.split() for line in run.stdout.splitlines()] for run in runs)
+    return [
+        {
+            "name": f"compile {name.replace('_', ' ')}",
+            "shape": {},
+            "kind": "compile",
+            "mode": "first call",
+            "ours_ms": float(cold_s) * 1e3,
+            "reference": "the same first call with the kernel cached on disk",
+            "reference_ms": float(cached_s) * 1e3,
+            "ratio": None,
+        }
+        for (name, cold_s), (_, cached_s) in zip(cold, cached, strict=True)
+    ]
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+
+def format_row(record: dict) -> str:
+    if record["kind"] == "compile":
+        cold, cached = record["ours_ms"], record["reference_ms"]
+        return f"{record['name']:<44} first call {cold:9.0f} ms   cached {cached:7.1f} ms"
+    unit, scale = ("us/step", 1e3) if record["mode"] == "stream" else ("ms", 1.0)
+    ours, reference, gflops = (
+        record["ours_ms"] * scale,
+        record["reference_ms"] * scale,
+        record["ours_gflops"],
+    )
+    return (
+        f"{record['name']:<44} {record['route']:<6} ours {ours:9.2f} {unit}  "
+        f"torch {reference:9.2f} {unit}  ratio {record['ratio']:5.2f}  "
+        f"{gflops:6.1f} GFLOP/s ({gflops / record['peak_gflops']:4.0%} of matmul)"
+    )
+
+
+def run_bench(
+    cases: Sequence[Case] | None = None,
+    repeats: int = 7,
+    json_path: str | None = None,
+    compile: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Run `cases` (default: `default_cases()`), print one line per case as it finishes, and
+    write one JSON object per case (a JSON list) to `json_path` if given. Returns the records."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        peak = matmul_gflops()
+        log(
+            f"torch {torch.__version__} on 1 thread (torch.set_num_threads(1)); medians of "
+            f"{repeats} alternating repeats of this thread's CPU time; single-thread matmul "
+            f"{peak:.1f} GFLOP/s"
+        )
+        records = []
+        for case in default_cases() if cases is None else cases:
+            records.append(measure(case, repeats, peak))
+            log(format_row(records[-1]))
+        if compile:
+            for record in compile_times():
+                records.append(record)
+                log(format_row(record))
+    finally:
+        torch.set_num_threads(threads)
+    if json_path is not None:
+        with open(json_path, "w") as file:
+            json.dump(records, file, indent=1)
+    return records
+
+
+def cases_from_names(names: Sequence[str]) -> list[Case]:
+    """Cases from "kind:mode:B:T:H_in:H" strings, for the command line."""
+    cases = []
+    for name in names:
+        kind, mode, *sizes = name.split(":")
+        if kind not in GATES or mode not in MODES or len(sizes) != 4:
+            expected = f"kind:mode:B:T:H_in:H with kind in {list(GATES)} and mode in {MODES}"
+            raise ValueError(f"a case is {expected}; got {name!r}")
+        cases.append(Case(kind, mode, *map(int, sizes)))
+    return cases

@@ -1,0 +1,259 @@
+"""What the compiled Numba kernels share: the jit flags, the small recurrent matrix product,
+the gate nonlinearities, and the argument checks and buffers on the Python side.
+
+Importing this module imports Numba (about a second), so `rnnkit.kernels` loads it only when a
+kernel is first called. Functions are compiled on their first call for a dtype and cached on
+disk (`cache=True`), so a later process loads them in milliseconds.
+The GRU, Elman and streaming kernels themselves live in `numba_gru.py`, `numba_elman.py` and
+`numba_step.py`.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+
+# `reassoc` lets LLVM split a dot product over several vector accumulators; no flag that assumes
+# away NaN or infinity, so the kernels propagate them the way torch does.
+FASTMATH = {"reassoc", "contract"}
+
+
+def jit(function):
+    """Compile `function` with Numba on its first call, cached on disk."""
+    return numba.njit(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")(function)
+
+
+# exp(x) = 2**k * exp(r) with k = round(x / ln 2) and |r| <= ln(2) / 2; ln 2 in two parts so that
+# k * LN2_HI is exact (Cody and Waite). A degree-14 Taylor polynomial gives expm1(r) to a float64
+# ulp, and 2**k is built from its bits, so the loops below vectorise (libm's exp does not).
+LOG2E = 1.4426950408889634
+LN2_HI = 0.693359375
+LN2_LO = -2.1219444005469058e-4
+
+
+@jit
+def _expm1_reduced(x):
+    """(k, q) with expm1(x) = 2**k * q + 2**k - 1, in float64."""
+    x = min(max(x, -700.0), 700.0)
+    k = np.floor(x * LOG2E + 0.5)
+    r = x - k * LN2_HI - k * LN2_LO
+    q = 1 / 6227020800 + r * (1 / 87178291200)  # Horner on expm1(r) = r + r^2/2! + ... + r^14/14!
+    q = 1 / 479001600 + r * q
+    q = 1 / 39916800 + r * q
+    q = 1 / 3628800 + r * q
+    q = 1 / 362880 + r * q
+    q = 1 / 40320 + r * q
+    q = 1 / 5040 + r * q
+    q = 1 / 720 + r * q
+    q = 1 / 120 + r * q
+    q = 1 / 24 + r * q
+    q = 1 / 6 + r * q
+    q = 1 / 2 + r * q
+    q = 1.0 + r * q
+    return k, r * q
+
+
+@jit
+def sigmoid_(v, start, stop, work):
+    """v[start:stop] = sigmoid(v[start:stop]) in place; v 1-D, work (2 * (stop - start),)
+    float64 scratch."""
+    size = stop - start
+    bits = work.view(np.int64)
+    for i in range(size):
+        k, q = _expm1_reduced(-np.float64(v[start + i]))
+        work[i] = q
+        bits[size + i] = (np.int64(k) + 1023) << 52  # the float64 2**k
+    for i in range(size):
+        v[start + i] = 1.0 / (1.0 + work[size + i] * (1.0 + work[i]))
+
+
+@jit
+def tanh_(v, start, stop, work):
+    """v[start:stop] = tanh(v[start:stop]) in place, as -e / (2 + e) with e = expm1(-2|v|),
+    accurate near zero too; work as in `sigmoid_`."""
+    size = stop - start
+    bits = work.view(np.int64)
+    for i in range(size):
+        k, q = _expm1_reduced(-2.0 * abs(np.float64(v[start + i])))
+        work[i] = q
+        bits[size + i] = (np.int64(k) + 1023) << 52
+    for i in range(size):
+        scale = work[size + i]
+        e = scale * work[i] + (scale - 1.0)
+        v[start + i] = np.copysign(-e / (2.0 + e), v[start + i])
+
+
+@jit
+def add_matvec(weight, vectors, rows, n_rows, out):
+    """out[b] += weight @ vectors[b] for b in rows[:n_rows].
+
+    weight (G, K) C-contiguous, vectors (B, K), out (B, G). Sequences go four at a time through
+    blocks of two rows of `weight` by four vectors (six loads feed eight multiply-adds), the last
+    n_rows % 4 alone through blocks of four rows of `weight`; each block's sums stay in registers.
+    """
+    n_out = weight.shape[0]
+    n_blocked = n_rows - n_rows % 4
+    for j in range(0, n_out - n_out % 2, 2):
+        for i in range(0, n_blocked, 4):
+            _add_2x4(weight, j, vectors, rows[i], rows[i + 1], rows[i + 2], rows[i + 3], out)
+    for i in range(n_blocked, n_rows):
+        for j in range(0, n_out - n_out % 4, 4):
+            _add_4x1(weight, j, vectors, rows[i], out)
+    for i in range(n_rows):  # the rows of `weight` that the blocks leave over
+        for j in range(n_out - n_out % (2 if i < n_blocked else 4), n_out):
+            out[rows[i], j] += _dot(weight, j, vectors, rows[i])
+
+
+@jit
+def _dot(weight, j, vectors, b):
+    acc = weight.dtype.type(0)
+    for k in range(weight.shape[1]):
+        acc += weight[j, k] * vectors[b, k]
+    return acc
+
+
+@jit
+def _add_2x4(weight, j, vectors, b0, b1, b2, b3, out):
+    """out[b, j:j+2] += weight[j:j+2] @ vectors[b] for the four sequences b0..b3."""
+    a0 = a1 = a2 = a3 = c0 = c1 = c2 = c3 = weight.dtype.type(0)
+    for k in range(weight.shape[1]):
+        w, u = weight[j, k], weight[j + 1, k]
+        v0, v1, v2, v3 = vectors[b0, k], vectors[b1, k], vectors[b2, k], vectors[b3, k]
+        a0 += w * v0
+        a1 += w * v1
+        a2 += w * v2
+        a3 += w * v3
+        c0 += u * v0
+        c1 += u * v1
+        c2 += u * v2
+        c3 += u * v3
+    out[b0, j] += a0
+    out[b1, j] += a1
+    out[b2, j] += a2
+    out[b3, j] += a3
+    out[b0, j + 1] += c0
+    out[b1, j + 1] += c1
+    out[b2, j + 1] += c2
+    out[b3, j + 1] += c3
+
+
+@jit
+def _add_4x1(weight, j, vectors, b, out):
+    """out[b, j:j+4] += weight[j:j+4] @ vectors[b]."""
+    a0 = a1 = a2 = a3 = weight.dtype.type(0)
+    for k in range(weight.shape[1]):
+        v = vectors[b, k]
+        a0 += weight[j, k] * v
+        a1 += weight[j + 1, k] * v
+        a2 += weight[j + 2, k] * v
+        a3 += weight[j + 3, k] * v
+    out[b, j] += a0
+    out[b, j + 1] += a1
+    out[b, j + 2] += a2
+    out[b, j + 3] += a3
+
+
+@jit
+def running(lengths, order, step, n_running):
+    """How many sequences run at `step` (those with lengths > step): `order` sorts them longest
+    first, so they are a prefix of it. n_running is the count at the step before or after."""
+    while n_running > 0 and lengths[order[n_running - 1]] <= step:
+        n_running -= 1
+    while n_running < len(order) and lengths[order[n_running]] > step:
+        n_running += 1
+    return n_running
+
+
+@jit
+def position(lengths, b, step, reverse):
+    """The time index that sequence b reads at `step` (its own last valid step first in reverse)."""
+    return lengths[b] - 1 - step if reverse else step
+
+
+# ---- Python side -------------------------------------------------------------------------------
+
+
+def numpy_view(tensor: Tensor) -> np.ndarray:
+    """A C-contiguous NumPy array sharing memory with `tensor` (copied only if not contiguous)."""
+    return tensor.detach().contiguous().numpy()
+
+
+def check_sequence_args(
+    x: Tensor,
+    h0: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None,
+    bias_hh: Tensor | None,
+    gates: int,
+) -> tuple[int, int, int, int]:
+    """Check shapes, dtypes and device of one direction's arguments; return (T, B, H_in, H)."""
+    if x.dim() != 3:
+        raise ValueError(f"x must be (T, B, H_in), got shape {tuple(x.shape)}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"the Numba kernels take float32 or float64, got {x.dtype}")
+    steps, batch, input_size = x.shape
+    hidden = weight_hh.shape[1]
+    expected = {
+        "h0": (h0, (batch, hidden)),
+        "weight_ih": (weight_ih, (gates * hidden, input_size)),
+        "weight_hh": (weight_hh, (gates * hidden, hidden)),
+        "bias_ih": (bias_ih, (gates * hidden,)),
+        "bias_hh": (bias_hh, (gates * hidden,)),
+    }
+    expected = {name: pair for name, pair in expected.items() if pair[0] is not None}
+    for name, (tensor, shape) in expected.items():
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
+    for name, tensor in {"x": x, **{k: v[0] for k, v in expected.items()}}.items():
+        if tensor.device.type != "cpu" or tensor.dtype != x.dtype:
+            raise TypeError(
+                f"{name} must be a CPU {x.dtype} tensor, got {tensor.device} {tensor.dtype}"
+            )
+    if steps == 0 or batch == 0:
+        raise ValueError(
+            f"x must have at least one step and one sequence, got shape {tuple(x.shape)}"
+        )
+    return steps, batch, input_size, hidden
+
+
+def lengths_and_order(
+    lengths: Tensor | None, steps: int, batch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lengths (B,) int64, order (B,) int64 sorting them longest first) as NumPy arrays."""
+    if lengths is None:
+        return np.full(batch, steps, dtype=np.int64), np.arange(batch, dtype=np.int64)
+    if lengths.shape != (batch,) or lengths.dtype.is_floating_point or lengths.is_complex():
+        raise ValueError(f"lengths must be an integer tensor of shape ({batch},), got {lengths}")
+    array = lengths.detach().to("cpu", torch.int64).numpy()
+    if array.min() < 1 or array.max() > steps:
+        raise ValueError(f"lengths must lie in [1, {steps}], got {array.tolist()}")
+    return array, np.argsort(-array, kind="stable")
+
+
+def needs_grad(arguments: tuple) -> bool:
+    """Whether autograd will ask for a backward pass through a kernel called with `arguments`."""
+    return torch.is_grad_enabled() and any(
+        isinstance(a, Tensor) and a.requires_grad for a in arguments
+    )
+
+
+def bias_or_zeros(bias: Tensor | None, size: int, like: Tensor) -> Tensor:
+    return bias.detach() if bias is not None else like.new_zeros(size)
+
+
+def project(inputs: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """inputs (T, B, K) @ weight.T + bias as one matrix product over all steps: (T, B, G)."""
+    return torch.nn.functional.linear(inputs.detach(), weight.detach(), bias).contiguous()
+
+
+def weight_grads(
+    grad_gates: Tensor, inputs: Tensor, needs_weight: bool, needs_bias: bool
+) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of `weight` and `bias` in gates = inputs @ weight.T + bias, summed over T and B."""
+    flat = grad_gates.reshape(-1, grad_gates.shape[-1])  # (T*B, G)
+    grad_weight = flat.t() @ inputs.reshape(-1, inputs.shape[-1]) if needs_weight else None
+    grad_bias = flat.sum(0) if needs_bias else None
+    return grad_weight, grad_bias

@@ -1,0 +1,178 @@
+"""An Elman (vanilla) RNN layer direction as one compiled loop over time, forward and backward
+(Numba, CPU).
+
+Equation, as torch.nn.RNN with f = tanh or relu, with x_proj = x @ W_ih.T + b_ih + b_hh done for
+all steps as one matrix product before the loop:
+
+    h' = f(x_proj + h @ W_hh.T)
+
+The backward pass carries dL/dh from the last step to the first and writes dL/d(pre-activation)
+per step; the gradients of x, W_ih, W_hh and the biases then come from matrix products over all
+steps. Tests prove outputs and gradients equal to torch.nn.RNN (`tests/test_kernels_sequence.py`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rnnkit.kernels._numba_common import (
+    add_matvec,
+    check_sequence_args,
+    jit,
+    lengths_and_order,
+    needs_grad,
+    numpy_view,
+    position,
+    project,
+    running,
+    tanh_,
+    weight_grads,
+)
+
+NONLINEARITIES = ("tanh", "relu")
+
+
+@jit
+def elman_forward_loop(x_proj, h0, weight_hh, lengths, order, reverse, relu, output, h_prev, save):
+    """Run the recurrence; fill output (T, B, H) and, if `save`, h_prev (T, B, H), the state
+    before each step, for the backward pass (else it is (1, B, H) scratch).
+    Returns the final state (B, H)."""
+    batch, hidden = h0.shape
+    h = h0.copy()  # (B, H), the running state of every sequence
+    pre = x_proj[0].copy()  # (B, H), the pre-activation of the current step
+    work = np.empty(2 * hidden)  # scratch of tanh
+    n_active = batch
+    for step in range(lengths[order[0]]):
+        n_active = running(lengths, order, step, n_active)
+        for i in range(n_active):
+            b = order[i]
+            pre[b] = x_proj[position(lengths, b, step, reverse), b]
+        add_matvec(weight_hh, h, order, n_active, pre)
+        for i in range(n_active):
+            b = order[i]
+            t = position(lengths, b, step, reverse)
+            if relu:
+                for j in range(hidden):
+                    pre[b, j] = max(pre[b, j], 0)
+            else:
+                tanh_(pre[b], 0, hidden, work)
+            h_prev[t if save else 0, b] = h[b]
+            h[b] = pre[b]
+            output[t, b] = pre[b]
+    return h
+
+
+@jit
+def elman_backward_loop(
+    grad_output, grad_h_n, weight_hh_t, output, lengths, order, reverse, relu, grad_pre
+):
+    """Backpropagate through time; fill grad_pre (T, B, H) = dL/d(pre-activation).
+    weight_hh_t is W_hh.T (H, H), C-contiguous. Returns dL/dh0 (B, H)."""
+    hidden = grad_h_n.shape[1]
+    grad_h = grad_h_n.copy()  # (B, H), dL/dh carried back through time
+    step_grad = np.zeros_like(grad_h)  # (B, H)
+    n_active = 0
+    for step in range(lengths[order[0]] - 1, -1, -1):
+        n_active = running(lengths, order, step, n_active)
+        for i in range(n_active):
+            b = order[i]
+            t = position(lengths, b, step, reverse)
+            for j in range(hidden):
+                dh = grad_h[b, j] + grad_output[t, b, j]
+                h = output[t, b, j]
+                if relu:
+                    step_grad[b, j] = dh if h > 0 else 0
+                else:
+                    step_grad[b, j] = dh * (1 - h * h)
+                grad_h[b, j] = 0
+            grad_pre[t, b] = step_grad[b]
+        add_matvec(weight_hh_t, step_grad, order, n_active, grad_h)
+    return grad_h
+
+
+def elman_forward(
+    x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, nonlinearity, save
+):
+    """The forward pass: (output, h_n, h_prev, lengths, order), see `elman_forward_loop`."""
+    steps, batch, _, hidden = check_sequence_args(
+        x, h0, weight_ih, weight_hh, bias_ih, bias_hh, gates=1
+    )
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+    lengths_np, order = lengths_and_order(lengths, steps, batch)
+    new = x.new_empty if lengths is None else x.new_zeros  # padding must read as zeros
+    bias = bias_ih if bias_hh is None else bias_hh if bias_ih is None else bias_ih + bias_hh
+    x_proj = project(x, weight_ih, bias)  # (T, B, H)
+    output, h_prev = new(steps, batch, hidden), new(steps if save else 1, batch, hidden)
+    h_n = elman_forward_loop(
+        x_proj.numpy(), numpy_view(h0), numpy_view(weight_hh), lengths_np, order, reverse,
+        nonlinearity == "relu", output.numpy(), h_prev.numpy(), save,
+    )  # fmt: skip
+    return output, torch.from_numpy(h_n), h_prev, lengths_np, order
+
+
+class ElmanSequence(torch.autograd.Function):
+    """One direction of one Elman layer over a whole sequence, with the compiled loops above."""
+
+    @staticmethod
+    def forward(ctx, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, nonlinearity):
+        output, h_n, h_prev, ctx.lengths, ctx.order = elman_forward(
+            x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, nonlinearity, save=True
+        )
+        ctx.save_for_backward(x, weight_ih, weight_hh, output, h_prev)
+        ctx.reverse, ctx.relu = reverse, nonlinearity == "relu"
+        return output, h_n
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output, grad_h_n):
+        x, weight_ih, weight_hh, output, h_prev = ctx.saved_tensors
+        new = x.new_empty if ctx.lengths.min() == x.shape[0] else x.new_zeros
+        grad_pre = new(output.shape)  # (T, B, H)
+        grad_h0 = elman_backward_loop(
+            numpy_view(grad_output), numpy_view(grad_h_n), numpy_view(weight_hh.t()),
+            output.detach().numpy(), ctx.lengths, ctx.order, ctx.reverse, ctx.relu,
+            grad_pre.numpy(),
+        )  # fmt: skip
+        needs = ctx.needs_input_grad
+        grad_x = grad_pre @ weight_ih if needs[0] else None
+        grad_w_ih, grad_b = weight_grads(grad_pre, x, needs[2], needs[4] or needs[5])
+        grad_w_hh, _ = weight_grads(grad_pre, h_prev, needs[3], False)
+        grad_b_ih = grad_b if needs[4] else None
+        grad_b_hh = grad_b if needs[5] else None
+        return (
+            grad_x,
+            torch.from_numpy(grad_h0),
+            grad_w_ih,
+            grad_w_hh,
+            grad_b_ih,
+            grad_b_hh,
+            None,
+            None,
+            None,
+        )
+
+
+def elman_sequence(
+    x: Tensor,
+    h0: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None,
+    bias_hh: Tensor | None,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+    nonlinearity: str = "tanh",
+) -> tuple[Tensor, Tensor]:
+    """One direction of one Elman layer over x (T, B, H_in) from h0 (B, H), time-major.
+
+    Weights in torch.nn.RNN's layout: weight_ih (H, H_in), weight_hh (H, H), biases (H,) or
+    None; `nonlinearity` "tanh" or "relu". `lengths` and `reverse` as in `gru_sequence`.
+    Returns (output (T, B, H), h_n (B, H)); differentiable in every tensor.
+    """
+    arguments = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, nonlinearity)
+    if needs_grad(arguments):
+        return ElmanSequence.apply(*arguments)
+    return elman_forward(*arguments, save=False)[:2]

@@ -1,0 +1,176 @@
+"""The compiled GRU and Elman sequence kernels equal torch.nn.GRU / torch.nn.RNN: outputs, final
+states and the gradients of input, initial state and every parameter, over random shapes,
+lengths, both directions, bias on and off, float32 and float64 (property-based), and gradcheck.
+
+torch.nn.GRU and torch.nn.RNN are the reference: rnnkit's cells have their gate order and
+parameter names, and are tested equal to them in the layer tests.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnkit import kernels
+
+KINDS = ("gru", "rnn_tanh", "rnn_relu")
+
+
+def torch_module(
+    kind: str, input_size: int, hidden: int, bias: bool, dtype: torch.dtype
+) -> torch.nn.Module:
+    if kind == "gru":
+        return torch.nn.GRU(input_size, hidden, bias=bias, dtype=dtype)
+    return torch.nn.RNN(input_size, hidden, nonlinearity=kind[4:], bias=bias, dtype=dtype)
+
+
+def parameters(module: torch.nn.Module) -> list[torch.Tensor | None]:
+    names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+    return [getattr(module, name, None) for name in names]
+
+
+def run_kernel(kind, x, h0, module, lengths, reverse):
+    if kind == "gru":
+        return kernels.gru_sequence(x, h0, *parameters(module), lengths=lengths, reverse=reverse)
+    nonlinearity = kind[4:]
+    return kernels.elman_sequence(x, h0, *parameters(module), lengths, reverse, nonlinearity)
+
+
+def run_reference(x, h0, module, lengths, reverse):
+    """torch.nn over packed sequences; in reverse, each sequence is flipped within its length,
+    run forward and flipped back."""
+    steps, batch, _ = x.shape
+    lengths = torch.full((batch,), steps) if lengths is None else lengths
+    time = torch.arange(steps)[:, None]  # (T, 1)
+    index = (
+        torch.where(time < lengths, lengths - 1 - time, time) if reverse else time.expand(-1, batch)
+    )
+    flip = index[..., None]  # (T, B, 1), an involution: flipping twice is the identity
+    packed = pack_padded_sequence(x.gather(0, flip.expand_as(x)), lengths, enforce_sorted=False)
+    output, h_n = module(packed, h0[None])
+    output, _ = pad_packed_sequence(output, total_length=steps)
+    return output.gather(0, flip.expand_as(output)), h_n[0]
+
+
+def assert_equal_with_grads(kind, x, h0, module, lengths, reverse):
+    ours = run_kernel(kind, x, h0, module, lengths, reverse)
+    reference = run_reference(x, h0, module, lengths, reverse)
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b)
+    grad_output, grad_h_n = torch.randn_like(ours[0]), torch.randn_like(ours[1])
+    inputs = [x, h0, *(p for p in module.parameters())]
+
+    def grads(output, h_n):
+        loss = (output * grad_output).sum() + (h_n * grad_h_n).sum()
+        return torch.autograd.grad(loss, inputs)
+
+    for a, b in zip(grads(*ours), grads(*reference), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@st.composite
+def cases(draw):
+    steps = draw(st.integers(1, 6))
+    batch = draw(st.integers(1, 6))
+    lengths = draw(st.none() | st.lists(st.integers(1, steps), min_size=batch, max_size=batch))
+    return {
+        "kind": draw(st.sampled_from(KINDS)),
+        "steps": steps,
+        "batch": batch,
+        "input_size": draw(st.integers(1, 4)),
+        "hidden": draw(st.integers(1, 6)),
+        "bias": draw(st.booleans()),
+        "reverse": draw(st.booleans()),
+        "lengths": None if lengths is None else torch.tensor(lengths),
+        "dtype": draw(st.sampled_from([torch.float32, torch.float64])),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases())
+def test_kernel_equals_torch(case):
+    torch.manual_seed(case["seed"])
+    module = torch_module(
+        case["kind"], case["input_size"], case["hidden"], case["bias"], case["dtype"]
+    )
+    x = torch.randn(
+        case["steps"], case["batch"], case["input_size"], dtype=case["dtype"], requires_grad=True
+    )
+    h0 = torch.randn(case["batch"], case["hidden"], dtype=case["dtype"], requires_grad=True)
+    assert_equal_with_grads(case["kind"], x, h0, module, case["lengths"], case["reverse"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_equals_torch_at_a_larger_size(kind, dtype):
+    """Enough steps and units for the blocked products and vectorised gates to take every path."""
+    torch.manual_seed(0)
+    module = torch_module(kind, 9, 37, True, dtype)
+    x = torch.randn(40, 11, 9, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(11, 37, dtype=dtype, requires_grad=True)
+    lengths = torch.randint(1, 41, (11,))
+    for reverse in (False, True):
+        assert_equal_with_grads(kind, x, h0, module, lengths, reverse)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradcheck(kind, reverse):
+    torch.manual_seed(1)
+    module = torch_module(kind, 3, 4, True, torch.float64)
+    x = torch.randn(5, 3, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([5, 2, 4])
+    if kind == "gru":
+
+        def function(*inputs):
+            return kernels.gru_sequence(*inputs, lengths=lengths, reverse=reverse)
+    else:
+
+        def function(*inputs):
+            return kernels.elman_sequence(*inputs, lengths, reverse, kind[4:])
+
+    assert torch.autograd.gradcheck(function, (x, h0, *parameters(module)))
+
+
+def test_gradients_only_where_asked():
+    """A parameter that does not require grad gets none; the others are still right."""
+    module = torch_module("gru", 3, 4, True, torch.float64)
+    module.weight_ih_l0.requires_grad_(False)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    h0 = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    wanted = [h0, module.weight_hh_l0, module.bias_ih_l0]
+    ours = torch.autograd.grad(
+        sum(t.sum() for t in run_kernel("gru", x, h0, module, None, False)), wanted
+    )
+    reference = torch.autograd.grad(
+        sum(t.sum() for t in run_reference(x, h0, module, None, False)), wanted
+    )
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b)
+    sum(t.sum() for t in run_kernel("gru", x, h0, module, None, False)).backward()
+    assert module.weight_ih_l0.grad is None
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"x": torch.randn(4, 2, 3).half()}, TypeError),
+        ({"x": torch.randn(4, 2)}, ValueError),
+        ({"h0": torch.zeros(3, 5)}, ValueError),
+        ({"lengths": torch.tensor([5, 1])}, ValueError),
+        ({"lengths": torch.tensor([0, 1])}, ValueError),
+        ({"h0": torch.zeros(2, 5, dtype=torch.float64)}, TypeError),
+    ],
+)
+def test_errors_name_the_argument(change, error):
+    module = torch_module("gru", 3, 5, True, torch.float32)
+    arguments = {"x": torch.randn(4, 2, 3), "h0": torch.zeros(2, 5), "lengths": None} | change
+    with pytest.raises(error):
+        kernels.gru_sequence(
+            arguments["x"], arguments["h0"], *parameters(module), lengths=arguments["lengths"]
+        )
