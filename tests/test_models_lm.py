@@ -67,6 +67,12 @@ def test_top_p_keeps_the_smallest_set_with_enough_mass(p, kept):
     torch.testing.assert_close(filtered.softmax(-1), expected)
 
 
+def test_top_p_counts_mass_equal_to_p_as_enough():
+    uniform = torch.zeros(4)  # probabilities exactly 0.25 each
+    assert len(_kept(top_p_filter(uniform, 0.5))) == 2
+    assert len(_kept(top_p_filter(uniform, 0.51))) == 3
+
+
 def test_top_p_against_brute_force_on_random_rows():
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(200, 7, generator=generator) * 2  # (rows, V), shuffled order
@@ -133,6 +139,9 @@ def test_tied_output_scores_against_the_embedding_matrix():
     hidden, _ = projected.encoder(tokens)
     expected = projected.projection(hidden) @ projected.encoder.embedding.weight.T
     torch.testing.assert_close(projected(tokens)[0], expected + projected.output_bias)
+    inputs, targets = torch.full((1, 4), 1), torch.full((1, 4), 2)  # token 2 is never an input
+    same.loss(Batch(inputs, None, targets))[0].backward()
+    assert same.encoder.embedding.weight.grad[2].abs().sum() > 0  # reached through the output
     untied = _lm(tie=False)
     names = {name for name, _ in untied.named_parameters()} - {
         name for name, _ in same.named_parameters()

@@ -158,6 +158,10 @@ def test_errors_are_one_line_with_exit_code_2(music_run, text_run, tmp_path, cap
     cases = [
         (["train", "lm", "rotten_tomatoes"], "classify dataset"),
         (["train", "lm", str(tmp_path / "missing.txt")], "no such file"),
+        (
+            ["train", "lm", "--level", "bpe", "--max-vocab", "100", "--run-dir", str(tmp_path)],
+            "260",
+        ),
         (["evaluate", str(music_run), "shakespeare"], "music model"),
         (["evaluate", str(text_run), "jsb_chorales"], "text model"),
         (["generate", str(text_run), "--top-p", "1.5"], "top_p"),

@@ -48,6 +48,7 @@ from rnnkit.train import evaluate as evaluate_model
 
 KINDS = ("language_model", "music")  # built-in datasets this task trains on
 TOKENIZER_FILE = "tokenizer.json"
+BPE_MIN_VOCAB = 260  # every byte and the 4 special tokens
 SAMPLE_MIDI = "sample.mid"  # the chorale a music run writes at the end of training
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
@@ -165,6 +166,8 @@ def fit_tokenizer(text: str, options: LMOptions) -> Tokenizer:
         return CharTokenizer.fit([text])
     if options.level == "word":
         return WordTokenizer.fit([text], max_size=options.max_vocab)
+    if options.max_vocab < BPE_MIN_VOCAB:
+        raise TaskError(f"bpe needs max_vocab >= {BPE_MIN_VOCAB} (256 bytes + 4 specials)")
     return BPETokenizer.fit(text.splitlines(keepends=True), vocab_size=options.max_vocab)
 
 
@@ -396,20 +399,22 @@ def pitch_names(frame: torch.Tensor, low: int = 21) -> str:
 def sample_music(
     model: MusicModel, options: GenerateOptions, path: Path, lm_options: LMOptions
 ) -> Path:
-    """Sample frames (printing each as note names), write them to the MIDI file `path`."""
+    """Sample frames (printing each as note names); write the prompt's frames (a MIDI file, if
+    given) and the sampled ones to the MIDI file `path`."""
     length = 64 if options.length is None else options.length
-    prompt = None
+    prompt = torch.zeros(0, model.config.num_pitches)  # (T_prompt, P)
     if options.prompt:
         prompt = torch.as_tensor(midi_to_roll(options.prompt, lm_options.steps_per_beat))
     generator = torch.Generator().manual_seed(options.seed)
     temperature = sampling_config(options).temperature
-    frames = []
-    for step, frame in enumerate(islice(model.generate(prompt, temperature, generator), length)):
+    frames = [*prompt.float()]
+    sampled = model.generate(prompt if len(prompt) else None, temperature, generator)
+    for step, frame in enumerate(islice(sampled, length), start=len(prompt)):
         frames.append(frame)
         print(f"{step:4d}  {pitch_names(frame)}", flush=True)
-    roll = torch.stack(frames).to(torch.uint8).numpy() if frames else np.zeros((0, 88), np.uint8)
+    roll = torch.stack(frames).to(torch.uint8).numpy() if frames else prompt.to(torch.uint8).numpy()
     roll_to_midi(roll, path, steps_per_beat=lm_options.steps_per_beat)
-    print(f"wrote {path} ({len(frames)} steps)")
+    print(f"wrote {path} ({len(prompt)} steps of prompt, {len(frames) - len(prompt)} sampled)")
     return path
 
 
