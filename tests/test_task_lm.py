@@ -148,6 +148,10 @@ def test_music_run_reloads_evaluates_and_writes_midi(music_run, tmp_path, capsys
     expected = torch.stack(list(islice(frames, 16)))
     assert (roll == expected.numpy()).all()  # the MIDI file holds exactly the sampled frames
     assert str(out) in printed and len(printed.splitlines()) == 17  # a line per frame + path
+    continued = tmp_path / "continued.mid"  # --prompt: continue a MIDI file, written in front
+    assert main(["generate", str(music_run), "--prompt", str(out), "--out", str(continued)]) == 0
+    assert (midi_to_roll(continued)[:16] == roll).all()
+    assert len(midi_to_roll(continued)) == 16 + 64
 
 
 # --- errors -----------------------------------------------------------------------------------

@@ -245,13 +245,9 @@ def model_info(model: nn.Module) -> dict[str, Any]:
     """{"class": "rnnkit.models.<module>.<Class>", "config": asdict(model.config)}."""
     cls = type(model)
     assert cls.__module__.startswith(MODELS_PACKAGE + "."), f"{cls} is not in {MODELS_PACKAGE}"
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", "config": asdict_config(model)}
-
-
-def asdict_config(model: nn.Module) -> dict[str, Any]:
     config = getattr(model, "config", None)
-    assert dataclasses.is_dataclass(config), f"{type(model).__name__}.config must be a dataclass"
-    return dataclasses.asdict(config)
+    assert dataclasses.is_dataclass(config), f"{cls.__name__}.config must be a dataclass"
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "config": dataclasses.asdict(config)}
 
 
 def run_info(task: Task, options: Any, model: nn.Module, **extra: Any) -> dict[str, Any]:
@@ -336,9 +332,3 @@ def record_metrics(run_dir: str | os.PathLike | None, key: str, values: Any) -> 
     summary = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     summary[key] = values
     write_json(path, summary)
-
-
-def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """run_dir/metrics.json ({} when there is none)."""
-    path = Path(run_dir) / "metrics.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
