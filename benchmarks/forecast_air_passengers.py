@@ -14,7 +14,7 @@ same 12 test months from the end of 1959:
   statsmodels on 1949-1959 (train and validation: all the history before the test year).
 
 MAE, RMSE and MAPE (in %) are computed by the same function (`rnnkit.tasks.forecast.errors`).
-statsmodels is a test extra (`pip install -e ".[test]"`). Results: docs/results/forecast.md.
+statsmodels is a test extra (`pip install -e ".[test]"`). Results: docs/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ tokens and reports the median time per token over the repeats, on one thread: pr
 of this process (robust on a shared machine, where other processes stretch the wall-clock time)
 and wall-clock time. For contrast it times the naive loop that runs the whole sequence again for
 every new token (cost ~ n), at the shorter lengths. Results and the command that produced them:
-docs/results/lm.md.
+benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

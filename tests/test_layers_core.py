@@ -232,3 +232,26 @@ def test_dropout_between_layers_in_training_only():
     torch.testing.assert_close(first, second)
     layer.train()
     assert not torch.allclose(layer(x)[0], first)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_streaming_step_equals_forward(kind, dtype):
+    """Under no_grad in eval, step() runs the compiled kernels; they reproduce forward."""
+    torch.manual_seed(3)
+    layer = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[kind](5, 8, num_layers=2, dtype=dtype)
+    layer.eval()
+    x = torch.randn(6, 3, 5, dtype=dtype)
+    with torch.no_grad():
+        expected_out, expected_final = layer(x)
+        state, outputs = None, []
+        for t in range(6):
+            out, state = layer.step(x[t], state)
+            outputs.append(out)
+        assert layer.__dict__.get("_compiled") is not None  # the compiled route ran
+        torch.testing.assert_close(torch.stack(outputs), expected_out)
+        torch.testing.assert_close(state, expected_final)
+        layer.cells[0].weight_hh.mul_(0.5)  # in-place updates show through the views
+        expected_out, _ = layer(x[:1])
+        out, _ = layer.step(x[0])
+        torch.testing.assert_close(out, expected_out[0])

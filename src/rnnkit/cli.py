@@ -163,8 +163,8 @@ def read_toml(path: str, task: Task) -> dict[str, Any]:
     the tables [model] (task options) and [train] (TrainConfig). Checked like flags are."""
     try:
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        raise UsageError("--config needs Python 3.11 or later (tomllib)") from None
+    except ModuleNotFoundError:  # Python 3.10: the same parser, packaged as tomli
+        import tomli as tomllib
     try:
         with open(path, "rb") as file:
             document = tomllib.load(file)

@@ -319,7 +319,8 @@ class Recurrent(nn.Module):
         if reset is not None:
             states = [_first_dim_reset(s, reset) for s in states]
         new_states = []
-        for layer, step_ in enumerate(self._stream_steps(batch, x_t, new=state is None)):
+        steps = self._compiled_steps(x_t) or self._stream_steps(batch, x_t, new=state is None)
+        for layer, step_ in enumerate(steps):
             new = step_(x_t, states[layer])
             new_states.append(new)
             x_t = _first(new)
@@ -327,6 +328,26 @@ class Recurrent(nn.Module):
                 x_t = F.dropout(x_t, self.dropout, training=True)
         out = x_t if seq.batched else x_t.squeeze(0)
         return out, seqs.stack_state(new_states, batched=seq.batched)
+
+    def _compiled_steps(self, x_t: Tensor) -> list[Callable] | None:
+        """The compiled streaming steps (`rnnkit.kernels.LSTMStep`/`GRUStep`) when they serve:
+        inference (no gradient wanted) of a plain LSTM or GRU on the CPU in float32/float64.
+        They hold views of the parameters, rebuilt when a parameter's memory is replaced."""
+        wants_grad = torch.is_grad_enabled() and (
+            x_t.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+        plain = self.fused_mode == "GRU" or (self.fused_mode == "LSTM" and not self.proj_size)
+        if wants_grad or self.training or not plain or x_t.device.type != "cpu":
+            return None
+        if x_t.dtype not in _NUMBA_DTYPES or self.backend == "reference":
+            return None
+        make = kernels.LSTMStep if self.fused_mode == "LSTM" else kernels.GRUStep
+        weights = [(c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh) for c in self.cells]
+        cached = self.__dict__.get("_compiled")
+        if cached is None or not all(s.uses(*w) for s, w in zip(cached, weights, strict=True)):
+            cached = [make(*w) for w in weights]
+            self.__dict__["_compiled"] = cached
+        return cached
 
     def _stream_steps(self, batch: int, like: Tensor, new: bool) -> list[Callable]:
         """Each cell's step function for `step()`. In training, cells with per-sequence draws

@@ -16,6 +16,15 @@ _EXPORTS = {  # name -> module in this package
     "copy_encoder_weights": "encoder",
     "Classifier": "classifier",
     "ClassifierConfig": "classifier",
+    "CRF": "crf",
+    "Tagger": "tagger",
+    "TaggerConfig": "tagger",
+    "Forecaster": "forecaster",
+    "ForecasterConfig": "forecaster",
+    "LanguageModel": "language_model",
+    "LanguageModelConfig": "language_model",
+    "MusicModel": "music",
+    "MusicModelConfig": "music",
 }
 
 __all__ = sorted(_EXPORTS)
