@@ -25,6 +25,8 @@ _EXPORTS = {  # name -> module in this package
     "LanguageModelConfig": "language_model",
     "MusicModel": "music",
     "MusicModelConfig": "music",
+    "SpeechModel": "speech",
+    "SpeechConfig": "speech",
 }
 
 __all__ = sorted(_EXPORTS)
