@@ -14,6 +14,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 _WIDTH, _HEIGHT = 6.0, 3.6  # inches; 100 dpi keeps a PNG around 30-60 kB
 
@@ -25,7 +26,7 @@ def _figure(ncols: int = 1) -> tuple[Figure, Any]:
 
 
 def plot_losses(history: Sequence[Mapping[str, Any]]) -> Figure:
-    """Training and validation loss per epoch (log scale when all values are positive)."""
+    """Training and validation loss per epoch (log scale when the values span over 10x)."""
     fig, (ax,) = _figure()
     epochs = [row["epoch"] for row in history]
     for column, label in (("train_loss", "train"), ("val_loss", "validation")):
@@ -33,9 +34,10 @@ def plot_losses(history: Sequence[Mapping[str, Any]]) -> Figure:
         if values:
             ax.plot(epochs[: len(values)], values, marker="o", markersize=3, label=label)
     values = [float(row[c]) for row in history for c in ("train_loss", "val_loss") if c in row]
-    if values and min(values) > 0:
+    if values and min(values) > 0 and max(values) > 10 * min(values):
         ax.set_yscale("log")
     ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
@@ -50,6 +52,7 @@ def plot_metrics(history: Sequence[Mapping[str, Any]], names: Sequence[str]) -> 
     for ax, name in zip(axes, names, strict=True):
         ax.plot(epochs, [float(row[f"val_{name}"]) for row in history], marker="o", markersize=3)
         ax.set(xlabel="epoch", title=f"validation {name}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     return fig
 
