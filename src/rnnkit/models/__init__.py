@@ -27,6 +27,8 @@ _EXPORTS = {  # name -> module in this package
     "MusicModelConfig": "music",
     "SpeechModel": "speech",
     "SpeechConfig": "speech",
+    "Seq2Seq": "seq2seq",
+    "Seq2SeqConfig": "seq2seq",
 }
 
 __all__ = sorted(_EXPORTS)
