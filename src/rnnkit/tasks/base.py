@@ -36,6 +36,8 @@ TASK_MODULES: dict[str, str] = {
     "tag": "rnnkit.tasks.tag",
     "lm": "rnnkit.tasks.lm",
     "forecast": "rnnkit.tasks.forecast",
+    "translate": "rnnkit.tasks.translate",
+    "speech": "rnnkit.tasks.speech",
 }
 MODELS_PACKAGE = "rnnkit.models"  # the only package a saved model class may come from
 
