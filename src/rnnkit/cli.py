@@ -35,7 +35,6 @@ from rnnkit.data.files import DataError
 from rnnkit.tasks import base
 from rnnkit.tasks.base import Task, TaskError
 from rnnkit.train.config import TrainConfig
-from rnnkit.train.seeding import seed_everything
 
 EXIT_USAGE = 2  # exit code of every error the user can fix
 
@@ -367,7 +366,6 @@ def run_train(args: argparse.Namespace) -> int:
     if config.run_dir is None:
         config = dataclasses.replace(config, run_dir=str(default_run_dir(task.name)))
     say(f"training {task.name} on {args.data or task.default_data}; run directory {config.run_dir}")
-    seed_everything(config.seed)  # a model built before `fit` seeds starts the same every time
     metrics = task.train(args.data, options, config)
     say(f"test metrics ({config.run_dir}/metrics.json):", *metric_lines(metrics))
     return 0

@@ -43,7 +43,7 @@ from rnnkit.models.music import MusicModel, MusicModelConfig
 from rnnkit.models.sampling import SamplingConfig
 from rnnkit.tasks import base
 from rnnkit.tasks.base import Run, Task, TaskError
-from rnnkit.train import Stream, TrainConfig, fit
+from rnnkit.train import Stream, TrainConfig, fit, seed_everything
 from rnnkit.train import evaluate as evaluate_model
 
 KINDS = ("language_model", "music")  # built-in datasets this task trains on
@@ -196,6 +196,7 @@ collate_frames = partial(collate, target_padding_value=0)  # padded frames are m
 
 def train(data: str | None, options: LMOptions, config: TrainConfig) -> dict[str, float]:
     """Train on DATA (default shakespeare), evaluate on its test split, print a sample."""
+    seed_everything(config.seed)  # the model's initial weights depend on the seed too
     source = base.resolve_data(data, TASK.default_data, KINDS)
     kind, splits = load_corpus(source, options.limit)
     recorded = source if isinstance(source, str) else str(Path(source).resolve())
