@@ -1,4 +1,5 @@
-"""WAV reading, log-mel and MFCC features, and spoken digits synthesized with espeak-ng."""
+"""WAV reading, log-mel and MFCC features, and spoken digits synthesized with espeak-ng and
+flite (faked here by scripts that log their arguments; the real programs in test_task_speech)."""
 
 import json
 import shutil
@@ -11,7 +12,14 @@ import scipy.fft
 import soundfile
 
 from rnnkit.data import DataError, log_mel, mfcc, read_wav, wav_features
-from rnnkit.data.speech import DIGIT_WORDS, SynthesizerMissing, spoken_digits
+from rnnkit.data.audio import SAMPLE_RATE, features
+from rnnkit.data.speech import (
+    DIGIT_WORDS,
+    ESPEAK_ACCENTS,
+    VOICE_SPLITS,
+    SynthesizerMissing,
+    spoken_digits,
+)
 
 RATE = 16_000
 
@@ -59,34 +67,88 @@ def test_wav_errors(tmp_path):
         read_wav(tmp_path / "empty.wav")
 
 
-FAKE_ESPEAK = """#!{python}
-import json, sys
-import numpy as np, soundfile
+def test_features_resample_to_16_khz():
+    """8 kHz audio gives the features of the same sound at 16 kHz (librosa's resampling)."""
+    low = tone(1000, rate=8000)
+    expected = log_mel(librosa.resample(low, orig_sr=8000, target_sr=SAMPLE_RATE), SAMPLE_RATE)
+    np.testing.assert_allclose(features(low, 8000), expected, rtol=1e-5, atol=1e-5)
+    assert features(low, 8000).shape == features(tone(1000), RATE).shape
+    np.testing.assert_array_equal(features(tone(1000), RATE), log_mel(tone(1000), RATE))
+
+
+FAKE_SYNTHESIZER = """#!{python}
+import json, math, struct, sys, wave
 args = sys.argv[1:]
 with open({log!r}, "a") as log:
-    log.write(json.dumps(args) + "\\n")
-t = np.arange(4410) / 22050
-soundfile.write(args[args.index("-w") + 1], 0.3 * np.sin(2 * np.pi * 300 * t), 22050)
+    log.write(json.dumps([{name!r}, *args]) + "\\n")
+rate = {rate}
+tone = [round(9000 * math.sin(2 * math.pi * 300 * i / rate)) for i in range(rate // 5)]
+with wave.open(args[args.index({out!r}) + 1], "wb") as wav:
+    wav.setnchannels(1), wav.setsampwidth(2), wav.setframerate(rate)
+    wav.writeframes(struct.pack(f"<{{len(tone)}}h", *tone))
 """
 
 
-def test_spoken_digits_drive_espeak_and_label_the_audio(tmp_path, monkeypatch):
-    log = tmp_path / "calls.jsonl"
-    program = tmp_path / "espeak-ng"
-    program.write_text(FAKE_ESPEAK.format(python=sys.executable, log=str(log)))
-    program.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    utterances = spoken_digits(3, min_digits=2, max_digits=4, seed=5)
+def fake_synthesizers(folder, monkeypatch):
+    """Fake espeak-ng (22.05 kHz) and flite (8 kHz) in `folder`; returns the call log."""
+    log = folder / "calls.jsonl"
+    for name, rate, out in (("espeak-ng", 22050, "-w"), ("flite", 8000, "-o")):
+        program = folder / name
+        program.write_text(
+            FAKE_SYNTHESIZER.format(
+                python=sys.executable, log=str(log), name=name, rate=rate, out=out
+            )
+        )
+        program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:/usr/bin:/bin")
+    return log
+
+
+def test_spoken_digits_drive_the_synthesizers_and_label_the_audio(tmp_path, monkeypatch):
+    log = fake_synthesizers(tmp_path, monkeypatch)
+    utterances = spoken_digits(12, min_digits=2, max_digits=4, seed=5)
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(utterances) == len(calls) == 3
-    for (features, digits), args in zip(utterances, calls, strict=True):
-        assert features.shape == (1 + 4410 // 220, 40) and features.dtype == np.float32
+    assert len(utterances) == len(calls) == 12
+    assert {call[0] for call in calls} == {"espeak-ng", "flite"}  # both speak
+    for (feats, digits), call in zip(utterances, calls, strict=True):
+        assert feats.shape == (1 + SAMPLE_RATE // 5 // 160, 40) and feats.dtype == np.float32
         assert 2 <= len(digits) <= 4
-        assert args[-1] == " ".join(DIGIT_WORDS[int(d)] for d in digits)  # the spoken words
-        assert args[args.index("-v") + 1].startswith("en")
+        words = " ".join(DIGIT_WORDS[int(d)] for d in digits)
+        if call[0] == "espeak-ng":
+            assert call[-1] == words  # the spoken words
+        else:
+            assert call[call.index("-t") + 1] == words
 
 
-def test_spoken_digits_without_espeak_names_the_package(monkeypatch):
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(SynthesizerMissing, match=r"apt-get install espeak-ng"):
+def _voices(call):
+    flag = "-v" if call[0] == "espeak-ng" else "-voice"
+    return call[0], call[call.index(flag) + 1]
+
+
+def test_each_split_speaks_with_its_own_disjoint_voices(tmp_path, monkeypatch):
+    log = fake_synthesizers(tmp_path, monkeypatch)
+    heard = {}
+    for split in ("train", "valid", "test"):
+        log.write_text("")
+        spoken_digits(30, seed=3, voices=split)
+        heard[split] = {_voices(json.loads(line)) for line in log.read_text().splitlines()}
+        allowed = {("espeak-ng", v) for v in VOICE_SPLITS[split].espeak_voices()}
+        allowed |= {("flite", v) for v in VOICE_SPLITS[split].flite_voices}
+        assert heard[split] <= allowed and len(heard[split]) > 5
+    assert not heard["train"] & heard["test"] and not heard["train"] & heard["valid"]
+    assert not heard["valid"] & heard["test"]
+    variants = [set(VOICE_SPLITS[s].espeak_variants) for s in ("train", "valid", "test")]
+    assert not (variants[0] & variants[1] or variants[0] & variants[2] or variants[1] & variants[2])
+    flite = [set(VOICE_SPLITS[s].flite_voices) for s in ("train", "valid", "test")]
+    assert not (flite[0] & flite[1] or flite[0] & flite[2] or flite[1] & flite[2])
+    assert len(ESPEAK_ACCENTS) == 5
+    with pytest.raises(ValueError, match="voices must be one of"):
+        spoken_digits(1, voices="dev")
+
+
+@pytest.mark.parametrize("missing", ["espeak-ng", "flite"])
+def test_spoken_digits_without_a_synthesizer_names_the_package(monkeypatch, missing):
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == missing else real_which(name))
+    with pytest.raises(SynthesizerMissing, match=rf"apt-get install {missing}"):
         spoken_digits(1)

@@ -2,7 +2,7 @@
 
 Train from the command line, reload the run, evaluate to the same metrics; the CTC loss falls
 during training; the feature normalisation is saved as JSON; `predict` reads a WAV written by
-espeak-ng. Tests that synthesize speech are skipped, with the reason, without espeak-ng.
+espeak-ng. Tests that synthesize speech are skipped, with the reason, without espeak-ng or flite.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from rnnkit.cli import main
 from rnnkit.data.speech import find_espeak
 from rnnkit.tasks import load_run
+from rnnkit.tasks import speech as speech_task
 from rnnkit.tasks.speech import collate, fit_normalization, normalize, split_sizes
 
 torch.set_num_threads(1)
@@ -28,11 +29,14 @@ SMALL = [
     *("--conv-channels", "16", "--beam-width", "3", "--epochs", "4", "--no-progress"),
 ]
 ESPEAK = shutil.which("espeak-ng")
-MISSING = "espeak-ng is not installed (apt-get install espeak-ng); speech synthesis tests skipped"
+MISSING = (
+    "espeak-ng or flite is not installed (apt-get install espeak-ng flite); "
+    "speech synthesis tests skipped"
+)
 
 
-def _need_espeak() -> None:
-    if ESPEAK is None:
+def _need_synthesizers() -> None:
+    if ESPEAK is None or shutil.which("flite") is None:
         print(MISSING)
         pytest.skip(MISSING)
 
@@ -44,7 +48,7 @@ def _in_tmp_path(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def speech_run(tmp_path_factory) -> Path:
-    _need_espeak()
+    _need_synthesizers()
     run_dir = tmp_path_factory.mktemp("speech") / "run"
     assert main(["train", "speech", *SMALL, "--run-dir", str(run_dir)]) == 0
     return run_dir
@@ -102,3 +106,19 @@ def test_normalization_and_collate():
     assert batch.targets.dtype == torch.int64
     assert batch.targets.tolist() == [[4, 0, 7], [1, -1, -1]]
     assert split_sizes(400) == {"train": 300, "valid": 50, "test": 50}
+
+
+def test_each_split_is_synthesized_with_its_own_voices(monkeypatch):
+    calls = []
+
+    def fake(count, seed, kind, voices):
+        calls.append((count, seed, kind, voices))
+        return []
+
+    monkeypatch.setattr(speech_task, "spoken_digits", fake)
+    speech_task.synthesize_splits(None, speech_task.SpeechOptions(utterances=80))
+    assert calls == [
+        (60, 0, "log_mel", "train"),
+        (10, 1, "log_mel", "valid"),
+        (10, 2, "log_mel", "test"),
+    ]

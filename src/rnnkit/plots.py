@@ -1,9 +1,10 @@
-"""matplotlib figures: training curves, metric curves and the gradient norm through time.
+"""matplotlib figures: training curves, metric curves, the gradient norm through time, and
+attention maps.
 
 Every function builds a `matplotlib.figure.Figure` directly (no pyplot, so the caller's backend
 and global state are untouched; rendering uses Agg) and returns it; `save_png` writes one.
-Forecast and attention figures belong here too. Nothing here trains or reads run directories:
-`rnnkit.train.report` calls these at the end of a run.
+Nothing here trains or reads run directories: `rnnkit.train.report` and the tasks call these
+at the end of a run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -71,6 +73,31 @@ def plot_gradient_flow(norms: Mapping[str, Sequence[float]], title: str = "") ->
     ax.set(xlabel="time step t", ylabel=r"$\|\partial L / \partial h_t\|$", title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
+    return fig
+
+
+def plot_attention(
+    weights: Any, source_tokens: Sequence[str], output_tokens: Sequence[str], title: str = ""
+) -> Figure:
+    """Heat-map of attention weights (L, S): output tokens (rows) against source tokens
+    (columns), each row a distribution over the source, on a fixed 0-1 colour scale. A
+    translation that follows the word order of its source shows a diagonal."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (len(output_tokens), len(source_tokens)):
+        raise ValueError(
+            f"weights have shape {weights.shape}, expected (output tokens, source tokens) = "
+            f"({len(output_tokens)}, {len(source_tokens)})"
+        )
+    rows, columns = weights.shape
+    fig = Figure(figsize=(min(12.0, 2.0 + 0.35 * columns), min(12.0, 1.5 + 0.3 * rows)))
+    fig.set_layout_engine("constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(columns), source_tokens, rotation=90)
+    ax.set_yticks(range(rows), output_tokens)
+    ax.set(xlabel="source", ylabel="output", title=title or "Attention")
+    fig.colorbar(image, ax=ax)
     return fig
 
 

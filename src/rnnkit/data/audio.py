@@ -1,7 +1,9 @@
 """Audio features: WAV files (through `soundfile`) to log-mel spectrograms or MFCCs (`librosa`).
 
 Frames are `frame_ms` long every `hop_ms` (25 ms every 10 ms by default, the usual speech
-setting), so one second of audio gives about 100 feature rows.
+setting), so one second of audio gives about 100 feature rows. `features` and `wav_features`
+first resample to `SAMPLE_RATE` (16 kHz), so that recordings made at any rate give the same
+mel bands (0-8 kHz) to a model; `log_mel` and `mfcc` take the rate they are given.
 
     log_mel: (T, n_mels)  log(mel power + 1e-10)
     mfcc:    (T, n_mfcc)  the DCT of the mel power in decibels (librosa's MFCC)
@@ -19,6 +21,7 @@ import numpy as np
 from rnnkit.data.files import DataError
 
 FEATURES = ("log_mel", "mfcc")
+SAMPLE_RATE = 16_000  # Hz, the rate `features` resamples to
 
 
 def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -93,9 +96,17 @@ def mfcc(
 
 
 def features(samples: np.ndarray, sample_rate: int, kind: str = "log_mel") -> np.ndarray:
-    """`log_mel` or `mfcc` features with the default settings, by name."""
+    """`log_mel` or `mfcc` features with the default settings, by name, of `samples`
+    resampled to `SAMPLE_RATE`."""
     if kind not in FEATURES:
         raise ValueError(f"feature kind must be one of {FEATURES}, got {kind!r}")
+    if sample_rate != SAMPLE_RATE:
+        import librosa
+
+        samples = librosa.resample(
+            np.asarray(samples, dtype=np.float32), orig_sr=sample_rate, target_sr=SAMPLE_RATE
+        )
+        sample_rate = SAMPLE_RATE
     return log_mel(samples, sample_rate) if kind == "log_mel" else mfcc(samples, sample_rate)
 
 

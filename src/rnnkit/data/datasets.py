@@ -91,7 +91,7 @@ REGISTRY = {
         _series("us_macro.csv", "quarters x 5 columns", 203, "US macro data, via statsmodels"),
         DatasetInfo(
             "spoken_digits", "speech", 400, "utterances (generated)",
-            "synthesized on your machine with espeak-ng (apt-get install espeak-ng)",
+            "synthesized here with espeak-ng and flite (apt-get install espeak-ng flite)",
             "generated, no restrictions", "",
         ),
     ]
@@ -172,7 +172,9 @@ def _load_spoken_digits(limit: int | None) -> dict[str, list]:
 
     sizes = {"train": 300, "valid": 50, "test": 50}
     seeds = {"train": 0, "valid": 1, "test": 2}  # different utterances in each split
-    return {s: spoken_digits(min(n, limit or n), seed=seeds[s]) for s, n in sizes.items()}
+    return {  # and disjoint voices in each split
+        s: spoken_digits(min(n, limit or n), seed=seeds[s], voices=s) for s, n in sizes.items()
+    }
 
 
 _LOADERS = {

@@ -4,10 +4,11 @@
     rnnkit evaluate RUN
     rnnkit predict RUN recording.wav ...
 
-DATA is the built-in `spoken_digits`: digit strings synthesized with espeak-ng (a program that
-must be installed: `apt-get install espeak-ng`), with a random voice, speed and pitch per
-utterance. The train, valid and test utterances come from different random seeds; the voices
-are drawn from the same set in every split (the data module has no held-out voices).
+DATA is the built-in `spoken_digits`: digit strings synthesized with espeak-ng and flite
+(programs that must be installed: `apt-get install espeak-ng flite`), with a random voice,
+speed and pitch per utterance. The train, valid and test splits come from different random
+seeds and disjoint sets of voices (`rnnkit.data.speech.VOICE_SPLITS`): the test error rates
+are those of voices the model never heard.
 
 Features (log-mel or MFCC, `rnnkit.data.audio`) are normalised per feature dimension,
 x' = (x - mean) / std, with mean and std over all training frames. Metrics on the test split:
@@ -77,12 +78,16 @@ def split_sizes(utterances: int) -> dict[str, int]:
 def synthesize_splits(
     data: str | None, options: SpeechOptions, splits: tuple[str, ...] = SPLITS
 ) -> dict[str, list[tuple[np.ndarray, str]]]:
-    """{split: [(features (T, F), digit string), ...]}; a TaskError when espeak-ng is missing."""
+    """{split: [(features (T, F), digit string), ...]}, each split spoken by its own voices; a
+    TaskError when espeak-ng or flite is missing."""
     if not isinstance(base.resolve_data(data, TASK.default_data, ("speech",)), str):
         raise TaskError(f"{data}: the speech task reads only the built-in spoken_digits")
     sizes = split_sizes(options.utterances)
     try:
-        return {s: spoken_digits(sizes[s], seed=SEEDS[s], kind=options.features) for s in splits}
+        return {
+            s: spoken_digits(sizes[s], seed=SEEDS[s], kind=options.features, voices=s)
+            for s in splits
+        }
     except SynthesizerMissing as error:
         raise TaskError(str(error)) from None
 
@@ -216,7 +221,7 @@ def predict(run: Run, inputs: list[str]) -> list[str]:
 
 TASK = Task(
     name="speech",
-    summary="speech recognition with CTC (spoken digit strings synthesized with espeak-ng)",
+    summary="speech recognition with CTC (spoken digits synthesized with espeak-ng and flite)",
     options=SpeechOptions,
     default_data="spoken_digits",
     train=train,

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from rnnkit import plots
 from rnnkit.data import WordTokenizer, collate, datasets, read_pairs
 from rnnkit.data.batch import Batch
 from rnnkit.data.tokenizer import load_tokenizer
@@ -196,10 +196,11 @@ def train(data: str | None, options: TranslateOptions, config: TrainConfig) -> d
     base.record_metrics(config.run_dir, "test", metrics)
     if config.run_dir is not None and base.is_main_process():
         shown = max(samples["test"][:20], key=lambda sample: len(sample[0]))  # a long one
-        figure = plot_attention(model, shown, tokenizers, options)
         folder = Path(config.run_dir) / "plots"
         folder.mkdir(exist_ok=True)
-        figure.savefig(folder / "attention.png", format="png", dpi=100)
+        plots.save_png(
+            attention_figure(model, shown, tokenizers, options), folder / "attention.png"
+        )
     return metrics
 
 
@@ -275,25 +276,18 @@ def _metrics(
     return scores
 
 
-def plot_attention(
+def attention_figure(
     model: Seq2Seq,
     sample: tuple[list[int], list[int]],
     tokenizers: dict[str, Any],
     options: TranslateOptions,
 ) -> Figure:
-    """Heat-map of the attention weights: output tokens (rows) against source tokens."""
+    """The attention map of beam search translating `sample`'s source (`plots.plot_attention`)."""
     ((ids, weights),) = decode(model, [sample[0]], options, batch_size=1)
     source_tokens = tokenizers["source"].vocab.decode(sample[0], skip_specials=False)
     output_tokens = tokenizers["target"].vocab.decode(ids, skip_specials=False) + ["<eos>"]
-    fig = Figure(figsize=(6.0, 5.0), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    image = ax.imshow(weights.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(source_tokens)), source_tokens, rotation=90)
-    ax.set_yticks(range(len(output_tokens)), output_tokens)
-    ax.set(xlabel="source", ylabel="translation", title="Attention")
-    fig.colorbar(image, ax=ax)
-    return fig
+    output_tokens = output_tokens[: len(weights)]  # no <eos> row when decoding hit max_len
+    return plots.plot_attention(weights.numpy(), source_tokens, output_tokens)
 
 
 # --- a trained run ----------------------------------------------------------------------------
