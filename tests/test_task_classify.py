@@ -96,6 +96,9 @@ def test_predict_prints_label_and_probability_per_sentence(classify_run, capsys,
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(sentences) + "\n"))
     assert main(["predict", str(classify_run), "-"]) == 0  # one input per line of stdin
     assert capsys.readouterr().out.splitlines() == lines
+    assert main(["predict", str(classify_run), "Fine.", "--plots", "maps"]) == 2
+    err = capsys.readouterr().err
+    assert "draws no figures; --plots needs a run of 'translate'" in err and err.count("\n") == 1
 
 
 @pytest.mark.slow

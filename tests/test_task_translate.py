@@ -17,7 +17,7 @@ import torch
 from rnnkit.cli import main
 from rnnkit.models.seq2seq import BOS, EOS, PAD, Seq2Seq
 from rnnkit.tasks import load_run
-from rnnkit.tasks.translate import reverse_pairs, to_model, to_vocab
+from rnnkit.tasks.translate import attention_figure, reverse_pairs, to_model, to_vocab
 
 torch.set_num_threads(1)
 SMALL = ["--hidden-size", "32", "--embedding-dim", "16", "--dropout", "0", "--no-progress"]
@@ -54,6 +54,14 @@ def test_reverse_reaches_99_percent_and_reloads_to_the_same_metrics(tmp_path, ca
     capsys.readouterr()
     assert main(["predict", str(run_dir), "1 2 3 4 5", "9 0 7"]) == 0
     assert capsys.readouterr().out.splitlines() == ["5 4 3 2 1", "7 0 9"]
+    maps = tmp_path / "maps"
+    assert main(["predict", str(run_dir), "1 2 3 4 5", "--plots", str(maps)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["5 4 3 2 1", f"wrote {maps}/attention-1.png"]
+    assert (maps / "attention-1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ids = run.extras["tokenizers"]["source"].encode("1 2 3 4 5")
+    figure = attention_figure(run.model, (ids, []), run.extras["tokenizers"], run.options)
+    weights = figure.axes[0].images[0].get_array()  # (output tokens, source tokens)
+    assert weights.argmax(axis=1)[:5].tolist() == [4, 3, 2, 1, 0]  # each digit from its mirror
 
 
 @pytest.mark.slow

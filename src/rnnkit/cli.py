@@ -295,6 +295,11 @@ def add_run_commands(commands: Any, tasks: dict[str, Task]) -> None:
     )
     predict.add_argument("run", metavar="RUN", help="a run directory")
     predict.add_argument("inputs", metavar="INPUT", nargs="+", help="texts; - reads stdin lines")
+    predict.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="also write a figure per input into DIR (translate: its attention map)",
+    )
     predict.set_defaults(handler=run_predict)
     generate = commands.add_parser(
         "generate", help="sample from a language model (lm)", formatter_class=HelpFormatter
@@ -388,7 +393,18 @@ def run_predict(args: argparse.Namespace) -> int:
     predict = base.require(args.run, "predict")
     run = base.load_run(args.run)
     inputs = [line.rstrip("\n") for text in args.inputs for line in _expand(text)]
+    plot = run.task.plot_predictions
+    if args.plots and plot is None:
+        able = [name for name, t in base.available_tasks()[0].items() if t.plot_predictions]
+        raise TaskError(
+            f"{args.run} is a {run.task.name!r} run, which draws no figures; --plots needs a "
+            f"run of {' or '.join(repr(name) for name in able)}"
+        )
     say(*predict(run, inputs))
+    if args.plots:
+        folder = Path(args.plots)
+        folder.mkdir(parents=True, exist_ok=True)
+        say(*(f"wrote {path}" for path in plot(run, inputs, folder)))
     return 0
 
 

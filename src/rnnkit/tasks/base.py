@@ -54,7 +54,8 @@ class Task:
     """One application of the command line: `rnnkit train <name> [DATA] [options]`.
 
     The functions receive and return plain values; none of them parses flags or prints usage.
-    `predict`, `generate` and `forecast` are optional: a task without one rejects that command.
+    `predict`, `plot_predictions`, `generate` and `forecast` are optional: a task without one
+    rejects that command (or flag).
     """
 
     name: str  # TASK on the command line
@@ -65,6 +66,8 @@ class Task:
     load_extras: Callable[[Path], dict[str, Any]]  # run_dir -> preprocessing objects
     evaluate: Callable[[Run, str | None], dict[str, float]]  # (run, DATA) -> metrics
     predict: Callable[[Run, list[str]], list[str]] | None = None  # -> one line per input
+    # optional: (run, inputs, folder) -> the PNG files written, for `rnnkit predict --plots`
+    plot_predictions: Callable[[Run, list[str], Path], list[Path]] | None = None
     generate: Callable[[Run, Any], Any] | None = None  # (run, generate_options instance)
     generate_options: type | None = None  # frozen dataclass: the flags of `rnnkit generate`
     forecast: Callable[[Run, int | None], list[str]] | None = None  # (run, horizon) -> lines

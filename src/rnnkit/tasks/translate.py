@@ -338,6 +338,20 @@ def predict(run: Run, inputs: list[str]) -> list[str]:
     return [tokenizers["target"].decode(ids) for ids, _ in decoded]
 
 
+def plot_predictions(run: Run, inputs: list[str], folder: Path) -> list[Path]:
+    """The attention map of each sentence's translation: folder/attention-<n>.png (n from 1)."""
+    tokenizers = run.extras["tokenizers"]
+    paths = []
+    for number, text in enumerate(inputs, start=1):
+        ids = tokenizers["source"].encode(text)
+        if not ids:
+            raise TaskError(f"the text {text!r} has no tokens; give some text")
+        path = folder / f"attention-{number}.png"
+        plots.save_png(attention_figure(run.model, (ids, []), tokenizers, run.options), path)
+        paths.append(path)
+    return paths
+
+
 TASK = Task(
     name="translate",
     summary="translation with an attentional encoder-decoder (English -> Spanish verses)",
@@ -347,6 +361,7 @@ TASK = Task(
     load_extras=load_extras,
     evaluate=evaluate_run,
     predict=predict,
+    plot_predictions=plot_predictions,
     # early stopping keeps the weights of the epoch with the lowest validation loss
     train_defaults={"epochs": 20, "lr": 2e-3, "monitor": "val_loss", "patience": 3},
 )
