@@ -61,6 +61,9 @@ def test_train_load_evaluate_gives_the_same_metrics(speech_run, capsys):
     assert run.task.evaluate(run, None) == recorded  # same synthesis, weights and batches
     for name in ("cer_greedy", "wer_greedy", "cer_beam", "wer_beam"):
         assert recorded[name] >= 0.0  # can exceed 1 (insertions); no quality at this size
+    for name in ("greedy", "beam"):
+        assert recorded[f"cer_{name}"] == recorded[f"wer_{name}"]  # a digit: a char and a word
+        assert 0.0 <= recorded[f"utterance_error_{name}"] <= 1.0
     print("test metrics of the small run:", recorded)
     normalization = json.loads((speech_run / "normalization.json").read_text())
     assert normalization["kind"] == "log_mel" and len(normalization["std"]) == 40
@@ -122,3 +125,15 @@ def test_each_split_is_synthesized_with_its_own_voices(monkeypatch):
         (10, 1, "log_mel", "valid"),
         (10, 2, "log_mel", "test"),
     ]
+
+
+def test_error_rates_of_decoded_digits(monkeypatch):
+    monkeypatch.setattr(speech_task, "evaluate", lambda *args, **kwargs: {"loss": 1.5})
+    hypotheses = {None: ["407", "2", "55"], 3: ["407", "1", "5"]}
+    monkeypatch.setattr(speech_task, "decode", lambda model, samples, width: hypotheses[width])
+    samples = [(None, [4, 0, 7]), (None, [1]), (None, [5, 5])]
+    scores = speech_task._metrics(None, samples, None, beam_width=3)
+    assert scores["loss"] == 1.5
+    assert scores["cer_greedy"] == scores["wer_greedy"] == 1 / 6  # one substitution in 6 digits
+    assert scores["utterance_error_greedy"] == 1 / 3
+    assert scores["cer_beam"] == 1 / 6 and scores["utterance_error_beam"] == 1 / 3  # a deletion

@@ -12,7 +12,9 @@ are those of voices the model never heard.
 
 Features (log-mel or MFCC, `rnnkit.data.audio`) are normalised per feature dimension,
 x' = (x - mean) / std, with mean and std over all training frames. Metrics on the test split:
-CTC loss, and character and word error rates (CER, WER) of greedy and beam-search decoding.
+CTC loss, and character and word error rates (CER, WER; equal on digit strings, where each
+digit is a character and a word) and the utterance error rate of greedy and beam-search
+decoding.
 
 Run directory extras: normalization.json ({"kind", "mean", "std"}).
 """
@@ -176,13 +178,17 @@ def decode(model: SpeechModel, samples: list[Sample], beam_width: int | None) ->
 def _metrics(
     model: SpeechModel, samples: list[Sample], config: TrainConfig, beam_width: int
 ) -> dict[str, float]:
-    """CTC loss; CER and WER (digits as words) of greedy and beam-search decoding."""
+    """CTC loss; CER, WER (each digit a word) and utterance error rate (the share of utterances
+    with any error) of greedy and beam-search decoding. Each digit is one character and one
+    word, so CER and WER coincide on digit strings; they differ on transcripts of words."""
     scores = evaluate(model, samples, (), config, collate=collate)
     references = ["".join(map(str, labels)) for _, labels in samples]
     for name, width in (("greedy", None), ("beam", beam_width)):
         hypotheses = decode(model, samples, width)
         scores[f"cer_{name}"] = cer(references, hypotheses)
         scores[f"wer_{name}"] = wer(_words(references), _words(hypotheses))
+        wrong = sum(h != r for h, r in zip(hypotheses, references, strict=True))
+        scores[f"utterance_error_{name}"] = wrong / len(references)
     return scores
 
 
