@@ -148,7 +148,7 @@ def test_each_split_speaks_with_its_own_disjoint_voices(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("missing", ["espeak-ng", "flite"])
 def test_spoken_digits_without_a_synthesizer_names_the_package(monkeypatch, missing):
-    real_which = shutil.which
-    monkeypatch.setattr(shutil, "which", lambda name: None if name == missing else real_which(name))
+    found = {"espeak-ng": "/usr/bin/espeak-ng", "flite": "/usr/bin/flite", missing: None}
+    monkeypatch.setattr(shutil, "which", found.get)
     with pytest.raises(SynthesizerMissing, match=rf"apt-get install {missing}"):
         spoken_digits(1)
