@@ -130,3 +130,30 @@ def test_bad_inputs_raise_value_errors():
         crf(torch.randn(2, 3, K), torch.tensor([[0, 1, K], [0, 0, 0]]))
     with pytest.raises(ValueError, match="num_tags"):
         CRF(0)
+
+
+@pytest.mark.parametrize("crf", [True, False])
+def test_tagger_evaluates_to_the_mean_over_tagged_tokens_however_batched(crf):
+    from rnnkit.data import Batch
+    from rnnkit.models.tagger import IGNORE_INDEX, Tagger, TaggerConfig
+    from rnnkit.train import TrainConfig, evaluate
+
+    torch.manual_seed(0)
+    config = TaggerConfig(vocab_size=12, num_tags=4, embedding_dim=6, hidden_size=5, crf=crf)
+    model = Tagger(config).eval()
+    lengths = torch.tensor([5, 1, 3])
+    words = torch.randint(2, 12, (3, 5)).masked_fill(torch.arange(5) >= lengths[:, None], 0)
+    tags = torch.randint(0, 4, (3, 5)).masked_fill(torch.arange(5) >= lengths[:, None], -100)
+    tags[0, 2] = IGNORE_INDEX  # an untagged token in the middle
+    data = Batch({"words": words}, lengths, tags)
+    assert model.loss_weight(data) == 8
+    with torch.no_grad():  # per sentence: loss x tagged tokens, summed, over all tagged tokens
+        rows = [
+            Batch({"words": words[i : i + 1]}, lengths[i : i + 1], tags[i : i + 1])
+            for i in range(3)
+        ]
+        exact = sum(model.loss(r) * model.loss_weight(r) for r in rows) / 8
+        torch.testing.assert_close(model.loss(data), exact)
+    for batch_size in (1, 2, 3):
+        got = evaluate(model, data, (), TrainConfig(batch_size=batch_size))["loss"]
+        assert got == pytest.approx(float(exact), rel=1e-5)

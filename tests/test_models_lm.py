@@ -22,6 +22,7 @@ from rnnkit.models.sampling import (
     top_k_filter,
     top_p_filter,
 )
+from rnnkit.train import TrainConfig, evaluate
 
 torch.set_num_threads(1)
 
@@ -231,6 +232,11 @@ def test_music_loss_is_bernoulli_nll_per_true_frame():
         count += int(lengths[b])
     assert count == 6
     assert math.isclose(loss.item(), total / count, rel_tol=1e-5)
+    data = Batch(inputs, lengths, frames)
+    assert model.loss_weight(data) == count
+    for batch_size in (1, 2):  # evaluate: the mean over all true frames, however batched
+        got = evaluate(model, data, (), TrainConfig(batch_size=batch_size))
+        assert math.isclose(got["loss"], total / count, rel_tol=1e-5)
     probs = model.predict(Batch(inputs, lengths, frames))
     torch.testing.assert_close(probs, torch.sigmoid(model(inputs, lengths)[0]))
 

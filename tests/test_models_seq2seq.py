@@ -17,6 +17,7 @@ from rnnkit.models.attention import (
     masked_softmax,
 )
 from rnnkit.models.seq2seq import EOS, PAD, Seq2Seq, Seq2SeqConfig
+from rnnkit.train import TrainConfig, evaluate
 
 torch.set_num_threads(1)
 LENGTHS = torch.tensor([5, 2, 7, 1])  # unsorted, one full, one of a single step
@@ -165,6 +166,12 @@ def test_loss_ignores_target_padding_and_sampling_changes_inputs():
     assert not torch.allclose(model.loss(batch), expected)
     model.teacher_forcing = 1.0
     torch.testing.assert_close(model.loss(batch), expected)
+    model.eval()
+    assert model.loss_weight(batch) == int(tokens) == 10
+    per_token = -model.sequence_log_prob(source, LENGTHS, targets).detach().sum() / tokens
+    for batch_size in (1, 3):  # the token mean over the data set, batched either way
+        loss = evaluate(model, batch, (), TrainConfig(batch_size=batch_size))["loss"]
+        assert loss == pytest.approx(per_token.item(), rel=1e-5)
 
 
 def test_config_rejects_bad_options():

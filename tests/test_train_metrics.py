@@ -134,3 +134,37 @@ def test_progress_bar_shows_loss_and_throughput_on_a_terminal(monkeypatch, capsy
 
     fit(Classifier(), _classes(32, seed=1), config=TrainConfig(epochs=1, progress=False))
     assert capsys.readouterr().err == ""
+
+
+class TokenMean(nn.Module):
+    """loss = the mean of (x - w)^2 over the true steps of the batch (a per-token loss)."""
+
+    def __init__(self, counts_tokens: bool) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(0.5))
+        if counts_tokens:
+            self.loss_weight = lambda batch: int(batch.lengths.sum())
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        steps = torch.arange(batch.inputs.shape[1])
+        valid = steps[None, :] < batch.lengths[:, None]  # (B, T)
+        return ((batch.inputs - self.w) ** 2)[valid].mean()
+
+
+def test_evaluate_weights_batches_by_what_the_loss_averages_over():
+    """With `loss_weight` the loss is the mean over all tokens, whatever the batch size; without
+    it, a mean of per-batch means weighted by sequences."""
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([1, 9, 2, 8, 3])
+    inputs = torch.randn(5, 9, generator=g)
+    data = Batch(inputs=inputs, lengths=lengths, targets=torch.zeros(5))
+    valid = torch.arange(9)[None, :] < lengths[:, None]
+    exact = float(((inputs - 0.5) ** 2)[valid].mean())
+    for batch_size in (1, 2, 5):
+        config = TrainConfig(batch_size=batch_size)
+        got = evaluate(TokenMean(counts_tokens=True), data, (), config)["loss"]
+        assert got == pytest.approx(exact, rel=1e-6)
+    per_batch = [float(((inputs[i] - 0.5) ** 2)[valid[i]].mean()) for i in range(5)]
+    sequences = evaluate(TokenMean(counts_tokens=False), data, (), TrainConfig(batch_size=1))
+    assert sequences["loss"] == pytest.approx(sum(per_batch) / 5, rel=1e-6)
+    assert abs(sequences["loss"] - exact) > 0.01  # the two weightings differ on this data

@@ -101,6 +101,12 @@ class MusicModel(nn.Module):
         total, frames = self.frame_nll(batch)
         return total / frames
 
+    def loss_weight(self, batch: Batch) -> int:
+        """The true frames `loss` averages over (`rnnkit.train.evaluate` weights by them)."""
+        if batch.lengths is None:
+            return batch.targets.shape[0] * batch.targets.shape[1]
+        return int(batch.lengths.sum())
+
     def predict(self, batch: Batch) -> Tensor:
         """The probability (B, T, P) of each key sounding in the frame after each input."""
         logits, _ = self(batch.inputs, batch.lengths)

@@ -200,6 +200,10 @@ class Seq2Seq(nn.Module):
         logits = self(batch.inputs, batch.lengths, batch.targets)  # (B, T, V)
         return F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=PAD)
 
+    def loss_weight(self, batch: Batch) -> int:
+        """The target tokens `loss` averages over (`rnnkit.train.evaluate` weights by them)."""
+        return int((batch.targets != PAD).sum())
+
     def sequence_log_prob(self, source: Tensor, lengths: Tensor | None, targets: Tensor) -> Tensor:
         """log p(targets | source) (B,), teacher-forced, summed over the non-padding ids."""
         logits = self.unroll(source, lengths, targets, teacher_forcing=1.0)[0]

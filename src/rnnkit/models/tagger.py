@@ -169,6 +169,10 @@ class Tagger(nn.Module):
         tagged = (targets != IGNORE_INDEX).sum().clamp(min=1)
         return self.crf(emissions, targets, batch.lengths).sum() / tagged
 
+    def loss_weight(self, batch: Batch) -> int:
+        """The tagged tokens `loss` averages over (`rnnkit.train.evaluate` weights by them)."""
+        return int((batch.targets != IGNORE_INDEX).sum().clamp(min=1))
+
     def predict(self, batch: Batch) -> Tensor:
         emissions = self(batch)  # (B, T, K)
         if self.crf is not None:

@@ -1,9 +1,11 @@
 """`evaluate`: the mean loss and named metrics of a model on a data set, in eval mode.
 
-`fit` calls `evaluate_on` after every epoch; users call `evaluate`. Batches and streams are read
-in the same order as in training (`rnnkit.train.batches`, `rnnkit.train.tbptt`); under
-torch.distributed each process evaluates its share and `MetricSet` reduces the results, so every
-process returns the numbers of the whole data set.
+`fit` calls `evaluate_on` after every epoch; users call `evaluate`. The loss is the mean over
+what each batch's loss averages: its sequences, or what the model's optional
+`loss_weight(batch)` counts (tokens, frames); over a stream, its time steps. Batches and
+streams are read in the same order as in training (`rnnkit.train.batches`,
+`rnnkit.train.tbptt`); under torch.distributed each process evaluates its share and `MetricSet`
+reduces the results, so every process returns the numbers of the whole data set.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rnnkit.data.batch import Batch
 from rnnkit.train import distributed
 from rnnkit.train.batches import Collate, check_data, eval_order, take
 from rnnkit.train.checks import check_split
@@ -64,11 +67,18 @@ def evaluate_on(
         batch_size = config.eval_batch_size or config.batch_size
         for indices in eval_order(len(data), batch_size, context.rank, context.world):
             batch = take(data, indices, collate).to(device)
-            scores.update_loss(model.loss(batch), weight=len(batch))
+            scores.update_loss(model.loss(batch), weight=loss_weight(model, batch))
             if scores.needs_predictions:
                 scores.update(model.predict(batch), batch.targets)
     model.train(was_training)
     return scores.compute()
+
+
+def loss_weight(model: nn.Module, batch: Batch) -> int:
+    """How many terms `model.loss(batch)` is the mean of: `model.loss_weight(batch)` when the
+    model defines it (tokens, frames), else the batch's sequences."""
+    count = getattr(model, "loss_weight", None)
+    return int(count(batch)) if count is not None else len(batch)
 
 
 def _evaluate_stream(
