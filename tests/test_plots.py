@@ -40,3 +40,24 @@ def test_gradient_flow_draws_exact_zeros_at_the_floor():
     (line,) = ax.get_lines()
     np.testing.assert_allclose(line.get_ydata(), [1e-45, 1e-3, 1.0])
     assert ax.get_yscale() == "log"
+
+
+def test_forecast_figure_draws_actuals_forecasts_and_the_quantile_band(tmp_path):
+    times = np.arange(10)
+    actual = np.stack([np.arange(10.0), -np.arange(10.0)], axis=1)  # (T, C)
+    future = np.random.default_rng(0).normal(size=(3, 2, 3))  # (n, C, Q)
+    tested = np.random.default_rng(1).normal(size=(2, 2, 3))
+    fig = plots.plot_forecast(
+        times, actual, ["up", "down"], 7,
+        [("forecast", np.arange(10, 13), future), ("test", np.arange(7, 9), tested)],
+        point=1, band="0.1-0.9 quantiles",
+    )  # fmt: skip
+    assert len(fig.axes) == 2
+    for k, ax in enumerate(fig.axes):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        np.testing.assert_array_equal(lines["actual"].get_ydata(), actual[:, k])
+        np.testing.assert_array_equal(lines["forecast"].get_ydata(), future[:, k, 1])
+        np.testing.assert_array_equal(lines["test"].get_xdata(), [7, 8])
+        assert ax.get_title() == ["up", "down"][k]
+        assert len(ax.collections) == 2  # a quantile band per forecast
+    plots.save_png(fig, tmp_path / "forecast.png")

@@ -1,5 +1,5 @@
-"""matplotlib figures: training curves, metric curves, the gradient norm through time, and
-attention maps.
+"""matplotlib figures: training curves, metric curves, the gradient norm through time,
+forecasts against actuals and attention maps.
 
 Every function builds a `matplotlib.figure.Figure` directly (no pyplot, so the caller's backend
 and global state are untouched; rendering uses Agg) and returns it; `save_png` writes one.
@@ -73,6 +73,40 @@ def plot_gradient_flow(norms: Mapping[str, Sequence[float]], title: str = "") ->
     ax.set(xlabel="time step t", ylabel=r"$\|\partial L / \partial h_t\|$", title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
+    return fig
+
+
+def plot_forecast(
+    times: Any,
+    actual: Any,
+    columns: Sequence[str],
+    test_start: int,
+    forecasts: Sequence[tuple[str, Any, Any]],
+    point: int = 0,
+    band: str | None = None,
+) -> Figure:
+    """One panel per column: the actual series (T, C) in black against `times` (T,), the test
+    period (from index `test_start`) shaded, and each forecast (label, its times (n,), values
+    (n, C, Q)) as a line at quantile index `point`; with `band` (its legend text) the first
+    and last quantiles as a shaded band."""
+    actual = np.asarray(actual)
+    fig = Figure(figsize=(8.0, 3.2 * len(columns)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(columns), 1, squeeze=False)[:, 0]
+    for k, (ax, name) in enumerate(zip(axes, columns, strict=True)):
+        ax.plot(times, actual[:, k], color="black", linewidth=1, label="actual")
+        ax.axvspan(times[test_start], times[-1], color="grey", alpha=0.12, label="test period")
+        for n, (label, xs, values) in enumerate(forecasts):
+            color = f"C{n}"
+            ax.plot(xs, values[:, k, point], color=color, linewidth=1.5, label=label)
+            if band is not None:
+                ax.fill_between(
+                    xs, values[:, k, 0], values[:, k, -1], color=color, alpha=0.2,
+                    label=band if n == 0 else None,
+                )  # fmt: skip
+        ax.set(title=name, ylabel=name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
     return fig
 
 

@@ -317,40 +317,28 @@ def _time_labels(times: np.ndarray) -> list[str]:
 def forecast_figure(
     p: Prepared, backtest: tuple[int, np.ndarray], future: np.ndarray, options: ForecastOptions
 ) -> Figure:
-    """The series, its test period shaded, the model's forecast of the test period and the
-    forecast after the end (values (steps, D_out, Q)), one panel per forecast column; the
-    outer quantiles as a band when there are quantiles."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # imported only to plot
-    from matplotlib.figure import Figure
+    """The series, its test period shaded, the forecast after the end and the model's forecast
+    of the test period (values (steps, D_out, Q)), one panel per forecast column; the outer
+    quantiles as a band when there are quantiles (`rnnkit.plots.plot_forecast`)."""
+    from rnnkit import plots  # imports matplotlib: only to plot
 
     series, T = p.series, len(p.series)
     x = series.times if series.times is not None else np.arange(T)
     x_future = p.future_times if p.future_times is not None else T + np.arange(len(future))
     t, tested = backtest
-    parts = [
-        (x_future[: len(future)], future, "C0", "forecast"),
-        (x[t : t + len(tested)], tested, "C1", "forecast of the test period"),
-    ]
-    point = point_index(options.quantiles)
     q = options.quantiles
-    band = f"{q[0]:g}-{q[-1]:g} quantiles" if len(q) > 1 else None
-    fig = Figure(figsize=(8.0, 3.2 * len(p.targets)), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(p.targets), 1, squeeze=False)[:, 0]
-    for k, (ax, column) in enumerate(zip(axes, p.targets, strict=True)):
-        ax.plot(x, series.values[:, column], color="black", linewidth=1, label="actual")
-        ax.axvspan(x[p.split.test_start], x[-1], color="grey", alpha=0.12, label="test period")
-        for xs, values, color, label in parts:
-            ax.plot(xs, values[:, k, point], color=color, linewidth=1.5, label=label)
-            if band is not None:
-                ax.fill_between(
-                    xs, values[:, k, 0], values[:, k, -1], color=color, alpha=0.2,
-                    label=band if color == "C0" else None,
-                )  # fmt: skip
-        ax.set(title=series.columns[column], ylabel=series.columns[column])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
-    return fig
+    return plots.plot_forecast(
+        x,
+        series.values[:, list(p.targets)],
+        [series.columns[c] for c in p.targets],
+        p.split.test_start,
+        [
+            ("forecast", x_future[: len(future)], future),
+            ("forecast of the test period", x[t : t + len(tested)], tested),
+        ],
+        point=point_index(q),
+        band=f"{q[0]:g}-{q[-1]:g} quantiles" if len(q) > 1 else None,
+    )
 
 
 def table(p: Prepared, future: np.ndarray, options: ForecastOptions) -> list[str]:
