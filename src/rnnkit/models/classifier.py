@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.data.batch import Batch
+from rnnkit.models._checks import check_choice
 from rnnkit.models.encoder import CELLS, TextEncoder
 
 POOLINGS = ("last", "mean", "max", "attention")
@@ -46,10 +47,8 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        check_choice("pooling", self.pooling, POOLINGS)
+        check_choice("cell", self.cell, CELLS)
 
 
 # --- pooling over valid steps -----------------------------------------------------------------

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from rnnkit.cells import State
 from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.models._checks import check_choice, check_counts, check_rate
 
 CELLS: dict[str, type[nn.Module]] = {"lstm": LSTM, "gru": GRU, "rnn": RNN}  # `cell` option
 
@@ -49,24 +50,15 @@ class TextEncoder(nn.Module):
         padding_idx: int = 0,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("vocab_size", vocab_size),
-            ("embedding_dim", embedding_dim),
-            ("hidden_size", hidden_size),
-            ("num_layers", num_layers),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.vocab_size = vocab_size
         self.embedding_dim = embedding_dim
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.cell = cell
         self.bidirectional = bidirectional
+        check_counts(self, "vocab_size", "embedding_dim", "hidden_size", "num_layers")
+        check_choice("cell", cell, CELLS)
+        check_rate("dropout", dropout)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
         self.rnn = CELLS[cell](
             embedding_dim,

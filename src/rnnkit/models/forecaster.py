@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.data.batch import Batch
+from rnnkit.models._checks import check_choice, check_counts
 from rnnkit.models.encoder import CELLS
 from rnnkit.models.tagger import last_layer_state, make_rnn
 
@@ -51,17 +52,12 @@ class ForecasterConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_columns", tuple(self.target_columns))  # JSON lists
         object.__setattr__(self, "quantiles", tuple(self.quantiles))
-        for name in ("num_values", "horizon", "hidden_size", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_covariates < 0:
-            raise ValueError(f"num_covariates must be >= 0, got {self.num_covariates}")
+        check_counts(self, "num_values", "horizon", "hidden_size", "num_layers")
+        check_counts(self, "num_covariates", minimum=0)
         if any(not 0 <= c < self.num_values for c in self.target_columns):
             raise ValueError(f"target_columns {self.target_columns} must be in [0, D)")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        check_choice("mode", self.mode, MODES)
+        check_choice("cell", self.cell, CELLS)
         q = self.quantiles
         if any(not 0 < v < 1 for v in q) or any(a >= b for a, b in zip(q, q[1:], strict=False)):
             raise ValueError(f"quantiles must increase strictly inside (0, 1), got {q}")

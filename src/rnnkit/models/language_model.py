@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from rnnkit.cells import State
 from rnnkit.data.batch import Batch
+from rnnkit.models._checks import check_choice, check_counts, check_rates
 from rnnkit.models.encoder import CELLS, TextEncoder
 from rnnkit.models.sampling import SamplingConfig, sample_token
 
@@ -45,14 +46,9 @@ class LanguageModelConfig:
     tie_weights: bool = True  # output layer shares the embedding matrix (projection if E != H)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "embedding_dim", "hidden_size", "num_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_counts(self, "vocab_size", "embedding_dim", "hidden_size", "num_layers")
+        check_choice("cell", self.cell, CELLS)
+        check_rates(self, "dropout")
 
 
 class LanguageModel(nn.Module):

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from rnnkit.cells import State
 from rnnkit.data.batch import Batch
+from rnnkit.models._checks import check_choice, check_counts, check_rates
 from rnnkit.models.encoder import CELLS
 from rnnkit.models.sampling import sample_bernoulli
 
@@ -41,14 +42,9 @@ class MusicModelConfig:
     dropout: float = 0.0  # on the inputs, between layers and on the RNN's outputs, in training
 
     def __post_init__(self) -> None:
-        for name in ("num_pitches", "hidden_size", "num_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_counts(self, "num_pitches", "hidden_size", "num_layers")
+        check_choice("cell", self.cell, CELLS)
+        check_rates(self, "dropout")
 
 
 class MusicModel(nn.Module):

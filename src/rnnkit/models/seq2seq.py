@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from rnnkit.cells import ElmanCell, GRUCell, LSTMCell, State
 from rnnkit.data.batch import Batch
+from rnnkit.models._checks import check_choice
 from rnnkit.models.attention import ATTENTIONS, make_attention
 from rnnkit.models.encoder import CELLS, TextEncoder
 
@@ -62,10 +63,8 @@ class Seq2SeqConfig:
     def __post_init__(self) -> None:
         if self.target_vocab_size <= EOS + 1:
             raise ValueError(f"target_vocab_size must be > 3, got {self.target_vocab_size}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        check_choice("cell", self.cell, CELLS)
+        check_choice("attention", self.attention, ATTENTIONS)
         if not 0.0 <= self.teacher_forcing <= 1.0:
             raise ValueError(f"teacher_forcing must be in [0, 1], got {self.teacher_forcing}")
 

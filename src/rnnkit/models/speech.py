@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from rnnkit.data.batch import Batch
 from rnnkit.layers import GRU, LSTM
+from rnnkit.models._checks import check_choice, check_counts, check_rates
 from rnnkit.models.ctc import beam_search_batch, greedy_decode_batch
 
 BLANK = 0  # the CTC blank's class id
@@ -48,20 +49,15 @@ class SpeechConfig:
     dropout: float = 0.1  # between layers and before the head
 
     def __post_init__(self) -> None:
-        for name in ("num_features", "num_labels", "hidden_size", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.conv_channels < 0:
-            raise ValueError(f"conv_channels must be >= 0, got {self.conv_channels}")
+        check_counts(self, "num_features", "num_labels", "hidden_size", "num_layers")
+        check_counts(self, "conv_channels", minimum=0)
         if self.conv_kernel < 1 or self.conv_stride < 1:
             raise ValueError(
                 f"conv_kernel and conv_stride must be >= 1, got {self.conv_kernel}, "
                 f"{self.conv_stride}"
             )
-        if self.cell not in SPEECH_CELLS:
-            raise ValueError(f"cell must be one of {sorted(SPEECH_CELLS)}, got {self.cell!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_choice("cell", self.cell, SPEECH_CELLS)
+        check_rates(self, "dropout")
 
 
 def conv_output_lengths(lengths: Tensor, kernel: int, stride: int, padding: int) -> Tensor:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.data.batch import Batch
+from rnnkit.models._checks import check_choice, check_counts, check_rates
 from rnnkit.models.crf import CRF, IGNORE_INDEX
 from rnnkit.models.encoder import CELLS
 
@@ -52,16 +53,11 @@ class TaggerConfig:
     crf: bool = True  # a CRF over the emissions (else an independent softmax per token)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "num_tags", "embedding_dim", "hidden_size", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_counts(self, "vocab_size", "num_tags", "embedding_dim", "hidden_size", "num_layers")
         if self.num_chars < 0 or (self.num_chars and self.char_hidden_size < 1):
             raise ValueError("num_chars must be >= 0, and char_hidden_size >= 1 when it is not")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        for name in ("dropout", "word_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        check_choice("cell", self.cell, CELLS)
+        check_rates(self, "dropout", "word_dropout")
 
 
 def make_rnn(
