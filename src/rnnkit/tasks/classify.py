@@ -174,7 +174,11 @@ def train(data: str | None, options: ClassifyOptions, config: TrainConfig) -> di
     majority = _most_frequent([label for _, label in splits["train"]])
     info = base.run_info(TASK, options, model, data=source, majority_label=majority)
     _save_extras(config.run_dir, tokenizer, labels)
-    fit(model, samples["train"], samples["valid"], config, collate=collate, run_info=info)
+    lengths = [len(ids) for ids, _ in samples["train"]]  # batches of similar lengths
+    fit(
+        model, samples["train"], samples["valid"], config,
+        collate=collate, run_info=info, lengths=lengths,
+    )  # fmt: skip
     metrics = _metrics(model, samples["test"], config, labels.index(majority))
     base.record_metrics(config.run_dir, "test", metrics)
     return metrics

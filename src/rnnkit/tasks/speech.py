@@ -133,7 +133,11 @@ def train(data: str | None, options: SpeechOptions, config: TrainConfig) -> dict
     model = SpeechModel(_model_config(options, num_features))
     info = base.run_info(TASK, options, model, data=TASK.default_data)
     _save_extras(config.run_dir, normalization)
-    fit(model, samples["train"], samples["valid"], config, collate=collate, run_info=info)
+    lengths = [len(frames) for frames, _ in samples["train"]]  # batches of similar lengths
+    fit(
+        model, samples["train"], samples["valid"], config,
+        collate=collate, run_info=info, lengths=lengths,
+    )  # fmt: skip
     metrics = _metrics(model, samples["test"], config, options.beam_width)
     base.record_metrics(config.run_dir, "test", metrics)
     return metrics

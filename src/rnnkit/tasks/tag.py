@@ -288,7 +288,11 @@ def train(data: str | None, options: TagOptions, config: TrainConfig) -> dict[st
         save_extras(Path(config.run_dir), extras)
     data_id = str(source.resolve()) if isinstance(source, Path) else source
     info = run_info(TASK, options, model, data=data_id)
-    fit(model, samples["train"], samples["valid"], config, collate=collate_tagged, run_info=info)
+    lengths = [len(words) for words, _, _ in samples["train"]]  # batches of similar lengths
+    fit(
+        model, samples["train"], samples["valid"], config,
+        collate=collate_tagged, run_info=info, lengths=lengths,
+    )  # fmt: skip
     scores = score(model, splits["test"], extras, options)
     record_metrics(config.run_dir, "test", scores)
     return scores

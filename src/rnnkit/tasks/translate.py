@@ -191,7 +191,11 @@ def train(data: str | None, options: TranslateOptions, config: TrainConfig) -> d
     model = Seq2Seq(_model_config(options, tokenizers))
     info = base.run_info(TASK, options, model, data=source)
     _save_extras(config.run_dir, tokenizers)
-    fit(model, samples["train"], samples["valid"], config, collate=collate_pairs, run_info=info)
+    lengths = [len(source) + len(target) for source, target in samples["train"]]  # buckets
+    fit(
+        model, samples["train"], samples["valid"], config,
+        collate=collate_pairs, run_info=info, lengths=lengths,
+    )  # fmt: skip
     metrics = _metrics(model, samples["test"], tokenizers["target"], options, config)
     base.record_metrics(config.run_dir, "test", metrics)
     if config.run_dir is not None and base.is_main_process():

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from rnnkit.data.batch import Batch
+from rnnkit.data.batching import BucketSampler
 
 Collate = Callable[[list[Any]], Batch]
 
@@ -64,18 +65,39 @@ def _index(value: Any, rows: torch.Tensor) -> Any:
 
 
 def train_order(
-    n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int
+    n: int,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world: int,
+    lengths: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """This process's mini-batches (lists of row indices) for `epoch`, shuffled by (seed, epoch).
 
     batch_size is the global batch; each of the `world` processes takes batch_size // world rows
     of it. The last batch may be smaller; the sampler pads the epoch so that every process gets
     the same number of batches (DDP needs every process in every step).
+
+    With `lengths` (one per sample) the global batches are those of `rnnkit.data.BucketSampler`
+    (a shuffle seeded with seed + epoch, pools of 50 batches sorted by length, the batches in a
+    random order) and process `rank` takes rows rank, rank + world, ... of each; a global batch
+    that does not divide by `world` repeats its first rows, so every process steps together.
     """
     assert batch_size % world == 0, "fit() checks that batch_size divides by the world size"
+    if lengths is not None:
+        sampler = BucketSampler(lengths, batch_size, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+        return [_share(batch, rank, world) for batch in sampler]
     sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed)
     sampler.set_epoch(epoch)
     return _chunks(list(sampler), batch_size // world)
+
+
+def _share(batch: list[int], rank: int, world: int) -> list[int]:
+    """Process `rank`'s rows of a global batch, padded to a multiple of `world` rows."""
+    padded = batch + batch[: (-len(batch)) % world]
+    return padded[rank::world]
 
 
 def eval_order(n: int, batch_size: int, rank: int, world: int) -> list[list[int]]:

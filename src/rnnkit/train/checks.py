@@ -7,6 +7,7 @@ stopping needs validation data) or the number of processes (does the data split 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rnnkit.train.batches import Collate, check_data
@@ -41,6 +42,19 @@ def check_fit(
         raise ValueError("resume=True needs run_dir, the run to continue")
     if config.checkpoint_every is not None and config.run_dir is None:
         raise ValueError("checkpoint_every needs run_dir, where checkpoints are written")
+
+
+def check_lengths(lengths: Sequence[int] | None, train_data: Any) -> None:
+    """`fit`'s lengths: one positive int per training sample, and not for a Stream."""
+    if lengths is None:
+        return
+    if isinstance(train_data, Stream):
+        raise ValueError("lengths groups samples into batches; a Stream has no samples to group")
+    if len(lengths) != len(train_data):
+        raise ValueError(
+            f"lengths has {len(lengths)} entries for {len(train_data)} training samples; give "
+            "one length per sample"
+        )
 
 
 def check_split(data: Any, batch_size: int | None, world: int) -> None:

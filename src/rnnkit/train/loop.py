@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from rnnkit.data.batch import Batch
 from rnnkit.train import checkpoint, distributed
 from rnnkit.train.batches import Collate, take, train_order
-from rnnkit.train.checks import check_fit, check_split
+from rnnkit.train.checks import check_fit, check_lengths, check_split
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import Context
 from rnnkit.train.evaluate import evaluate_on
@@ -86,6 +87,7 @@ class Training:
     progress: Progress
     best_weights: dict[str, torch.Tensor] | None = None  # kept when early stopping is on
     carry: State = None  # TBPTT: the recurrent state carried between windows
+    lengths: Sequence[int] | None = None  # of each training sample: batches of similar lengths
 
 
 def fit(
@@ -96,19 +98,24 @@ def fit(
     *,
     collate: Collate | None = None,
     run_info: dict[str, Any] | None = None,
+    lengths: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Train `model` on `train_data`; returns the history, one dict per epoch.
 
     train_data / val_data: a Batch (rows are sliced into mini-batches), a Stream (with
     config.bptt_k1), or indexable samples that `collate(list_of_samples) -> Batch` batches.
+    lengths: the length of each training sample (not for a Stream); given, every epoch's
+    batches group samples of similar length (`rnnkit.train.batches.train_order`), so they carry
+    less padding, while the batches still come in a random order.
     run_info: what a task needs to rebuild the model (task name, hyper-parameters); it is
     written into config.json next to the TrainConfig. Under torchrun the same call trains with
     DistributedDataParallel; config.batch_size is then the global batch over all processes.
     """
     config = config if config is not None else TrainConfig()
     check_fit(model, train_data, val_data, config, collate)
+    check_lengths(lengths, train_data)
     context = distributed.setup(config.device)
-    return _fit(model, train_data, val_data, config, collate, run_info or {}, context)
+    return _fit(model, train_data, val_data, config, collate, run_info or {}, context, lengths)
 
 
 def _fit(
@@ -119,13 +126,14 @@ def _fit(
     collate: Collate | None,
     run_info: dict[str, Any],
     context: Context,
+    lengths: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     check_split(train_data, config.batch_size, context.world)
     check_split(val_data, None, context.world)
     seed_everything(config.seed)
     model.to(context.device)
     optimizer = make_optimizer(model, config)
-    total_steps = config.epochs * _batches_per_epoch(train_data, config, context)
+    total_steps = config.epochs * _batches_per_epoch(train_data, config, context, lengths)
     t = Training(
         model=model,
         objective=distributed.wrap(model, context),  # DDP broadcasts rank 0's weights
@@ -134,6 +142,7 @@ def _fit(
         config=config,
         context=context,
         progress=Progress(),
+        lengths=lengths,
     )
     _start_or_resume(t, run_info)
     p = t.progress
@@ -161,7 +170,7 @@ def _train_epoch(t: Training, data: Any, collate: Collate | None, epoch: int) ->
     """One pass over mini-batches in the (seed, epoch) order; a resumed run skips the done ones."""
     config, context = t.config, t.context
     order = train_order(
-        len(data), config.batch_size, config.seed, epoch, context.rank, context.world
+        len(data), config.batch_size, config.seed, epoch, context.rank, context.world, t.lengths
     )
     bar = _progress_bar(t, len(order), epoch)
     for indices in order[t.progress.batch :]:
@@ -356,10 +365,13 @@ def _own_carry(carry: State, context: Context) -> State:
 # --- checks and small helpers -----------------------------------------------------------------
 
 
-def _batches_per_epoch(train_data: Data, config: TrainConfig, context: Context) -> int:
+def _batches_per_epoch(
+    train_data: Data, config: TrainConfig, context: Context, lengths: Sequence[int] | None
+) -> int:
     if isinstance(train_data, Stream):
         return len(windows(train_data.length, config.bptt_k1))
-    return len(train_order(len(train_data), config.batch_size, config.seed, 0, 0, context.world))
+    n, world = len(train_data), context.world
+    return len(train_order(n, config.batch_size, config.seed, 0, 0, world, lengths))
 
 
 def _progress_bar_enabled(t: Training) -> bool:

@@ -1,0 +1,79 @@
+"""`fit(..., lengths=)`: batches of similar lengths, each sample once per epoch, in an order
+that is a function of (seed, epoch) and splits over processes like the plain order does."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from rnnkit.data import Batch, pad_sequences
+from rnnkit.train import TrainConfig, fit
+from rnnkit.train.batches import train_order
+
+torch.set_num_threads(1)
+_RNG = random.Random(0)
+LENGTHS = [_RNG.randint(1, 60) for _ in range(400)]
+
+
+def _padding(order: list[list[int]]) -> int:
+    return sum(len(b) * max(LENGTHS[i] for i in b) - sum(LENGTHS[i] for i in b) for b in order)
+
+
+def test_bucketed_order_covers_every_sample_once_with_less_padding():
+    plain = train_order(400, 16, seed=3, epoch=0, rank=0, world=1)
+    bucketed = train_order(400, 16, seed=3, epoch=0, rank=0, world=1, lengths=LENGTHS)
+    assert sorted(i for b in bucketed for i in b) == list(range(400))
+    assert [len(b) for b in bucketed].count(16) == 25 and len(bucketed) == len(plain)
+    assert _padding(bucketed) < 0.2 * _padding(plain)  # sorted pools of 800 samples
+    assert bucketed == train_order(400, 16, 3, 0, 0, 1, LENGTHS)  # a function of (seed, epoch)
+    assert bucketed != train_order(400, 16, 3, 1, 0, 1, LENGTHS)
+    assert bucketed != train_order(400, 16, 4, 0, 0, 1, LENGTHS)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_processes_share_out_each_global_batch(world):
+    """Step s of every process together is the global batch one process sees at step s (its
+    first rows repeated when it does not divide by the processes)."""
+    n, batch = 50, 6 * world
+    single = train_order(n, batch, 1, 2, 0, 1, LENGTHS[:n])
+    shares = [train_order(n, batch, 1, 2, rank, world, LENGTHS[:n]) for rank in range(world)]
+    for step, global_batch in enumerate(single):
+        rows = [share[step] for share in shares]
+        assert len({len(r) for r in rows}) == 1  # every process steps with as many rows
+        assert set().union(*map(set, rows)) == set(global_batch)
+
+
+class LengthRecorder(nn.Module):
+    """A model whose loss remembers the true lengths of each training batch it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.seen: list[list[int]] = []
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        if self.training:
+            self.seen.append(batch.lengths.tolist())
+        return ((batch.inputs.sum(dim=1) - self.w) ** 2).mean()
+
+
+def _collate(samples):
+    inputs, lengths = pad_sequences([torch.ones(n) for n, _ in samples], 0.0)
+    return Batch(inputs=inputs, lengths=lengths, targets=torch.zeros(len(samples)))
+
+
+def test_fit_trains_on_bucketed_batches():
+    samples = [(n, None) for n in LENGTHS[:96]]
+    model = LengthRecorder()
+    config = TrainConfig(epochs=2, batch_size=8, patience=None, progress=False)
+    fit(model, samples, None, config, collate=_collate, lengths=LENGTHS[:96])
+    assert len(model.seen) == 24
+    for epoch in (model.seen[:12], model.seen[12:]):
+        assert sorted(n for b in epoch for n in b) == sorted(LENGTHS[:96])
+    spread = sum(max(b) - min(b) for b in model.seen) / len(model.seen)
+    assert spread < 10  # random batches of 8 from 1-60 spread about 40
+    with pytest.raises(ValueError, match="lengths has 3 entries for 96 training samples"):
+        fit(LengthRecorder(), samples, None, config, collate=_collate, lengths=[1, 2, 3])
