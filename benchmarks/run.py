@@ -3,6 +3,7 @@
     python benchmarks/run.py                      # every default case, then compile times
     python benchmarks/run.py --quick              # about a minute
     python benchmarks/run.py --case gru:train:8:200:128:128 --json results.json
+    python benchmarks/run.py --variants           # the variant layers only (also in the default)
 
 Results and the command that produced them: benchmarks/RESULTS.md.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from rnnkit.bench import cases_from_names, quick_cases, run_bench
+from rnnkit.bench import cases_from_names, quick_cases, run_bench, variant_cases
 
 
 def main() -> None:
@@ -23,6 +24,7 @@ def main() -> None:
         "--repeats", type=int, default=7, help="timed repeats per case; the median counts"
     )
     parser.add_argument("--quick", action="store_true", help="a small subset of the cases")
+    parser.add_argument("--variants", action="store_true", help="the variant cases only")
     parser.add_argument(
         "--case", action="append", default=[], help="kind:mode:B:T:H_in:H, repeatable"
     )
@@ -31,6 +33,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     cases = cases_from_names(args.case) if args.case else quick_cases() if args.quick else None
+    cases = variant_cases() if args.variants else cases
     run_bench(cases, repeats=args.repeats, json_path=args.json, compile=not args.no_compile)
 
 

@@ -23,16 +23,38 @@ def speed_row(record: dict) -> str:
     )
 
 
+def variant_row(record: dict) -> str:
+    shape = record["shape"]
+    return (
+        f"| {record['kind']} {record['mode']} | {shape['batch']} | {shape['seq_len']} "
+        f"| {shape['input_size']} | {shape['hidden']} | {record['route']} "
+        f"| {record['ours_ms']:.2f} ms | {record['reference_ms']:.2f} ms "
+        f"| **{record['ratio']:.2f}** "
+        f"| {record['loop_ms']:.2f} ms | {record['loop_ratio']:.2f} |"
+    )
+
+
 def main(path: str) -> None:
     with open(path) as file:
         records = json.load(file)
-    print(
-        "| case | B | T | H_in | H | route | ours | torch.nn | ratio | ours GFLOP/s (of matmul) |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for record in records:
-        if record["kind"] != "compile":
+    plain = [r for r in records if r["kind"] != "compile" and "loop_ms" not in r]
+    variants = [r for r in records if "loop_ms" in r]
+    if plain:
+        print(
+            "| case | B | T | H_in | H | route | ours | torch.nn | ratio "
+            "| ours GFLOP/s (of matmul) |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for record in plain:
             print(speed_row(record))
+    if variants:
+        print(
+            "\n| variant | B | T | H_in | H | route | ours | torch.nn.LSTM | ratio "
+            "| reference loop | ours / loop |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for record in variants:
+            print(variant_row(record))
     print("\n| first call of | empty Numba cache | cached on disk |")
     print("| --- | --- | --- |")
     for record in records:

@@ -7,7 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import rnnkit
 from rnnkit import kernels
+from rnnkit.kernels import numba_step
 
 
 def cell_and_step(kind: str, input_size: int, hidden: int, bias: bool, dtype: torch.dtype):
@@ -61,3 +63,125 @@ def test_step_rejects_wrong_gate_count():
     cell = torch.nn.GRUCell(3, 4)
     with pytest.raises(ValueError, match="weight_hh"):
         kernels.LSTMStep(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+
+
+def layer_and_reference(kind: str, input_size: int, hidden: int, layers: int, dtype):
+    """rnnkit's layer (eval) and torch.nn's with the same weights."""
+    reference = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](
+        input_size, hidden, layers, dtype=dtype
+    )
+    layer = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[kind](input_size, hidden, layers, dtype=dtype)
+    layer.load_state_dict(reference.state_dict())
+    return layer.eval(), reference.eval()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    kind=st.sampled_from(["lstm", "gru"]),
+    layers=st.integers(1, 3),
+    batch=st.integers(1, 9),
+    input_size=st.integers(1, 6),
+    hidden=st.integers(1, 11),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_layer_step_equals_torch_layer(kind, layers, batch, input_size, hidden, dtype, seed):
+    """`step()` on the compiled route (state fed back as returned, so its arrays are reused)
+    equals torch.nn's layer run over the same sequence, output and state at every step."""
+    torch.manual_seed(seed)
+    layer, reference = layer_and_reference(kind, input_size, hidden, layers, dtype)
+    x = torch.randn(4, batch, input_size, dtype=dtype)
+    with torch.no_grad():
+        expected_out, _ = reference(x)
+        state = None
+        for t in range(4):
+            out, state = layer.step(x[t], state)
+            torch.testing.assert_close(out, expected_out[t])
+            torch.testing.assert_close(state, reference(x[: t + 1])[1])
+    assert isinstance(layer.__dict__["_compiled"], numba_step.StackStep)  # the compiled route ran
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_returned_state_and_output_stay_valid(kind):
+    """Nothing the caller holds is overwritten by later steps, and output and state do not
+    share memory."""
+    torch.manual_seed(0)
+    layer, _ = layer_and_reference(kind, 3, 5, 2, torch.float32)
+    x = torch.randn(2, 3)
+    with torch.no_grad():
+        out, state = layer.step(x)
+        held = (out.clone(), _clone(state))
+        for _ in range(3):
+            newer_out, newer_state = layer.step(x, state)
+        torch.testing.assert_close((out, state), held, rtol=0, atol=0)
+        newer_out.add_(1.0)  # the caller edits the output in place
+        torch.testing.assert_close(_first(newer_state)[-1], newer_out - 1.0)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_step_sees_changes_to_the_state_it_returned(kind):
+    """A returned state passed back is read again: in-place edits and swapped memory count."""
+    torch.manual_seed(1)
+    layer, reference = layer_and_reference(kind, 3, 4, 1, torch.float64)
+    x = torch.randn(2, 3, dtype=torch.float64)
+    with torch.no_grad():
+        _, state = layer.step(x)
+        _first(state).mul_(0.5)  # in place: same memory
+        torch.testing.assert_close(layer.step(x, state), _one_step(reference, x, state))
+        _, state = layer.step(x)
+        _first(state).set_(torch.randn(1, 2, 4, dtype=torch.float64))  # new memory
+        torch.testing.assert_close(layer.step(x, state), _one_step(reference, x, state))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_step_unusual_inputs_take_the_checked_path(kind):
+    """A list state, a strided or grad-requiring input, an unbatched input and a reset all
+    still give torch.nn's result; a state of the wrong shape gives the layer's error."""
+    torch.manual_seed(2)
+    layer, reference = layer_and_reference(kind, 3, 4, 2, torch.float32)
+    x = torch.randn(3, 6)[:, ::2].requires_grad_()  # (3, 3), not contiguous
+    h = torch.randn(2, 3, 4)
+    state = (h, torch.randn(2, 3, 4)) if kind == "lstm" else h
+    with torch.no_grad():
+        expected_out, expected_state = reference(x[None], state)
+        listed = list(state) if kind == "lstm" else state
+        torch.testing.assert_close(layer.step(x, listed), (expected_out[0], expected_state))
+        unbatched = _map(state, lambda s: s[:, 0])
+        out, new = layer.step(x[0], unbatched)
+        torch.testing.assert_close(out, expected_out[0, 0])
+        torch.testing.assert_close(new, _map(expected_state, lambda s: s[:, 0]))
+        reset = torch.tensor([True, False, False])
+        out, _ = layer.step(x, state, reset=reset)
+        torch.testing.assert_close(out[0], layer.step(x[:1])[0][0])
+        with pytest.raises(ValueError, match=r"state(\[0\])? must have shape \(2, 3, 4\)"):
+            layer.step(x, _map(state, lambda s: s[:, :2]))
+
+
+def test_stack_step_rebuilds_when_a_parameter_is_replaced():
+    torch.manual_seed(3)
+    layer, reference = layer_and_reference("gru", 3, 4, 2, torch.float32)
+    x = torch.randn(1, 3)
+    with torch.no_grad():
+        layer.step(x)
+        first = layer.__dict__["_compiled"]
+        layer.cells[1].weight_hh.data = torch.randn(12, 4)  # same Parameter, new memory
+        reference.weight_hh_l1.data = layer.cells[1].weight_hh.detach().clone()
+        torch.testing.assert_close(layer.step(x)[0], reference(x[None])[0][0])
+    assert layer.__dict__["_compiled"] is not first
+
+
+def _one_step(reference, x, state):
+    out, new = reference(x[None], state)
+    return out[0], new
+
+
+def _first(state):
+    return state[0] if isinstance(state, tuple) else state
+
+
+def _map(state, function):
+    return tuple(function(s) for s in state) if isinstance(state, tuple) else function(state)
+
+
+def _clone(state):
+    return _map(state, torch.clone)

@@ -6,8 +6,12 @@ torch.nn's module on the same weights and inputs, alternating the two, and repor
 median of `repeats` timings, the ratio ours / torch, and GFLOP/s of the matrix products against
 the machine's measured single-thread matrix-multiply rate. Training cases time forward +
 backward; inference cases forward under `torch.no_grad()`; streaming cases one step at batch 1
-against torch.nn's cell (its fastest single step). Compile cases time the first call of each
-kernel in a fresh process with an empty Numba cache, then again with that cache on disk.
+against torch.nn's cell (its fastest single step). Variant cases (`VARIANTS`: layer norm,
+peepholes, dropouts, zoneout, projection, minGRU, minLSTM) run rnnkit's variant layer on its
+"auto" route against torch.nn.LSTM of the same size (the reference of the ratio) and against
+the same layer on the reference loop, a Python loop over torch ops (`loop_ms`, `loop_ratio`).
+Compile cases time the first call of each kernel in a fresh process with an empty Numba cache,
+then again with that cache on disk.
 
 torch runs on one thread (`torch.set_num_threads(1)`), the Numba kernels are single-threaded,
 and times are the CPU time of the calling thread, where all that work runs, so that other
@@ -31,14 +35,37 @@ import torch
 from rnnkit import kernels  # Numba loads on the first kernel looked up, not here
 from rnnkit.kernels import numba_is_faster
 from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.minimal import MinGRU, MinLSTM
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 MODES = ("train", "infer", "stream")
+VARIANTS = {  # name: (layer, options, gate blocks); proj_size=True means H / 2
+    "lstm_layer_norm": (LSTM, {"layer_norm": True}, 4),
+    "lstm_peephole": (LSTM, {"peephole": True}, 4),
+    "lstm_recurrent_dropout": (LSTM, {"recurrent_dropout": 0.25}, 4),
+    "lstm_zoneout": (LSTM, {"zoneout": 0.1}, 4),
+    "lstm_weight_drop": (LSTM, {"weight_drop": 0.5}, 4),
+    "gru_layer_norm": (GRU, {"layer_norm": True}, 3),
+    "gru_proj": (GRU, {"proj_size": True}, 3),
+    "rnn_proj": (RNN, {"proj_size": True}, 1),
+    "mingru": (MinGRU, {}, 2),
+    "minlstm": (MinLSTM, {}, 3),
+}
+
+
+SHAPES = [  # (B, T, H_in, H)
+    (1, 1000, 128, 128),
+    (1, 200, 256, 256),
+    (8, 200, 128, 128),
+    (8, 1000, 32, 64),
+    (32, 100, 256, 256),
+    (64, 50, 512, 512),
+]
 
 
 @dataclass(frozen=True)
 class Case:
-    kind: str  # "lstm", "gru", "rnn_tanh" or "rnn_relu"
+    kind: str  # "lstm", "gru", "rnn_tanh", "rnn_relu" or a name in VARIANTS
     mode: str  # "train" (forward + backward), "infer" (forward, no grad) or "stream" (one step)
     batch: int  # B
     seq_len: int  # T (1 for streaming)
@@ -53,24 +80,37 @@ class Case:
 
 def default_cases() -> list[Case]:
     """Small, medium and large shapes, batch 1 and long sequences, for every kind and mode."""
-    shapes = [  # (B, T, H_in, H)
-        (1, 1000, 128, 128),
-        (1, 200, 256, 256),
-        (8, 200, 128, 128),
-        (8, 1000, 32, 64),
-        (32, 100, 256, 256),
-        (64, 50, 512, 512),
-    ]
     cases = [
         Case(kind, mode, *shape)
         for kind in ("lstm", "gru", "rnn_tanh", "rnn_relu")
         for mode in ("train", "infer")
-        for shape in (shapes if kind != "rnn_relu" else shapes[:3])
+        for shape in (SHAPES if kind != "rnn_relu" else SHAPES[:3])
     ]
     stream = [
         Case(kind, "stream", 1, 1, size, 256) for kind in ("lstm", "gru") for size in (64, 256)
     ]
-    return cases + stream
+    return cases + tiny_cases() + stream + variant_cases()
+
+
+def tiny_cases() -> list[Case]:
+    """Tiny sizes (T = 10, H = 16, B = 1, 4, 8), where a call takes 0.1-1 ms and the layer's
+    own Python cost (checks, states, dispatch) shows against torch.nn's."""
+    return [
+        Case(kind, mode, batch, 10, 16, 16)
+        for kind in ("lstm", "gru", "rnn_tanh", "rnn_relu")
+        for mode in ("train", "infer")
+        for batch in (1, 4, 8)
+    ]
+
+
+def variant_cases() -> list[Case]:
+    """Every variant in `VARIANTS`, training and inference, at the default shapes."""
+    return [
+        Case(kind, mode, *shape)
+        for kind in VARIANTS
+        for mode in ("train", "infer")
+        for shape in SHAPES
+    ]
 
 
 def quick_cases() -> list[Case]:
@@ -140,17 +180,17 @@ def workload(case: Case, run: Callable, x: torch.Tensor, state) -> Callable[[], 
 # ---- measurement -------------------------------------------------------------------------------
 
 
-def median_pair(ours: Callable, reference: Callable, repeats: int, calls: int) -> dict[str, float]:
-    """Median seconds per call of each, timed alternately so that load changes hit both alike,
-    by the CPU time of this thread (where torch, on one thread, and Numba both run, so other
-    processes on a shared machine do not count) and by the wall clock."""
-    times = {key: [] for key in ("ours", "reference", "ours_wall", "reference_wall")}
+def median_times(functions: dict[str, Callable], repeats: int, calls: int) -> dict[str, float]:
+    """Median seconds per call of each function, timed in turn (in alternating order) so that
+    load changes hit all alike, by the CPU time of this thread (where torch, on one thread, and
+    Numba both run, so other processes on a shared machine do not count) and by the wall clock
+    (`NAME_wall`)."""
+    times = {key: [] for name in functions for key in (name, f"{name}_wall")}
     for repeat in range(repeats):
-        for name in ("ours", "reference") if repeat % 2 == 0 else ("reference", "ours"):
-            function = ours if name == "ours" else reference
+        for name in list(functions)[:: 1 if repeat % 2 == 0 else -1]:
             wall, cpu = time.perf_counter(), time.thread_time()
             for _ in range(calls):
-                function()
+                functions[name]()
             times[name].append((time.thread_time() - cpu) / calls)
             times[f"{name}_wall"].append((time.perf_counter() - wall) / calls)
     return {key: statistics.median(values) for key, values in times.items()}
@@ -171,7 +211,8 @@ def matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
 def case_flops(case: Case) -> float:
     """FLOPs of the gate matrix products (x and h projections); training adds the backward's
     two products (input and weight gradients) per forward one."""
-    per_step = 2 * GATES[case.kind] * case.hidden * (case.input_size + case.hidden) * case.batch
+    gates = VARIANTS[case.kind][2] if case.kind in VARIANTS else GATES[case.kind]
+    per_step = 2 * gates * case.hidden * (case.input_size + case.hidden) * case.batch
     return per_step * case.seq_len * (3 if case.mode == "train" else 1)
 
 
@@ -187,11 +228,48 @@ def measure(case: Case, repeats: int, peak_gflops: float) -> dict:
     ours = workload(case, rnnkit_route(case, module), x, state)
     reference = workload(case, module, x, state)
     ours(), reference()  # warm up: compile or load the kernel, fill caches
-    seconds = median_pair(ours, reference, repeats, calls=200 if case.mode == "stream" else 1)
+    calls = 200 if case.mode == "stream" else 1 + 2000 // (case.seq_len * case.hidden)  # tiny: 13
+    seconds = median_times({"ours": ours, "reference": reference}, repeats, calls)
     return record(case, f"torch.nn.{type(module).__name__}", seconds, peak_gflops)
 
 
-def record(case: Case, reference: str, seconds: dict[str, float], peak_gflops: float) -> dict:
+def variant_layer(case: Case, backend: str) -> torch.nn.Module:
+    """rnnkit's layer for a variant case on `backend`, in train or eval mode as the case runs."""
+    layer_class, options, _ = VARIANTS[case.kind]
+    if options.get("proj_size") is True:
+        options = options | {"proj_size": case.hidden // 2}
+    layer = layer_class(case.input_size, case.hidden, backend=backend, **options)
+    return layer.train(case.mode == "train")
+
+
+def measure_variant(case: Case, repeats: int, peak_gflops: float) -> dict:
+    """Time a variant layer on its "auto" route, torch.nn.LSTM of the same size and the same
+    layer on the reference loop; the JSON record (ratio: ours / torch.nn.LSTM)."""
+    torch.manual_seed(0)
+    ours_layer, loop_layer = variant_layer(case, "auto"), variant_layer(case, "reference")
+    loop_layer.load_state_dict(ours_layer.state_dict())
+    lstm = torch.nn.LSTM(case.input_size, case.hidden)
+    x = torch.randn(case.seq_len, case.batch, case.input_size, requires_grad=case.mode == "train")
+    functions = {
+        "ours": workload(case, ours_layer, x, None),
+        "reference": workload(case, lstm, x, None),
+        "loop": workload(case, loop_layer, x, None),
+    }
+    for function in functions.values():
+        function()  # warm up: compile or load the kernel, fill caches
+    seconds = median_times(functions, repeats, calls=1)
+    with torch.set_grad_enabled(case.mode == "train"):
+        route = ours_layer._route(x)
+    if route == "reference" and hasattr(ours_layer.cells[0], "sequence"):
+        route = "scan"  # minGRU, minLSTM: the cell's whole-sequence scan
+    result = record(case, "torch.nn.LSTM", seconds, peak_gflops, route)
+    result |= {"loop_ms": seconds["loop"] * 1e3, "loop_ratio": seconds["ours"] / seconds["loop"]}
+    return result | {"loop_wall_ms": seconds["loop_wall"] * 1e3}
+
+
+def record(
+    case: Case, reference: str, seconds: dict[str, float], peak_gflops: float, route: str = ""
+) -> dict:
     ours_s, reference_s = seconds["ours"], seconds["reference"]
     flops = case_flops(case)
     shape = {"batch": case.batch, "seq_len": case.seq_len, "input_size": case.input_size}
@@ -200,7 +278,7 @@ def record(case: Case, reference: str, seconds: dict[str, float], peak_gflops: f
         "shape": shape | {"hidden": case.hidden},
         "kind": case.kind,
         "mode": case.mode,
-        "route": "numba" if uses_numba(case) else "torch",
+        "route": route or ("numba" if uses_numba(case) else "torch"),
         "ours_ms": ours_s * 1e3,
         "reference": reference,
         "reference_ms": reference_s * 1e3,
@@ -219,9 +297,11 @@ def record(case: Case, reference: str, seconds: dict[str, float], peak_gflops: f
 
 _COMPILE_SCRIPT = """
 import time, torch
+import rnnkit
 from rnnkit import kernels
 start = time.perf_counter()
 import rnnkit.kernels.numba_gru, rnnkit.kernels.numba_elman, rnnkit.kernels.numba_step
+import rnnkit.kernels.numba_lstm, rnnkit.kernels.numba_variants
 print("import_of_numba_and_the_kernel_modules", time.perf_counter() - start)
 x, h = torch.randn(3, 2, 4, requires_grad=True), torch.zeros(2, 5)
 gru, rnn = torch.nn.GRU(4, 5), torch.nn.RNN(4, 5)
@@ -234,6 +314,17 @@ calls = {
     "LSTMStep": lambda: kernels.LSTMStep(*cell(lstm_cell))(x[0].detach(), (h, h)),
     "GRUStep": lambda: kernels.GRUStep(*cell(gru_cell))(x[0].detach(), h),
 }
+variants = {  # every option on: the kernels' every path
+    "variant_lstm_sequence": rnnkit.LSTM(4, 5, proj_size=3, layer_norm=True, peephole=True,
+                                         recurrent_dropout=0.2, zoneout=0.1, weight_drop=0.2),
+    "variant_gru_sequence": rnnkit.GRU(4, 5, proj_size=3, layer_norm=True,
+                                       recurrent_dropout=0.2, zoneout=0.1, weight_drop=0.2),
+    "variant_elman_sequence": rnnkit.RNN(4, 5, proj_size=3, recurrent_dropout=0.2,
+                                         zoneout=0.1, weight_drop=0.2),
+}
+for name, layer in variants.items():
+    calls[name] = lambda layer=layer: kernels.variant_sequence(
+        layer.cells[0], x, layer.cells[0].zero_state(2, x))[0].sum().backward()
 for name, call in calls.items():
     start = time.perf_counter(); call(); print(name, time.perf_counter() - start)
 """
@@ -284,10 +375,13 @@ def format_row(record: dict) -> str:
         record["reference_ms"] * scale,
         record["ours_gflops"],
     )
+    loop = ""
+    if "loop_ms" in record:
+        loop = f"  loop {record['loop_ms']:9.2f} ms ratio {record['loop_ratio']:5.2f}"
     return (
-        f"{record['name']:<44} {record['route']:<6} ours {ours:9.2f} {unit}  "
+        f"{record['name']:<44} {record['route']:<9} ours {ours:9.2f} {unit}  "
         f"torch {reference:9.2f} {unit}  ratio {record['ratio']:5.2f}  "
-        f"{gflops:6.1f} GFLOP/s ({gflops / record['peak_gflops']:4.0%} of matmul)"
+        f"{gflops:6.1f} GFLOP/s ({gflops / record['peak_gflops']:4.0%} of matmul)" + loop
     )
 
 
@@ -311,7 +405,8 @@ def run_bench(
         )
         records = []
         for case in default_cases() if cases is None else cases:
-            records.append(measure(case, repeats, peak))
+            timer = measure_variant if case.kind in VARIANTS else measure
+            records.append(timer(case, repeats, peak))
             log(format_row(records[-1]))
         if compile:
             for record in compile_times():
@@ -330,8 +425,10 @@ def cases_from_names(names: Sequence[str]) -> list[Case]:
     cases = []
     for name in names:
         kind, mode, *sizes = name.split(":")
-        if kind not in GATES or mode not in MODES or len(sizes) != 4:
-            expected = f"kind:mode:B:T:H_in:H with kind in {list(GATES)} and mode in {MODES}"
+        known = kind in GATES or (kind in VARIANTS and mode != "stream")
+        if not known or mode not in MODES or len(sizes) != 4:
+            kinds = [*GATES, *VARIANTS]
+            expected = f"kind:mode:B:T:H_in:H with kind in {kinds} and mode in {MODES}"
             raise ValueError(f"a case is {expected}; got {name!r}")
         cases.append(Case(kind, mode, *map(int, sizes)))
     return cases

@@ -150,10 +150,10 @@ class Recurrent(nn.Module):
             raise ValueError(
                 "backend='torch' serves the torch.nn configurations of RNN, LSTM and GRU only"
             )
-        if backend == "numba" and self.fused_mode not in _NUMBA_KINDS:
+        if backend == "numba" and self.fused_mode not in (None, *_NUMBA_KINDS):
             raise ValueError(
-                "backend='numba' serves the torch.nn configurations of GRU and RNN only; "
-                "use 'auto' or 'torch' for the LSTM"
+                "backend='numba' serves GRU and RNN and the variant layers only; "
+                "use 'auto' or 'torch' for the plain LSTM"
             )
         if dropout > 0 and num_layers == 1:
             warnings.warn(
@@ -212,7 +212,9 @@ class Recurrent(nn.Module):
 
     def _route(self, x: Tensor) -> str:
         """ "reference", "torch" or "numba": which route runs this input (T, B, H_in)."""
-        if self.fused_mode is None or self.backend == "reference":
+        if self.fused_mode is None:
+            return self._variant_route(x)
+        if self.backend == "reference":
             return "reference"
         if self.backend != "auto":
             if self.backend == "numba":
@@ -228,21 +230,89 @@ class Recurrent(nn.Module):
         fast = kernels.numba_is_faster(kind, batch, self.hidden_size, steps, training)
         return "numba" if fast else "torch"
 
+    def _variant_route(self, x: Tensor) -> str:
+        """ "reference", "numba" or "plain" for a layer without a torch kernel: the compiled
+        variant kernel (`kernels.variant_sequence`) where its cells have one and it is measured
+        faster than the loop (`kernels.variant_numba_is_faster`), or where backend="numba" asks.
+        "plain": in eval, a layer whose only options are recurrent dropout and weight drop (off
+        in eval) computes torch.nn's layer, so torch's fused kernel serves it where it is the
+        fastest route of that torch.nn layer (`_plain_fused`)."""
+        kinds = {kernels.variant_kind(cell) for cell in self.cells}
+        if self.backend == "reference" or None in kinds:
+            if self.backend == "numba":
+                raise ValueError(
+                    "backend='numba' runs the variant cells of RNN, LSTM and GRU (Elman with "
+                    "tanh or relu); these cells have no compiled kernel"
+                )
+            return "reference"
+        if self.backend == "numba":
+            _check_numba_input(x)
+            return "numba"
+        training = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+        steps, batch = x.shape[:2]
+        kind, hidden = kinds.pop(), self.hidden_size
+        cpu = x.device.type == "cpu" and x.dtype in _NUMBA_DTYPES
+        if self._plain_in_eval() and not (  # unless torch.nn's GRU or RNN would go to Numba
+            cpu and kind != "lstm" and kernels.numba_is_faster(kind, batch, hidden, steps, training)
+        ):
+            return "plain"
+        if not cpu:
+            return "reference"
+        fast = kernels.variant_numba_is_faster(kind, batch, hidden, steps, training)
+        return "numba" if fast else "reference"
+
+    def _plain_in_eval(self) -> bool:
+        """Whether this variant layer, in its current mode, computes torch.nn's layer `self.mode`:
+        in eval with no option on but recurrent dropout, weight drop (and LSTM's projection)."""
+        variant = getattr(self, "variant", None)
+        if self.training or variant is None or getattr(self, "mode", None) is None:
+            return False
+        on = {name.split("=")[0] for name in variant.on()}
+        plain_proj = self.mode == "LSTM" or not getattr(self, "proj_size", 0)
+        return on <= {"recurrent_dropout", "weight_drop"} and plain_proj
+
+    def _plain_fused(self, seq: seqs.SequenceInput, states: list[State]) -> tuple[Tensor, State]:
+        """torch's fused kernel for `self.mode` on the variant cells' parameters (torch.nn's
+        names and layout), for a layer that `_plain_in_eval` says computes torch.nn's."""
+        return torch_fused.fused_forward(
+            self.mode,
+            seq.x,
+            seqs.stack_state(states, batched=True),
+            torch_fused.flat_weights(self._modules["cells"]),
+            bias=self.bias,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
+            training=self.training,
+            bidirectional=self.bidirectional,
+            lengths=seq.lengths,
+        )
+
     def forward(
         self,
         input: Tensor | PackedSequence,
         hx: State | None = None,
         lengths: Tensor | None = None,
     ) -> tuple[Tensor | PackedSequence, State]:
-        like = next(self.parameters())
+        cells = self._modules["cells"]  # not `self.cells`: `_TorchLayout.__getattr__` costs 1 us
+        like = cells[0].weight_ih if self.fused_mode else next(self.parameters())
         seq = seqs.prepare_input(
             input, lengths, input_size=self.input_size, batch_first=self.batch_first, like=like
         )
         batch = seq.x.shape[1]
-        states = seqs.split_state(hx, self._zero_states(batch, seq.x), batched=seq.batched)
+        states = None
+        if self.fused_mode and seq.batched:  # torch.nn's cells: hx checked in one pass
+            lstm, hidden = self.fused_mode == "LSTM", self.hidden_size
+            shape = (len(cells), batch, (lstm and self.proj_size) or hidden)
+            states = torch_fused.cell_states(hx, lstm, shape, hidden, like)
+        if states is None:
+            states = seqs.split_state(hx, self._zero_states(batch, seq.x), batched=seq.batched)
         route = self._route(seq.x)
         if route == "torch":
-            output, final = self._fused(seq, seqs.stack_state(states, batched=True))
+            output, final = self._fused(seq, states)
+        elif route == "plain":
+            output, final = self._plain_fused(seq, states)
         else:
             run_one = self._numba_direction if route == "numba" else self._reference_direction
             output, finals = self._layers(run_one, seq.x, states, seq.lengths)
@@ -253,13 +323,19 @@ class Recurrent(nn.Module):
             )
         return seqs.finish_output(output, seq, self.batch_first), final
 
-    def _fused(self, seq: seqs.SequenceInput, hx: State) -> tuple[Tensor, State]:
+    def _fused(
+        self, seq: seqs.SequenceInput, states: torch_fused.CellStates | list[State]
+    ) -> tuple[Tensor, State]:
+        if isinstance(states, torch_fused.CellStates):
+            hx = states.stacked  # as the caller gave it, no split and stack
+        else:
+            hx = seqs.stack_state(states, batched=True)
         return torch_fused.fused_forward(
             self.fused_mode,
             seq.x,
             hx,
-            torch_fused.flat_weights(list(self.cells)),
-            bias=self.cells[0].bias_ih is not None,
+            torch_fused.flat_weights(self._modules["cells"]),
+            bias=self.bias,
             num_layers=self.num_layers,
             dropout=self.dropout,
             training=self.training,
@@ -271,6 +347,8 @@ class Recurrent(nn.Module):
         return run_cell(cell, x, state, lengths, reverse, whole=self.backend != "reference")
 
     def _numba_direction(self, cell, x, state, lengths, reverse):
+        if self.fused_mode is None:
+            return kernels.variant_sequence(cell, x, state, lengths, reverse)
         weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
         if self.fused_mode == "GRU":
             return kernels.gru_sequence(x, state, *weights, lengths, reverse)
@@ -304,6 +382,11 @@ class Recurrent(nn.Module):
             raise ValueError(
                 "step() advances forward in time; a bidirectional layer needs the whole sequence"
             )
+        compiled = self._compiled_steps(x)
+        if compiled is not None and reset is None:
+            result = compiled(x, state)  # None unless x and state have the usual form
+            if result is not None:
+                return result
         seq = seqs.prepare_input(
             seqs._check_tensor("x", x).unsqueeze(0),
             None,
@@ -319,7 +402,11 @@ class Recurrent(nn.Module):
         if reset is not None:
             states = [_first_dim_reset(s, reset) for s in states]
         new_states = []
-        steps = self._compiled_steps(x_t) or self._stream_steps(batch, x_t, new=state is None)
+        steps = (
+            compiled.steps
+            if compiled is not None
+            else self._stream_steps(batch, x_t, new=state is None)
+        )
         for layer, step_ in enumerate(steps):
             new = step_(x_t, states[layer])
             new_states.append(new)
@@ -329,23 +416,27 @@ class Recurrent(nn.Module):
         out = x_t if seq.batched else x_t.squeeze(0)
         return out, seqs.stack_state(new_states, batched=seq.batched)
 
-    def _compiled_steps(self, x_t: Tensor) -> list[Callable] | None:
-        """The compiled streaming steps (`rnnkit.kernels.LSTMStep`/`GRUStep`) when they serve:
+    def _compiled_steps(self, x: object):
+        """The compiled streaming steps (`rnnkit.kernels.numba_step.StackStep`) when they serve:
         inference (no gradient wanted) of a plain LSTM or GRU on the CPU in float32/float64.
         They hold views of the parameters, rebuilt when a parameter's memory is replaced."""
-        wants_grad = torch.is_grad_enabled() and (
-            x_t.requires_grad or any(p.requires_grad for p in self.parameters())
-        )
-        plain = self.fused_mode == "GRU" or (self.fused_mode == "LSTM" and not self.proj_size)
-        if wants_grad or self.training or not plain or x_t.device.type != "cpu":
+        if self.training or self.backend == "reference" or not isinstance(x, Tensor):
             return None
-        if x_t.dtype not in _NUMBA_DTYPES or self.backend == "reference":
+        lstm = self.fused_mode == "LSTM"
+        if not (lstm or self.fused_mode == "GRU") or (lstm and self.proj_size):
             return None
-        make = kernels.LSTMStep if self.fused_mode == "LSTM" else kernels.GRUStep
-        weights = [(c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh) for c in self.cells]
+        if x.dtype not in _NUMBA_DTYPES or not x.is_cpu:
+            return None
+        if torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
+        ):
+            return None
+        cells = self._modules["cells"]  # not `self.cells`: `_TorchLayout.__getattr__` costs 1 us
         cached = self.__dict__.get("_compiled")
-        if cached is None or not all(s.uses(*w) for s, w in zip(cached, weights, strict=True)):
-            cached = [make(*w) for w in weights]
+        if cached is None or not cached.uses(cells):
+            from rnnkit.kernels.numba_step import StackStep  # imports Numba: not at import time
+
+            cached = StackStep(cells, lstm)
             self.__dict__["_compiled"] = cached
         return cached
 

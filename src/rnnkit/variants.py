@@ -9,8 +9,10 @@ With every option off they compute what the plain cells compute.
 
 Random draws follow the papers: recurrent dropout draws one mask per sequence and weight drop one
 dropped W_hh per forward pass (both held in a `SequenceNoise`, made by `cell.begin(batch, like)`,
-which `rnnkit.layers.run_cell` calls once before its loop); zoneout draws a mask per step. In
-eval mode nothing is random: dropout and weight drop are off and zoneout takes its expectation.
+which `rnnkit.layers.run_cell` calls once before its loop); zoneout draws a mask per step
+(`zoneout_draws` draws a whole sequence's, the same numbers, for the compiled kernels in
+`rnnkit.kernels.numba_variants`). In eval mode nothing is random: dropout and weight drop are
+off and zoneout takes its expectation.
 
 The drop-in layers build these cells from their constructor options (`rnnkit.LSTM(...,
 layer_norm=True)`); the time loop lives in `rnnkit.layers`, minGRU and minLSTM in
@@ -102,6 +104,36 @@ def zoneout(previous: Tensor, new: Tensor, rate: float, training: bool) -> Tenso
         return (1 - rate) * new + rate * previous
     keep = torch.rand_like(new) < rate  # d_t: True where the unit keeps its previous value
     return torch.where(keep, previous, new)
+
+
+def zoneout_draws(
+    rates: list[tuple[float, int]],
+    steps: int,
+    batch: int,
+    like: Tensor,
+    training: bool,
+    reverse: bool,
+) -> list[Tensor | None]:
+    """Zoneout's d for a whole sequence, for each (rate, units) of `rates` in the order a step
+    applies them (LSTM: c, then h): (T, B, units) tensors indexed by time, None where the rate
+    is 0. In training 1.0 where a unit keeps its previous value, drawn as the step loop draws
+    them (`zoneout` at each step, from the first step the loop runs, the last in reverse): torch
+    fills a tensor one number after another from the generator, so one draw of
+    (T, B * sum(units)) is the loop's T draws of (B, units) each. In eval, the rate."""
+    sizes = [units for rate, units in rates if rate > 0]
+    if not training:
+        return [
+            like.new_full((steps, batch, units), rate) if rate > 0 else None
+            for rate, units in rates
+        ]
+    uniform = torch.rand(steps, batch * sum(sizes), dtype=like.dtype, device=like.device)
+    if reverse:
+        uniform = uniform.flip(0)  # the loop's first draw belongs to the last step
+    parts = iter(uniform.split([batch * units for units in sizes], dim=1))
+    return [
+        (next(parts).unflatten(1, (batch, units)) < rate).to(like.dtype) if rate > 0 else None
+        for rate, units in rates
+    ]
 
 
 def gate_layer_norm(v: Tensor, gain: Tensor, shift: Tensor, gates: int, eps: float) -> Tensor:

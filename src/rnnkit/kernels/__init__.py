@@ -4,8 +4,12 @@
 - `gru_sequence`, `elman_sequence` (`numba_gru`, `numba_elman`): one direction of one GRU or
   Elman layer as a compiled whole-sequence loop with an explicit backward pass, for the CPU,
   where torch runs these cells step by step from C++ with an operator call per gate.
+- `variant_sequence` (`numba_variants`, `numba_lstm`): one direction of one layer over the
+  variant cells (layer norm, peepholes, projection, recurrent dropout, zoneout, weight drop),
+  compiled, with the reference loop's random draws.
 - `LSTMStep`, `GRUStep` (`numba_step`): streaming single steps for inference.
-- `numba_is_faster` (`dispatch`): where the compiled kernels beat torch's, measured.
+- `numba_is_faster`, `variant_numba_is_faster` (`dispatch`): where the compiled kernels beat
+  torch's kernels and the reference loop, measured.
 
 Numba is imported when a Numba kernel is first looked up here (`kernels.gru_sequence`), never
 by `import rnnkit`; look the kernels up at call time, not at module import.
@@ -15,16 +19,17 @@ from __future__ import annotations
 
 import importlib
 
-from rnnkit.kernels.dispatch import numba_is_faster
+from rnnkit.kernels.dispatch import numba_is_faster, variant_kind, variant_numba_is_faster
 
 _NUMBA_MODULES = {
     "gru_sequence": "rnnkit.kernels.numba_gru",
     "elman_sequence": "rnnkit.kernels.numba_elman",
+    "variant_sequence": "rnnkit.kernels.numba_variants",
     "LSTMStep": "rnnkit.kernels.numba_step",
     "GRUStep": "rnnkit.kernels.numba_step",
 }
 
-__all__ = ["numba_is_faster", *_NUMBA_MODULES]
+__all__ = ["numba_is_faster", "variant_kind", "variant_numba_is_faster", *_NUMBA_MODULES]
 
 
 def __getattr__(name: str):

@@ -5,7 +5,7 @@ Importing this module imports Numba (about a second), so `rnnkit.kernels` loads 
 kernel is first called. Functions are compiled on their first call for a dtype and cached on
 disk (`cache=True`), so a later process loads them in milliseconds.
 The GRU, Elman and streaming kernels themselves live in `numba_gru.py`, `numba_elman.py` and
-`numba_step.py`.
+`numba_step.py`; the variant cells' kernels in `numba_lstm.py` and `numba_variants.py`.
 """
 
 from __future__ import annotations
@@ -172,6 +172,42 @@ def position(lengths, b, step, reverse):
     return lengths[b] - 1 - step if reverse else step
 
 
+@jit
+def group_norm(v, groups, normed, rstd, eps):
+    """Layer norm per group without gain and shift: v (G*H,) in `groups` groups of H units;
+    normed[j] = (v[j] - mean) * rstd[k] with rstd[k] = 1 / sqrt(var + eps) of j's group k
+    (biased variance, as torch.nn.functional.layer_norm). Sums in float64."""
+    size = len(v) // groups
+    for k in range(groups):
+        mean = 0.0
+        for j in range(k * size, (k + 1) * size):
+            mean += v[j]
+        mean /= size
+        var = 0.0
+        for j in range(k * size, (k + 1) * size):
+            var += (v[j] - mean) ** 2
+        rstd[k] = 1.0 / np.sqrt(var / size + eps)
+        for j in range(k * size, (k + 1) * size):
+            normed[j] = (v[j] - mean) * rstd[k]
+
+
+@jit
+def group_norm_backward(grad_normed, normed, rstd, groups, out):
+    """out = dL/dv from grad_normed = dL/d(normed), per group (see `group_norm`):
+    rstd * (g - mean(g) - normed * mean(g * normed))."""
+    size = len(normed) // groups
+    for k in range(groups):
+        mean_g = 0.0
+        mean_gn = 0.0
+        for j in range(k * size, (k + 1) * size):
+            mean_g += grad_normed[j]
+            mean_gn += grad_normed[j] * normed[j]
+        mean_g /= size
+        mean_gn /= size
+        for j in range(k * size, (k + 1) * size):
+            out[j] = rstd[k] * (grad_normed[j] - mean_g - normed[j] * mean_gn)
+
+
 # ---- Python side -------------------------------------------------------------------------------
 
 
@@ -257,3 +293,10 @@ def weight_grads(
     grad_weight = flat.t() @ inputs.reshape(-1, inputs.shape[-1]) if needs_weight else None
     grad_bias = flat.sum(0) if needs_bias else None
     return grad_weight, grad_bias
+
+
+def optional_view(tensor: Tensor | None, ndim: int, like: Tensor) -> np.ndarray:
+    """`numpy_view(tensor)`, or an empty array of `ndim` dimensions that says "off" to a kernel."""
+    if tensor is None:
+        return np.empty((0,) * ndim, dtype=like.detach().numpy().dtype)
+    return numpy_view(tensor)

@@ -15,11 +15,16 @@ oneDNN kernel is fused already.
 
 from __future__ import annotations
 
+from rnnkit.variants import VariantElmanCell, VariantGRUCell, VariantLSTMCell
+
 KINDS = ("gru", "rnn_tanh", "rnn_relu")  # the kinds with a Numba kernel
 MIN_STEPS = 8
 MAX_HIDDEN = 1024  # the largest size measured
 MAX_BATCH_TRAINING = 16  # when autograd will run the backward pass
 MAX_BATCH_INFERENCE = 8
+VARIANT_MIN_STEPS = 4  # the variant cells' kernel against the reference loop over them
+VARIANT_MAX_BATCH = 32  # LSTM and GRU, and Elman in inference
+VARIANT_MAX_BATCH_ELMAN_TRAINING = 128  # the largest batch measured
 
 
 def numba_is_faster(
@@ -34,3 +39,33 @@ def numba_is_faster(
     if kind not in KINDS or seq_len < MIN_STEPS or hidden > MAX_HIDDEN:
         return False
     return batch <= (MAX_BATCH_TRAINING if training else MAX_BATCH_INFERENCE)
+
+
+def variant_kind(cell: object) -> str | None:
+    """The kind ("lstm", "gru", "rnn_tanh", "rnn_relu") of a cell that `kernels.variant_sequence`
+    runs (a variant cell, not a subclass, which may change the step), else None."""
+    if type(cell) is VariantLSTMCell:
+        return "lstm"
+    if type(cell) is VariantGRUCell:
+        return "gru"
+    if type(cell) is VariantElmanCell and cell.nonlinearity in ("tanh", "relu"):
+        return f"rnn_{cell.nonlinearity}"
+    return None
+
+
+def variant_numba_is_faster(
+    kind: str, batch: int, hidden: int, seq_len: int, training: bool = True
+) -> bool:
+    """Whether the compiled variant kernel beats the reference loop over a variant cell for one
+    layer direction of this size on the CPU (kind as `variant_kind`).
+
+    From a grid (one thread, T 3 and 50, H 64-512, batch 1-128; docs/kernels.md): the loop pays
+    a dozen operator calls per step, so the kernel wins 5-15x at batch 1, and loses from about
+    batch 64 (LSTM, GRU; Elman in inference), where the loop's per-step products are efficient;
+    Elman training still wins at 128. At T = 3 the two are even for Elman, the kernel ahead by
+    10-50% for LSTM and GRU at batch <= 16.
+    """
+    if seq_len < VARIANT_MIN_STEPS or hidden > MAX_HIDDEN:
+        return False
+    elman_training = training and kind in ("rnn_tanh", "rnn_relu")
+    return batch <= (VARIANT_MAX_BATCH_ELMAN_TRAINING if elman_training else VARIANT_MAX_BATCH)

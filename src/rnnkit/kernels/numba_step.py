@@ -4,7 +4,10 @@ One call computes one time step for a few sequences (real-time use: a frame arri
 comes out) with the least Python overhead we can reach: the weights are held as NumPy views of
 the parameters (no copy, and in-place updates of the parameters show through), one compiled
 call does the two products and the gates, and the new state is returned as tensors that share
-the kernel's output memory. Inference only: nothing here records gradients.
+the kernel's output memory (new memory every step). `StackStep` runs a whole stack of layers for
+`rnnkit.layers.Recurrent.step()`, states in torch.nn's layout. Inference only: nothing here
+records gradients. Where the time of a step goes, and why there is no copy of the weights:
+docs/kernels.md, "The streaming steps".
 
 Equations as torch.nn.LSTMCell (gates i|f|g|o) and torch.nn.GRUCell (gates r|z|n):
 
@@ -15,6 +18,8 @@ Equations as torch.nn.LSTMCell (gates i|f|g|o) and torch.nn.GRUCell (gates r|z|n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -24,53 +29,114 @@ from rnnkit.kernels.numba_gru import gru_gates
 
 
 @jit
-def lstm_step_kernel(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
-    """One LSTM step for x (B, H_in), h and c (B, H); returns the new (h, c)."""
+def add_matvec1(weight, vector, out):
+    """out += weight @ vector for one sequence: vector (K,), out (G,). Eight rows of `weight`
+    per pass over `vector`, their sums in registers; one matrix after the other, each read
+    front to back, streams from the cache faster than rows of two matrices interleaved."""
+    rows = weight.shape[0]
+    for j in range(0, rows - rows % 8, 8):
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = weight.dtype.type(0)
+        for k in range(weight.shape[1]):
+            v = vector[k]
+            a0 += weight[j, k] * v
+            a1 += weight[j + 1, k] * v
+            a2 += weight[j + 2, k] * v
+            a3 += weight[j + 3, k] * v
+            a4 += weight[j + 4, k] * v
+            a5 += weight[j + 5, k] * v
+            a6 += weight[j + 6, k] * v
+            a7 += weight[j + 7, k] * v
+        out[j] += a0
+        out[j + 1] += a1
+        out[j + 2] += a2
+        out[j + 3] += a3
+        out[j + 4] += a4
+        out[j + 5] += a5
+        out[j + 6] += a6
+        out[j + 7] += a7
+    for j in range(rows - rows % 8, rows):
+        acc = weight.dtype.type(0)
+        for k in range(weight.shape[1]):
+            acc += weight[j, k] * vector[k]
+        out[j] += acc
+
+
+@jit
+def add_products(weight_ih, x, weight_hh, h, out_x, out_h):
+    """out_x[b] += weight_ih @ x[b] and out_h[b] += weight_hh @ h[b] for every sequence b
+    (out_x and out_h may be one array). From four sequences up, blocks of four go through
+    `add_matvec` (each weight read once per block); the others (batch 1 in real-time use)
+    through `add_matvec1`."""
+    batch = x.shape[0]
+    blocked = batch - batch % 4
+    if blocked:
+        sequences = np.arange(blocked)
+        add_matvec(weight_ih, x, sequences, blocked, out_x)
+        add_matvec(weight_hh, h, sequences, blocked, out_h)
+    for b in range(blocked, batch):
+        add_matvec1(weight_ih, x[b], out_x[b])
+        add_matvec1(weight_hh, h[b], out_h[b])
+
+
+@jit
+def lstm_cell_into(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out):
+    """One LSTM step for x (B, H_in), h and c (B, H), written to h_out and c_out (B, H)."""
     batch, hidden = h.shape
-    rows = np.arange(batch)
     gates = np.empty((batch, 4 * hidden), dtype=h.dtype)  # (B, 4H): i|f|g|o
     for b in range(batch):
         for j in range(4 * hidden):
             gates[b, j] = bias_ih[j] + bias_hh[j]
-    add_matvec(weight_ih, x, rows, batch, gates)
-    add_matvec(weight_hh, h, rows, batch, gates)
+    add_products(weight_ih, x, weight_hh, h, gates, gates)
     work = np.empty(4 * hidden)  # scratch of the nonlinearities
-    h_new, c_new = np.empty_like(h), np.empty_like(c)
     for b in range(batch):
         g = gates[b]
         sigmoid_(g, 0, 2 * hidden, work)  # i, f
         tanh_(g, 2 * hidden, 3 * hidden, work)  # g
         sigmoid_(g, 3 * hidden, 4 * hidden, work)  # o
         for j in range(hidden):
-            c_new[b, j] = g[hidden + j] * c[b, j] + g[j] * g[2 * hidden + j]
-            h_new[b, j] = c_new[b, j]
-        tanh_(h_new[b], 0, hidden, work)
+            c_out[b, j] = g[hidden + j] * c[b, j] + g[j] * g[2 * hidden + j]
+            h_out[b, j] = c_out[b, j]
+        tanh_(h_out[b], 0, hidden, work)
         for j in range(hidden):
-            h_new[b, j] *= g[3 * hidden + j]
-    return h_new, c_new
+            h_out[b, j] *= g[3 * hidden + j]
 
 
 @jit
-def gru_step_kernel(x, h, weight_ih, weight_hh, bias_ih, bias_hh):
-    """One GRU step for x (B, H_in) and h (B, H); returns the new h."""
+def gru_cell_into(x, h, weight_ih, weight_hh, bias_ih, bias_hh, h_out):
+    """One GRU step for x (B, H_in) and h (B, H), written to h_out (B, H)."""
     batch, hidden = h.shape
-    rows = np.arange(batch)
     x_proj = np.empty((batch, 3 * hidden), dtype=h.dtype)  # (B, 3H): r|z|n
     h_proj = np.empty((batch, 3 * hidden), dtype=h.dtype)  # (B, 3H)
     for b in range(batch):
         x_proj[b] = bias_ih
         h_proj[b] = bias_hh
-    add_matvec(weight_ih, x, rows, batch, x_proj)
-    add_matvec(weight_hh, h, rows, batch, h_proj)
+    add_products(weight_ih, x, weight_hh, h, x_proj, h_proj)
     gates = np.empty(4 * hidden, dtype=h.dtype)  # r|z|n|h_proj_n of one sequence
     work = np.empty(4 * hidden)  # scratch of the nonlinearities
-    h_new = np.empty_like(h)
     for b in range(batch):
         gru_gates(gates, x_proj[b], h_proj[b], work)
         for j in range(hidden):
             n = gates[2 * hidden + j]
-            h_new[b, j] = n + gates[hidden + j] * (h[b, j] - n)
-    return h_new
+            h_out[b, j] = n + gates[hidden + j] * (h[b, j] - n)
+
+
+@jit
+def lstm_layer_step(x, h, c, layer, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out, out):
+    """Layer `layer` of a stack, states h, c, h_out, c_out (L, B, H) in torch.nn's layout; the
+    top layer's new h is copied to out (B, H) too."""
+    lstm_cell_into(
+        x, h[layer], c[layer], weight_ih, weight_hh, bias_ih, bias_hh, h_out[layer], c_out[layer]
+    )
+    if layer == h.shape[0] - 1:
+        out[:] = h_out[layer]
+
+
+@jit
+def gru_layer_step(x, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, h_out, out):
+    """Layer `layer` of a stack, states h, h_out (L, B, H); as `lstm_layer_step`."""
+    gru_cell_into(x, h[layer], weight_ih, weight_hh, bias_ih, bias_hh, h_out[layer])
+    if layer == h.shape[0] - 1:
+        out[:] = h_out[layer]
 
 
 def _array(tensor: Tensor) -> np.ndarray:
@@ -107,7 +173,7 @@ class _CellStep:
         return self.pointers == _pointers(weight_ih, weight_hh, bias_ih, bias_hh)
 
     def _input(self, x: Tensor) -> np.ndarray:
-        if x.dtype != self.dtype or x.device.type != "cpu":
+        if x.dtype != self.dtype or not x.is_cpu:
             raise TypeError(f"x must be a CPU {self.dtype} tensor, got {x.dtype} on {x.device}")
         return _array(x)
 
@@ -127,8 +193,9 @@ class LSTMStep(_CellStep):
     gates = 4
 
     def __call__(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        h, c = state
-        h_new, c_new = lstm_step_kernel(self._input(x), _array(h), _array(c), *self.views)
+        h, c = _array(state[0]), _array(state[1])
+        h_new, c_new = np.empty_like(h), np.empty_like(c)
+        lstm_cell_into(self._input(x), h, c, *self.views, h_new, c_new)
         return torch.from_numpy(h_new), torch.from_numpy(c_new)
 
 
@@ -142,4 +209,101 @@ class GRUStep(_CellStep):
     gates = 3
 
     def __call__(self, x: Tensor, h: Tensor) -> Tensor:
-        return torch.from_numpy(gru_step_kernel(self._input(x), _array(h), *self.views))
+        h = _array(h)
+        h_new = np.empty_like(h)
+        gru_cell_into(self._input(x), h, *self.views, h_new)
+        return torch.from_numpy(h_new)
+
+
+class StackStep:
+    """Inference-only streaming steps through a stack of plain LSTM or GRU cells (the compiled
+    route of `rnnkit.layers.Recurrent.step`), with states in torch.nn's layout.
+
+    `out, state = stack(x, state)`: x (B, H_in), state (L, B, H) (a pair (h, c) for the LSTM)
+    or None for zeros; out (B, H) is the top layer's new h. Every call returns new memory, so a
+    state or output the caller holds stays valid after the next step; the state returned last
+    keeps its NumPy arrays, so passing it back costs no conversion. `steps` are the cells'
+    `LSTMStep` / `GRUStep`, for callers that hold one state per cell.
+    """
+
+    def __init__(self, cells: Sequence[torch.nn.Module], lstm: bool):
+        make = LSTMStep if lstm else GRUStep
+        self.cells = tuple(cells)
+        self.steps = [make(c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh) for c in cells]
+        self.kernel = lstm_layer_step if lstm else gru_layer_step
+        self.parts = 2 if lstm else 1  # state tensors: (h, c) or h
+        self.dtype = self.steps[0].dtype
+        self.array_dtype = self.steps[0].views[1].dtype
+        self.input_size = cells[0].weight_ih.shape[1]
+        self.hidden = cells[0].weight_hh.shape[1]
+        self._watched = [  # (where the parameter lives, its name, the tensor, its memory)
+            (cell._parameters, name, cell._parameters[name], pointer)
+            for cell, step in zip(cells, self.steps, strict=True)
+            for name, pointer in zip(_NAMES, step.pointers, strict=True)
+        ]
+        self._last: tuple = (None, None, None, (None, None))  # state, shape, arrays, memory
+
+    def uses(self, cells: Sequence[torch.nn.Module]) -> bool:
+        """Whether `cells` are still these cells with the same parameters in the same memory
+        (see `LSTMStep.uses`); a fast check, run before every step."""
+        modules = cells._modules.values() if isinstance(cells, torch.nn.ModuleList) else cells
+        if tuple(modules) != self.cells:
+            return False
+        for parameters, name, tensor, pointer in self._watched:
+            now = parameters[name]
+            if now is not tensor or (now is not None and now.data_ptr() != pointer):
+                return False
+        return True
+
+    def __call__(self, x: Tensor, state: Tensor | tuple[Tensor, ...] | None):
+        """(out, new state), or None when x or state is not a batched CPU tensor of the usual
+        shape and dtype (the layer's general path then checks them and says what is wrong)."""
+        if x.dim() != 2 or x.dtype != self.dtype or not x.is_cpu:
+            return None
+        batch, features = x.shape
+        if features != self.input_size or batch == 0:
+            return None
+        shape = (len(self.steps), batch, self.hidden)  # (L, B, H)
+        arrays = self._state_arrays(state, shape)
+        if arrays is None:
+            return None
+        new = [np.empty(shape, self.array_dtype) for _ in range(self.parts)]
+        out = np.empty((batch, self.hidden), self.array_dtype)  # not a view of the state
+        inputs = _array(x)
+        for layer, step in enumerate(self.steps):
+            self.kernel(inputs, *arrays, layer, *step.views, *new, out)
+            inputs = new[0][layer]  # (B, H), the next layer's input
+        if self.parts == 2:
+            state = (torch.from_numpy(new[0]), torch.from_numpy(new[1]))
+            pointers = (state[0].data_ptr(), state[1].data_ptr())
+        else:
+            state = torch.from_numpy(new[0])
+            pointers = (state.data_ptr(), None)
+        self._last = (state, shape, new, pointers)
+        return torch.from_numpy(out), state
+
+    def _state_arrays(self, state, shape: tuple[int, int, int]) -> list[np.ndarray] | None:
+        """NumPy arrays of `state` (zeros for None), or None if it is not of the usual form."""
+        if state is None:
+            return [np.zeros(shape, self.array_dtype)] * self.parts
+        last, last_shape, arrays, (h, c) = self._last
+        if state is last and shape == last_shape:  # the state this returned last, if its
+            if self.parts == 1 and state.data_ptr() == h:  # memory is still the arrays'
+                return arrays  # (no `set_` since)
+            if self.parts == 2 and state[0].data_ptr() == h and state[1].data_ptr() == c:
+                return arrays
+        parts = state if isinstance(state, tuple) else (state,)
+        if len(parts) != self.parts or not all(self._usual(p, shape) for p in parts):
+            return None
+        return [_array(p) for p in parts]
+
+    def _usual(self, part: object, shape: tuple[int, int, int]) -> bool:
+        return (
+            isinstance(part, Tensor)
+            and part.shape == shape
+            and part.dtype == self.dtype
+            and part.is_cpu
+        )
+
+
+_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")

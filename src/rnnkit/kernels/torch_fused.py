@@ -8,6 +8,8 @@ sequence's true end. Tests prove this route equal to the reference loop over the
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import torch
 from torch import _VF, Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
@@ -15,11 +17,55 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 MODES = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
 
 
-def flat_weights(cells: list[torch.nn.Module]) -> list[Tensor]:
+def flat_weights(cells: Iterable[torch.nn.Module]) -> list[Tensor]:
     """Parameters in torch.nn's `_flat_weights` order: per layer and direction
     w_ih, w_hh, b_ih, b_hh, w_hr (the absent ones left out)."""
-    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-    return [w for cell in cells for w in (getattr(cell, n, None) for n in names) if w is not None]
+    weights = []
+    for cell in cells:
+        parameters = cell._parameters  # without nn.Module's attribute lookup, 0.3 us a name
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"):
+            w = parameters[name] if name in parameters else getattr(cell, name, None)
+            if w is not None:
+                weights.append(w)
+    return weights
+
+
+class CellStates(Sequence):
+    """One state per cell (layer and direction), as views of a state in torch.nn's stacked
+    layout (D*L, B, ...) taken when asked; `stacked` is that state, for torch's kernels."""
+
+    def __init__(self, stacked: Tensor | tuple[Tensor, Tensor]):
+        self.stacked = stacked
+
+    def __len__(self) -> int:
+        return len(self.stacked[0] if isinstance(self.stacked, tuple) else self.stacked)
+
+    def __getitem__(self, k):
+        if isinstance(self.stacked, tuple):
+            return tuple(part[k] for part in self.stacked)
+        return self.stacked[k]
+
+
+def cell_states(
+    hx: object, lstm: bool, shape: tuple[int, int, int], hidden: int, like: Tensor
+) -> CellStates | None:
+    """The cells' states from hx in torch.nn's layout, when hx is None (zeros) or already what
+    the fused kernels take: a tensor (a tuple (h, c) for the LSTM) with h of `shape`
+    (D*L, B, H_out), c (D*L, B, hidden), of like's dtype and device. None for anything else,
+    so that the caller's full checks say what is wrong."""
+    cells, batch, _ = shape
+    if hx is None:
+        h = like.new_zeros(shape)
+        return CellStates((h, like.new_zeros(cells, batch, hidden)) if lstm else h)
+    parts = hx if isinstance(hx, tuple) else (hx,)
+    if len(parts) != 1 + lstm:
+        return None
+    for part, want in zip(parts, (shape, (cells, batch, hidden)), strict=False):
+        if not isinstance(part, Tensor) or part.shape != want:
+            return None
+        if part.dtype != like.dtype or part.device != like.device:
+            return None
+    return CellStates(hx)
 
 
 def fused_forward(

@@ -1,0 +1,306 @@
+"""The compiled variant kernels (`kernels.variant_sequence`) equal the reference loop over the
+variant cells: outputs, final states and the gradients of input, initial state and every
+parameter, over random shapes, lengths (`lengths=` and PackedSequence), directions, layer
+counts, options and their combinations, in training (the same seed gives both routes the same
+random draws) and in eval (property-based); gradcheck in float64; the dispatch between them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnkit
+from rnnkit import Variant, VariantGRUCell, bench, kernels
+from rnnkit.variants import zoneout_draws
+
+F64 = torch.float64
+LAYERS = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn_tanh": rnnkit.RNN, "rnn_relu": rnnkit.RNN}
+
+
+def make_pair(kind: str, options: dict, dtype: torch.dtype, seed: int):
+    """The same variant layer twice, on the compiled route and on the reference loop, with
+    random weights (LN gains and peepholes included, so that every term counts)."""
+    if kind.startswith("rnn"):
+        options = options | {"nonlinearity": kind[4:]}
+    layers = [LAYERS[kind](backend=b, dtype=dtype, **options) for b in ("numba", "reference")]
+    assert layers[0]._route(torch.zeros(1, 1, layers[0].input_size, dtype=dtype)) == "numba"
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in layers[0].parameters():
+            p.copy_(0.5 * torch.randn(p.shape, dtype=dtype, generator=generator))
+    layers[1].load_state_dict(layers[0].state_dict())
+    return layers
+
+
+def initial_state(layer, batch: int, dtype: torch.dtype):
+    """A random hx in torch.nn's layout, requiring grad."""
+    rows = layer.num_layers * layer.num_directions
+    out_size = layer.proj_size or layer.hidden_size
+    h = torch.randn(rows, batch, out_size, dtype=dtype)
+    if isinstance(layer, rnnkit.LSTM) or (isinstance(layer, rnnkit.GRU) and layer.proj_size):
+        c = torch.randn(rows, batch, layer.hidden_size, dtype=dtype)
+        return (h.requires_grad_(), c.requires_grad_())
+    return h.requires_grad_()
+
+
+def flat(state) -> torch.Tensor:
+    return torch.cat([s.flatten() for s in state]) if isinstance(state, tuple) else state.flatten()
+
+
+def run(layer, x, hx, lengths, packed: bool, seed: int):
+    """(output as a tensor, final state flattened) from a seeded call."""
+    torch.manual_seed(seed)
+    if packed:
+        data = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        output, final = layer(data, hx)
+        return output.data, flat(final)
+    output, final = layer(x, hx, lengths=lengths)
+    return output, flat(final)
+
+
+def assert_close_in_norm(a: torch.Tensor, b: torch.Tensor, relative: float, name: str) -> None:
+    """|a - b| <= relative * |b| in the 2-norm: for float32, where a few elements of a gradient
+    summed over many steps may differ by more than their own rounding."""
+    assert (a - b).norm() <= relative * b.norm(), f"{name}: {(a - b).norm() / b.norm():.2e}"
+
+
+def assert_routes_equal(layers, x, hx, lengths=None, packed=False, seed=0, relative=None):
+    """Outputs, final states and all gradients of the two routes agree: elementwise to
+    assert_close's tolerance for the dtype, or in norm to `relative`."""
+    leaves = [x, *(hx if isinstance(hx, tuple) else [hx])]
+    results = []
+    for layer in layers:
+        output, final = run(layer, x, hx, lengths, packed, seed)
+        weights = torch.linspace(-1, 1, output.numel(), dtype=x.dtype).reshape(output.shape)
+        loss = (output * weights).sum() + final.sin().sum()
+        results.append((output, final, torch.autograd.grad(loss, [*leaves, *layer.parameters()])))
+    (out_a, final_a, grads_a), (out_b, final_b, grads_b) = results
+    names = ["x", "hx", "cx"][: len(leaves)] + [n for n, _ in layers[0].named_parameters()]
+    pairs = zip(
+        ["output", "final state", *names],
+        [out_a, final_a, *grads_a],
+        [out_b, final_b, *grads_b],
+        strict=True,
+    )
+    for name, a, b in pairs:
+        if relative is None:
+            torch.testing.assert_close(a, b, msg=lambda m, name=name: f"{name}: {m}")
+        else:
+            assert_close_in_norm(a, b, relative, name)
+
+
+RATE = st.sampled_from([0.0, 0.3])
+
+
+@st.composite
+def variant_options(draw, kind: str, hidden: int) -> dict:
+    options = {
+        "recurrent_dropout": draw(RATE),
+        "zoneout": draw(RATE),
+        "weight_drop": draw(RATE),
+        "proj_size": draw(st.sampled_from([0, *range(1, hidden)])),
+    }
+    if kind in ("lstm", "gru"):
+        options["layer_norm"] = draw(st.booleans())
+    if kind == "lstm":
+        options["peephole"] = draw(st.booleans())
+        options["zoneout_cell"] = draw(st.sampled_from([None, 0.0, 0.5]))
+    plain = ("zoneout_cell", "proj_size") if kind == "lstm" else ("zoneout_cell",)
+    if not any(v for k, v in options.items() if k not in plain):
+        options["zoneout"] = 0.2  # at least one variant, else the layer is torch.nn's
+    return options
+
+
+@st.composite
+def cases(draw):
+    kind = draw(st.sampled_from(list(LAYERS)))
+    hidden = draw(st.integers(1, 5))
+    steps, batch = draw(st.integers(1, 5)), draw(st.integers(1, 4))
+    lengths = draw(st.none() | st.lists(st.integers(1, steps), min_size=batch, max_size=batch))
+    return {
+        "kind": kind,
+        "options": draw(variant_options(kind, hidden))
+        | {
+            "input_size": draw(st.integers(1, 3)),
+            "hidden_size": hidden,
+            "num_layers": draw(st.integers(1, 2)),
+            "bidirectional": draw(st.booleans()),
+        },
+        "steps": steps,
+        "batch": batch,
+        "lengths": None if lengths is None else torch.tensor(lengths),
+        "packed": lengths is not None and draw(st.booleans()),
+        "training": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+@settings(max_examples=40, deadline=None)
+@given(cases())
+def test_compiled_variants_equal_the_reference_loop(case):
+    layers = make_pair(case["kind"], case["options"], F64, case["seed"])
+    for layer in layers:
+        layer.train(case["training"])
+    torch.manual_seed(case["seed"])
+    x = torch.randn(case["steps"], case["batch"], case["options"]["input_size"], dtype=F64)
+    hx = initial_state(layers[0], case["batch"], F64)
+    assert_routes_equal(
+        layers, x.requires_grad_(), hx, case["lengths"], case["packed"], case["seed"]
+    )
+
+
+ALL_OPTIONS = {
+    "lstm": {"layer_norm": True, "peephole": True, "zoneout_cell": 0.4},
+    "gru": {"layer_norm": True},
+    "rnn_tanh": {},
+    "rnn_relu": {},
+}
+
+
+@pytest.mark.parametrize("kind", list(LAYERS))
+@pytest.mark.parametrize("training", [True, False])
+def test_every_option_at_once_at_a_larger_size_in_float32(kind, training):
+    """Enough units and sequences for the blocked products to take every path; float32."""
+    options = ALL_OPTIONS[kind] | {"recurrent_dropout": 0.3, "zoneout": 0.2, "weight_drop": 0.3}
+    options |= {"input_size": 9, "hidden_size": 37, "proj_size": 13, "bidirectional": True}
+    layers = make_pair(kind, options, torch.float32, seed=3)
+    torch_init = LAYERS[kind](**options).state_dict()  # small weights: float32 stays close
+    for layer in layers:
+        layer.load_state_dict(torch_init)
+        layer.train(training)
+    torch.manual_seed(4)
+    x = torch.randn(30, 11, 9, requires_grad=True)
+    lengths = torch.randint(1, 31, (11,))
+    hx = initial_state(layers[0], 11, torch.float32)
+    # LN divides by small deviations: the float32 loop itself is 2e-5 off float64 here
+    assert_routes_equal(layers, x, hx, lengths, seed=5, relative=1e-4)
+
+
+GRADCHECK = {
+    "lstm": dict(layer_norm=True, peephole=True, proj_size=2, zoneout=0.3, zoneout_cell=0.5),
+    "gru": dict(layer_norm=True, proj_size=2, zoneout=0.3),
+    "rnn_tanh": dict(proj_size=2, zoneout=0.3),
+}
+
+
+@pytest.mark.parametrize("kind", list(GRADCHECK))
+def test_gradcheck(kind):
+    """torch.autograd.gradcheck through the compiled route in both directions, with recurrent
+    dropout and weight drop in training (the same draws at every evaluation) and lengths."""
+    options = GRADCHECK[kind] | {"recurrent_dropout": 0.3, "weight_drop": 0.3}
+    options |= {"input_size": 2, "hidden_size": 3, "bidirectional": True}
+    layer = make_pair(kind, options, F64, seed=6)[0]
+    x = torch.randn(4, 2, 2, dtype=F64, requires_grad=True)
+    hx = initial_state(layer, 2, F64)
+    hx = hx if isinstance(hx, tuple) else (hx,)
+    names = [n for n, _ in layer.named_parameters()]
+    lengths = torch.tensor([4, 2])
+
+    def function(x, *tensors):
+        torch.manual_seed(0)
+        state = tensors[: len(hx)] if len(hx) > 1 else tensors[0]
+        params = dict(zip(names, tensors[len(hx) :], strict=True))
+        output, final = torch.func.functional_call(layer, params, (x, state), {"lengths": lengths})
+        return output, flat(final)
+
+    params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
+    assert torch.autograd.gradcheck(function, (x, *hx, *params))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_zoneout_draws_are_the_loops_per_step_draws(reverse):
+    """One draw for the sequence holds the numbers the loop draws step by step (LSTM: c, then
+    h; in reverse the loop's first step is the last time index)."""
+    torch.manual_seed(8)
+    d_c, d_h = zoneout_draws([(0.5, 3), (0.2, 2)], 6, 4, torch.zeros(1, dtype=F64), True, reverse)
+    torch.manual_seed(8)
+    for t in reversed(range(6)) if reverse else range(6):
+        torch.testing.assert_close(d_c[t], (torch.rand(4, 3, dtype=F64) < 0.5).double())
+        torch.testing.assert_close(d_h[t], (torch.rand(4, 2, dtype=F64) < 0.2).double())
+    eval_draws = zoneout_draws([(0.0, 3), (0.2, 2)], 6, 4, torch.zeros(1), False, reverse)
+    assert eval_draws[0] is None and torch.all(eval_draws[1] == 0.2)
+
+
+# ---- the dispatch ------------------------------------------------------------------------------
+
+
+def test_auto_takes_the_kernel_for_small_batches_and_the_loop_for_large():
+    layer = rnnkit.LSTM(8, 16, layer_norm=True)
+    assert layer._route(torch.randn(50, 1, 8)) == "numba"
+    assert layer._route(torch.randn(50, 256, 8)) == "reference"
+    with torch.no_grad():
+        assert layer._route(torch.randn(50, 1, 8)) == "numba"
+    assert rnnkit.GRU(8, 16, zoneout=0.1, backend="reference")._route(torch.randn(50, 1, 8)) == (
+        "reference"
+    )
+    assert rnnkit.RNN(8, 16, proj_size=4)._route(torch.randn(50, 1, 8).half()) == "reference"
+
+
+@pytest.mark.parametrize("kind", list(LAYERS))
+def test_dropout_variants_in_eval_take_torch_nns_route(kind):
+    """In eval, recurrent dropout and weight drop are off: the layer is torch.nn's and takes
+    torch's kernel ("plain"; GRU and RNN at small batches the compiled one), equal to the loop."""
+    options = {"input_size": 3, "hidden_size": 4, "num_layers": 2, "bidirectional": True}
+    options |= {"recurrent_dropout": 0.3, "weight_drop": 0.3}
+    if kind == "lstm":
+        options["proj_size"] = 2
+    fast, loop = make_pair(kind, options, F64, seed=7)
+    fast.backend = "auto"
+    fast.eval(), loop.eval()
+    x = torch.randn(9, 40, 3, dtype=F64, requires_grad=True)
+    assert fast._route(x) == "plain"
+    assert fast._route(x[:, :1]) == ("plain" if kind == "lstm" else "numba")
+    hx = initial_state(fast, 40, F64)
+    assert_routes_equal([fast, loop], x, hx, torch.randint(1, 10, (40,)))
+    fast.train()
+    assert fast._route(x) != "plain"  # in training the draws count
+
+
+def test_cells_without_a_kernel_run_the_loop_and_refuse_numba():
+    class Custom(VariantGRUCell):
+        pass
+
+    layer = rnnkit.Recurrent(Custom(3, 4, variant=Variant(zoneout=0.1)))
+    assert kernels.variant_kind(layer.cells[0]) is None
+    assert layer._route(torch.randn(20, 1, 3)) == "reference"
+    forced = rnnkit.Recurrent(Custom(3, 4), backend="numba")
+    with pytest.raises(ValueError, match="no compiled kernel"):
+        forced(torch.randn(5, 1, 3))
+    with pytest.raises(ValueError, match="float32/float64 on the CPU"):
+        rnnkit.LSTM(3, 4, peephole=True, backend="numba")._route(torch.randn(5, 1, 3).half())
+
+
+def test_variant_kernels_load_lazily_and_compile_nothing_until_called():
+    code = (
+        "import sys, rnnkit\n"
+        "assert not [m for m in sys.modules if 'numba' in m]\n"
+        "from rnnkit.kernels import numba_lstm, numba_variants\n"
+        "kernels = [f for m in (numba_lstm, numba_variants) for f in vars(m).values()\n"
+        "           if hasattr(f, 'signatures')]\n"
+        "print(len(kernels), sum(len(f.signatures) for f in kernels))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    n_kernels, n_compiled = map(int, result.stdout.split())
+    assert n_kernels >= 6 and n_compiled == 0
+
+
+def test_bench_times_a_variant_against_lstm_and_the_loop(tmp_path):
+    path = tmp_path / "bench.json"
+    cases = bench.cases_from_names(["lstm_layer_norm:train:2:6:3:4", "mingru:infer:2:6:3:4"])
+    bench.run_bench(cases, repeats=1, json_path=str(path), compile=False, log=lambda line: None)
+    records = json.loads(path.read_text())
+    assert [r["route"] for r in records] == ["numba", "scan"]
+    for record in records:
+        assert record["reference"] == "torch.nn.LSTM"
+        assert record["ratio"] == pytest.approx(record["ours_ms"] / record["reference_ms"])
+        assert record["loop_ratio"] == pytest.approx(record["ours_ms"] / record["loop_ms"])
+    with pytest.raises(ValueError, match="kind:mode"):
+        bench.cases_from_names(["lstm_zoneout:stream:1:1:3:4"])
