@@ -512,6 +512,7 @@ class _TorchLayout(Recurrent):
         super().__init__(*args, **kwargs)
         self.register_state_dict_post_hook(_to_torch_keys)
         self.register_load_state_dict_pre_hook(_from_torch_keys)
+        self.register_load_state_dict_post_hook(_report_torch_keys)
 
     def _flat_name(self, k: int, name: str) -> str:
         layer, direction = divmod(k, self.num_directions)
@@ -553,6 +554,7 @@ def _to_torch_keys(module: _TorchLayout, state_dict, prefix: str, local_metadata
 
 
 def _from_torch_keys(module: _TorchLayout, state_dict, prefix: str, *args) -> None:
+    module._load_prefix = prefix  # for _report_torch_keys
     for key in list(state_dict):
         if not key.startswith(prefix):
             continue
@@ -560,6 +562,18 @@ def _from_torch_keys(module: _TorchLayout, state_dict, prefix: str, *args) -> No
         if match:
             k = module._cell_index(int(match["layer"]), bool(match["reverse"]))
             state_dict[f"{prefix}cells.{k}.{match['name']}"] = state_dict.pop(key)
+
+
+def _report_torch_keys(module: _TorchLayout, incompatible_keys) -> None:
+    """Name the missing and unexpected keys of the cells as `state_dict()` does (torch.nn's flat
+    names: `ln_ih_weight_l0`), in place, so `load_state_dict`'s report and error use them."""
+    prefix = getattr(module, "_load_prefix", "")
+    head = prefix + "cells."
+    for keys in (incompatible_keys.missing_keys, incompatible_keys.unexpected_keys):
+        for i, key in enumerate(keys):
+            index, _, name = key[len(head) :].partition(".")
+            if key.startswith(head) and index.isdigit() and name and "." not in name:
+                keys[i] = prefix + module._flat_name(int(index), name)
 
 
 class RNN(_TorchLayout):
