@@ -1,12 +1,16 @@
 """The compiled GRU and Elman sequence kernels equal torch.nn.GRU / torch.nn.RNN: outputs, final
 states and the gradients of input, initial state and every parameter, over random shapes,
-lengths, both directions, bias on and off, float32 and float64 (property-based), and gradcheck.
+lengths, both directions, bias on and off, float32 and float64 (property-based), and gradcheck;
+each with the recurrent products on BLAS and on the hand-written loops (`forced_blas`).
 
 torch.nn.GRU and torch.nn.RNN are the reference: rnnkit's cells have their gate order and
 parameter names, and are tested equal to them in the layer tests.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from unittest import mock
 
 import pytest
 import torch
@@ -15,8 +19,20 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit import kernels
+from rnnkit.kernels import _numba_common, dispatch, numba_elman, numba_gru
 
 KINDS = ("gru", "rnn_tanh", "rnn_relu")
+
+
+@contextmanager
+def forced_blas(blas: bool):
+    """Make the kernels take BLAS (True) or the blocked loops (False) for the recurrent
+    products, whatever `use_blas` would choose at this size."""
+    with (
+        mock.patch.object(numba_gru, "use_blas", lambda *_: blas),
+        mock.patch.object(numba_elman, "use_blas", lambda *_: blas),
+    ):
+        yield
 
 
 def torch_module(
@@ -87,6 +103,7 @@ def cases(draw):
         "lengths": None if lengths is None else torch.tensor(lengths),
         "dtype": draw(st.sampled_from([torch.float32, torch.float64])),
         "seed": draw(st.integers(0, 2**16)),
+        "blas": draw(st.booleans()),
     }
 
 
@@ -101,25 +118,38 @@ def test_kernel_equals_torch(case):
         case["steps"], case["batch"], case["input_size"], dtype=case["dtype"], requires_grad=True
     )
     h0 = torch.randn(case["batch"], case["hidden"], dtype=case["dtype"], requires_grad=True)
-    assert_equal_with_grads(case["kind"], x, h0, module, case["lengths"], case["reverse"])
+    with forced_blas(case["blas"]):
+        assert_equal_with_grads(case["kind"], x, h0, module, case["lengths"], case["reverse"])
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_kernel_equals_torch_at_a_larger_size(kind, dtype):
-    """Enough steps and units for the blocked products and vectorised gates to take every path."""
+@pytest.mark.parametrize("blas", [False, True])
+def test_kernel_equals_torch_at_a_larger_size(kind, dtype, blas):
+    """Enough steps and units for the blocked products and vectorised gates to take every path,
+    and for BLAS's products to run over a shrinking prefix of the sequences."""
     torch.manual_seed(0)
     module = torch_module(kind, 9, 37, True, dtype)
     x = torch.randn(40, 11, 9, dtype=dtype, requires_grad=True)
     h0 = torch.randn(11, 37, dtype=dtype, requires_grad=True)
     lengths = torch.randint(1, 41, (11,))
-    for reverse in (False, True):
-        assert_equal_with_grads(kind, x, h0, module, lengths, reverse)
+    with forced_blas(blas):
+        for reverse in (False, True):
+            assert_equal_with_grads(kind, x, h0, module, lengths, reverse)
+
+
+@pytest.mark.parametrize(
+    ("batch", "rows", "cols", "expected"),
+    [(1, 384, 128, True), (8, 384, 128, True), (16, 256, 256, True), (8, 768, 256, False)],
+)
+def test_use_blas(batch, rows, cols, expected):
+    assert _numba_common.use_blas(batch, rows, cols) is expected
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("reverse", [False, True])
-def test_gradcheck(kind, reverse):
+@pytest.mark.parametrize("blas", [False, True])
+def test_gradcheck(kind, reverse, blas):
     torch.manual_seed(1)
     module = torch_module(kind, 3, 4, True, torch.float64)
     x = torch.randn(5, 3, 3, dtype=torch.float64, requires_grad=True)
@@ -134,7 +164,8 @@ def test_gradcheck(kind, reverse):
         def function(*inputs):
             return kernels.elman_sequence(*inputs, lengths, reverse, kind[4:])
 
-    assert torch.autograd.gradcheck(function, (x, h0, *parameters(module)))
+    with forced_blas(blas):
+        assert torch.autograd.gradcheck(function, (x, h0, *parameters(module)))
 
 
 def test_gradients_only_where_asked():
@@ -174,3 +205,16 @@ def test_errors_name_the_argument(change, error):
         kernels.gru_sequence(
             arguments["x"], arguments["h0"], *parameters(module), lengths=arguments["lengths"]
         )
+
+
+def test_dispatch_thresholds_by_kind_and_mode():
+    """Each kind, mode and hidden size has its own shortest sequence (`MIN_STEPS`); the LSTM
+    never goes to the Numba kernels."""
+    for (kind, training), (steps_small, steps_large) in dispatch.MIN_STEPS.items():
+        for hidden, steps in ((dispatch.SMALL_HIDDEN, steps_small), (256, steps_large)):
+            assert dispatch.numba_is_faster(kind, 4, hidden, steps, training)
+            assert not dispatch.numba_is_faster(kind, 4, hidden, steps - 1, training)
+    assert not dispatch.numba_is_faster("rnn_tanh", 8, 16, 10, training=False)
+    assert dispatch.numba_is_faster("gru", 8, 16, 10, training=True)
+    assert not dispatch.numba_is_faster("gru", 64, 64, 1000, training=True)
+    assert not dispatch.numba_is_faster("lstm", 1, 64, 1000)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit import Variant, VariantGRUCell, bench, kernels
+from rnnkit.kernels import _numba_products
 from rnnkit.variants import zoneout_draws
 
 F64 = torch.float64
@@ -138,8 +140,14 @@ def cases(draw):
         "lengths": None if lengths is None else torch.tensor(lengths),
         "packed": lengths is not None and draw(st.booleans()),
         "training": draw(st.booleans()),
+        "blas": draw(st.booleans()),  # the per-step products through BLAS or the hand loop
         "seed": draw(st.integers(0, 2**16)),
     }
+
+
+def products(blas: bool):
+    """Force the variant kernels' per-step products through BLAS or through the hand loop."""
+    return mock.patch.object(_numba_products, "blas_is_faster", lambda batch, weight: blas)
 
 
 @settings(max_examples=40, deadline=None)
@@ -151,9 +159,10 @@ def test_compiled_variants_equal_the_reference_loop(case):
     torch.manual_seed(case["seed"])
     x = torch.randn(case["steps"], case["batch"], case["options"]["input_size"], dtype=F64)
     hx = initial_state(layers[0], case["batch"], F64)
-    assert_routes_equal(
-        layers, x.requires_grad_(), hx, case["lengths"], case["packed"], case["seed"]
-    )
+    with products(case["blas"]):
+        assert_routes_equal(
+            layers, x.requires_grad_(), hx, case["lengths"], case["packed"], case["seed"]
+        )
 
 
 ALL_OPTIONS = {
@@ -166,8 +175,10 @@ ALL_OPTIONS = {
 
 @pytest.mark.parametrize("kind", list(LAYERS))
 @pytest.mark.parametrize("training", [True, False])
-def test_every_option_at_once_at_a_larger_size_in_float32(kind, training):
-    """Enough units and sequences for the blocked products to take every path; float32."""
+@pytest.mark.parametrize("blas", [True, False])
+def test_every_option_at_once_at_a_larger_size_in_float32(kind, training, blas):
+    """Enough units and sequences for the blocked products to take every path, and BLAS's;
+    float32."""
     options = ALL_OPTIONS[kind] | {"recurrent_dropout": 0.3, "zoneout": 0.2, "weight_drop": 0.3}
     options |= {"input_size": 9, "hidden_size": 37, "proj_size": 13, "bidirectional": True}
     layers = make_pair(kind, options, torch.float32, seed=3)
@@ -180,7 +191,36 @@ def test_every_option_at_once_at_a_larger_size_in_float32(kind, training):
     lengths = torch.randint(1, 31, (11,))
     hx = initial_state(layers[0], 11, torch.float32)
     # LN divides by small deviations: the float32 loop itself is 2e-5 off float64 here
-    assert_routes_equal(layers, x, hx, lengths, seed=5, relative=1e-4)
+    with products(blas):
+        assert_routes_equal(layers, x, hx, lengths, seed=5, relative=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("blas", [True, False])
+def test_the_per_step_product_adds_rows_in_order(dtype, blas):
+    """`add_product` adds M @ vectors[b] to out[b] for the first n_rows sequences of `order`
+    and leaves the others alone, through BLAS and through the hand loop."""
+    generator = torch.Generator().manual_seed(9)
+    matrix = torch.randn(23, 13, dtype=dtype, generator=generator)  # (G, K)
+    vectors = torch.randn(7, 13, dtype=dtype, generator=generator)  # (B, K)
+    out = torch.randn(7, 23, dtype=dtype, generator=generator)  # (B, G)
+    order, n_rows = torch.randperm(7, generator=generator), 5
+    expected = out.clone()
+    expected[order[:n_rows]] += vectors[order[:n_rows]] @ matrix.T
+    operand = _numba_products.product_operand(matrix, blas)
+    packed = _numba_products.product_buffers(operand, blas, 7)
+    result = out.numpy().copy()
+    _numba_products.add_product(
+        operand, blas, vectors.numpy(), order.numpy(), n_rows, result, *packed
+    )
+    torch.testing.assert_close(torch.from_numpy(result), expected)
+
+
+def test_blas_takes_the_products_it_measured_faster_for():
+    small, large = torch.zeros(4 * 128, 128), torch.zeros(4 * 256, 256)  # 256 KiB, 1 MiB float32
+    assert _numba_products.blas_is_faster(1, small) and _numba_products.blas_is_faster(8, small)
+    assert not _numba_products.blas_is_faster(8, large)  # gemm would pack W at every step
+    assert not _numba_products.blas_is_faster(8, small.double().repeat(2, 1))  # 1 MiB float64
 
 
 GRADCHECK = {
@@ -191,7 +231,8 @@ GRADCHECK = {
 
 
 @pytest.mark.parametrize("kind", list(GRADCHECK))
-def test_gradcheck(kind):
+@pytest.mark.parametrize("blas", [True, False])
+def test_gradcheck(kind, blas):
     """torch.autograd.gradcheck through the compiled route in both directions, with recurrent
     dropout and weight drop in training (the same draws at every evaluation) and lengths."""
     options = GRADCHECK[kind] | {"recurrent_dropout": 0.3, "weight_drop": 0.3}
@@ -211,7 +252,8 @@ def test_gradcheck(kind):
         return output, flat(final)
 
     params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
-    assert torch.autograd.gradcheck(function, (x, *hx, *params))
+    with products(blas):
+        assert torch.autograd.gradcheck(function, (x, *hx, *params))
 
 
 @pytest.mark.parametrize("reverse", [False, True])

@@ -1,6 +1,7 @@
-"""minGRU and minLSTM: the step against the paper's equations, the log-space scan against the
-step loop (outputs and gradients, property-based over shapes, lengths, directions and layers),
-the scan's stability on long sequences, streaming, gradcheck."""
+"""minGRU and minLSTM: the step against the paper's equations; the log-space scan and the compiled
+sequential recurrence against the step loop and against each other (outputs and gradients,
+property-based over shapes, lengths, directions and layers); the scan's stability on long
+sequences, streaming, gradcheck."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rnnkit
-from rnnkit import MinGRU, MinGRUCell, MinLSTM, MinLSTMCell
+from rnnkit import MinGRU, MinGRUCell, MinLSTM, MinLSTMCell, kernels
 from rnnkit.minimal import log_space_scan
 
 F64 = torch.float64
@@ -66,11 +67,53 @@ def test_log_space_scan_solves_the_linear_recurrence(chunk):
         torch.testing.assert_close(scanned[t], h)
 
 
-def pair(kind, seed, **kwargs):
-    """The same minimal layer twice: the scan (auto) and the step loop (reference)."""
+@settings(max_examples=30, deadline=None)
+@given(
+    steps=st.integers(1, 9),
+    batch=st.integers(1, 4),
+    hidden=st.integers(1, 5),
+    dtype=st.sampled_from([torch.float32, F64]),
+    seed=st.integers(0, 2**16),
+)
+def test_compiled_recurrence_solves_it_with_its_gradients(steps, batch, hidden, dtype, seed):
+    """`kernels.linear_scan` against the recurrence written out in torch, outputs and the
+    gradients of a, b and h0."""
+    generator = torch.Generator().manual_seed(seed)
+    a = torch.rand(steps, batch, hidden, dtype=dtype, generator=generator).requires_grad_()
+    b = torch.randn(steps, batch, hidden, dtype=dtype, generator=generator).requires_grad_()
+    h0 = torch.randn(batch, hidden, dtype=dtype, generator=generator).requires_grad_()
+    weight = torch.randn(steps, batch, hidden, dtype=dtype, generator=generator)
+    results = []
+    for compiled in (True, False):
+        if compiled:
+            h = kernels.linear_scan(a, b, h0)
+        else:
+            hs, state = [], h0
+            for t in range(steps):
+                state = a[t] * state + b[t]
+                hs.append(state)
+            h = torch.stack(hs)
+        results.append((h, *torch.autograd.grad((h * weight).sum(), [a, b, h0])))
+    for name, got, want in zip(["h", "da", "db", "dh0"], *results, strict=True):
+        torch.testing.assert_close(got, want, msg=name)
+
+
+def test_compiled_recurrence_passes_gradcheck():
+    generator = torch.Generator().manual_seed(11)
+    a = torch.rand(5, 2, 3, dtype=F64, generator=generator).requires_grad_()
+    b = torch.randn(5, 2, 3, dtype=F64, generator=generator).requires_grad_()
+    h0 = torch.randn(2, 3, dtype=F64, generator=generator).requires_grad_()
+    assert torch.autograd.gradcheck(kernels.linear_scan, (a, b, h0))
+
+
+def pair(kind, seed, route="auto", **kwargs):
+    """The same minimal layer twice: whole sequences on `route` (the cells' `scan`: "compiled",
+    "log" or "auto") and the step loop (reference)."""
     cls = {"gru": MinGRU, "lstm": MinLSTM}[kind]
     torch.manual_seed(seed)
     scan = cls(backend="auto", dtype=F64, **kwargs)
+    for cell in scan.cells:
+        cell.scan = route
     loop = cls(backend="reference", dtype=F64, **kwargs)
     loop.load_state_dict(scan.state_dict())
     return scan, loop
@@ -95,15 +138,20 @@ def outputs_and_grads(layer, x, h0, lengths, weight):
     input_size=st.integers(1, 3),
     hidden=st.integers(1, 4),
     use_lengths=st.booleans(),
-    chunk=st.sampled_from([2, 3, 128]),
+    chunk=st.sampled_from([2, 3, 128]),  # for the log-space scan
+    route=st.sampled_from(["compiled", "log"]),
     seed=st.integers(0, 2**16),
 )
 def test_scan_equals_the_step_loop(
-    kind, num_layers, bidirectional, batch, steps, input_size, hidden, use_lengths, chunk, seed
-):
+    kind, num_layers, bidirectional, batch, steps, input_size, hidden, use_lengths, chunk, route,
+    seed,
+):  # fmt: skip
+    """Both whole-sequence routes (the compiled recurrence, the log-space scan) equal the step
+    loop, and so each other."""
     scan, loop = pair(
         kind,
         seed,
+        route,
         input_size=input_size,
         hidden_size=hidden,
         num_layers=num_layers,
@@ -130,7 +178,7 @@ def test_scan_is_stable_where_the_product_of_coefficients_underflows(kind):
     """T = 3000 in float32: prod_t a_t underflows to 0 long before the end (a_t ~ 1/2), yet the
     chunked log-space scan matches the float64 step loop closely and its gradients stay
     finite."""
-    scan, loop = pair(kind, 3, input_size=2, hidden_size=3)
+    scan, loop = pair(kind, 3, "log", input_size=2, hidden_size=3)
     scan = scan.float()
     x = torch.randn(3000, 2, 2, dtype=F64)
     with torch.no_grad():
@@ -159,10 +207,30 @@ def test_step_streams_what_the_scan_computes(cls):
     torch.testing.assert_close(state, expected_final)
 
 
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_compiled_recurrence_is_exact_on_long_sequences(kind):
+    """T = 3000 in float32 on the default CPU route (the compiled recurrence): within float32
+    rounding of the float64 step loop, with finite gradients."""
+    fast, loop = pair(kind, 3, "auto", input_size=2, hidden_size=3)
+    fast = fast.float()
+    x = torch.randn(3000, 2, 2, dtype=F64)
+    with torch.no_grad():
+        expected, _ = loop(x)
+    assert fast.cells[0]._uses_compiled(x.float())
+    x32 = x.float().requires_grad_(True)
+    out, _ = fast(x32)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+    out.sum().backward()
+    assert torch.isfinite(x32.grad).all()
+
+
 @pytest.mark.parametrize("cls", [MinGRU, MinLSTM])
-def test_minimal_layers_pass_gradcheck_through_the_scan(cls):
+@pytest.mark.parametrize("route", ["compiled", "log"])
+def test_minimal_layers_pass_gradcheck_through_the_scan(cls, route):
     torch.manual_seed(5)
     module = cls(2, 3, bidirectional=True, batch_first=True, dtype=F64)
+    for cell in module.cells:
+        cell.scan = route
     x = torch.randn(2, 4, 2, dtype=F64, requires_grad=True)
     h0 = torch.randn(2, 2, 3, dtype=F64, requires_grad=True)
     lengths = torch.tensor([4, 2])

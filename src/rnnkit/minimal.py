@@ -3,10 +3,12 @@
 Their gates read only the input x_t, never h_{t-1}, so each is a linear recurrence
 h_t = a_t ⊙ h_{t-1} + b_t whose coefficients are known for all steps at once. Each cell has a
 sequential step (`forward`, for streaming and the reference loop) and a whole-sequence method
-(`sequence`) that computes every h_t with one parallel scan in log space, the paper's numerically
-stable form. `rnnkit.layers.run_cell` takes the scan when a cell has `sequence`, so the layers
-`MinGRU` and `MinLSTM` train over whole sequences with the scan (backend "auto") and stream with
-the step; backend "reference" runs the step loop, and tests prove the two equal.
+(`sequence`) that computes every h_t at once: on the CPU (float32, float64) with the compiled
+sequential recurrence `rnnkit.kernels.linear_scan`, elsewhere with one parallel scan in log
+space, the paper's numerically stable form. `rnnkit.layers.run_cell` takes `sequence` when a
+cell has it, so the layers `MinGRU` and `MinLSTM` train over whole sequences with it (backend
+"auto") and stream with the step; backend "reference" runs the step loop, and tests prove the
+routes equal.
 
 This module builds on `rnnkit.layers` (the layers reuse its torch.nn-style naming); the plain
 cells live in `rnnkit.cells`, the LSTM/GRU variants in `rnnkit.variants`.
@@ -75,6 +77,7 @@ class _MinimalCell(nn.Module):
 
     gates: int = 2
     scan_chunk: int = SCAN_CHUNK  # steps per log-space scan in `sequence`
+    scan: str = "auto"  # `sequence`'s route: "auto", "compiled" or "log" (see `_uses_compiled`)
 
     def __init__(
         self,
@@ -124,9 +127,24 @@ class _MinimalCell(nn.Module):
         """W_ih x + b_ih split into the gate blocks, each (..., H)."""
         return F.linear(x, self.weight_ih, self.bias_ih).chunk(self.gates, dim=-1)
 
+    def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(a_t, b_t) of h_t = a_t ⊙ h_{t-1} + b_t for x (..., H_in), each (..., H)."""
+        raise NotImplementedError
+
     def log_coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(log a_t, log b_t) of h_t = a_t ⊙ h_{t-1} + b_t for x (T, B, H_in), each (T, B, H)."""
         raise NotImplementedError
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        a, b = self.coefficients(x)  # each (B, H)
+        return a * h + b
+
+    def _uses_compiled(self, x: Tensor) -> bool:
+        """Whether `sequence` runs the compiled sequential recurrence: on the CPU in float32 or
+        float64 (with scan "auto"; "compiled" insists, "log" takes the log-space scan)."""
+        if self.scan != "auto":
+            return self.scan == "compiled"
+        return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
 
     def sequence(
         self, x: Tensor, h0: Tensor, lengths: Tensor | None, reverse: bool
@@ -137,8 +155,13 @@ class _MinimalCell(nn.Module):
         order = _scan_order(x.shape[0], lengths, reverse, x.device)  # (T, B) or None
         if order is not None:
             x = _take(x, order)  # each sequence in the order the scan visits it
-        log_a, log_b = self.log_coefficients(x)
-        h = log_space_scan(log_a, log_b, h0, self.scan_chunk)  # (T, B, H) in scan order
+        if self._uses_compiled(x):
+            from rnnkit import kernels  # Numba loads on the first call, not at import
+
+            h = kernels.linear_scan(*self.coefficients(x), h0)  # (T, B, H) in scan order
+        else:
+            log_a, log_b = self.log_coefficients(x)
+            h = log_space_scan(log_a, log_b, h0, self.scan_chunk)  # (T, B, H) in scan order
         final = h[-1] if lengths is None else _take(h, (lengths - 1)[None])[0]
         if order is not None:
             h = _take(h, order)  # back to time order: the permutation is its own inverse
@@ -185,11 +208,11 @@ class MinGRUCell(_MinimalCell):
 
     gates = 2
 
-    def forward(self, x: Tensor, h: Tensor) -> Tensor:
-        a_z, a_h = self.preactivations(x)  # each (B, H)
+    def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        a_z, a_h = self.preactivations(x)  # each (..., H)
         z = a_z.sigmoid()
         h_tilde = positive(a_h)
-        return (1 - z) * h + z * h_tilde
+        return 1 - z, z * h_tilde  # h_t = (1 - z) h_{t-1} + z h~
 
     def log_coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
         a_z, a_h = self.preactivations(x)  # each (T, B, H)
@@ -217,13 +240,13 @@ class MinLSTMCell(_MinimalCell):
 
     gates = 3
 
-    def forward(self, x: Tensor, h: Tensor) -> Tensor:
-        a_f, a_i, a_h = self.preactivations(x)  # each (B, H)
+    def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        a_f, a_i, a_h = self.preactivations(x)  # each (..., H)
         f = a_f.sigmoid()
         i = a_i.sigmoid()
         h_tilde = positive(a_h)
         f_prime, i_prime = f / (f + i), i / (f + i)
-        return f_prime * h + i_prime * h_tilde
+        return f_prime, i_prime * h_tilde  # h_t = f' h_{t-1} + i' h~
 
     def log_coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
         a_f, a_i, a_h = self.preactivations(x)  # each (T, B, H)
@@ -272,7 +295,8 @@ class _MinimalLayer(_TorchLayout):
 class MinGRU(_MinimalLayer):
     """minGRU layer (see `MinGRUCell`): the arguments, inputs and outputs of `rnnkit.GRU`.
 
-    backend "auto" runs whole sequences with the log-space parallel scan, "reference" with the
+    backend "auto" runs whole sequences at once (`MinGRUCell.sequence`: the compiled sequential
+    recurrence on the CPU, the log-space parallel scan elsewhere), "reference" with the
     loop over the step; `step()` streams with the step. Shapes: input (T, B, H_in) or
     (B, T, H_in) with batch_first, h_0 and h_n (D*num_layers, B, H), output (T, B, D*H).
     """
@@ -282,7 +306,7 @@ class MinGRU(_MinimalLayer):
 
 class MinLSTM(_MinimalLayer):
     """minLSTM layer (see `MinLSTMCell`): the arguments, inputs and outputs of `rnnkit.GRU` (its
-    state is one tensor h, there is no cell state). backend "auto" runs the scan, "reference"
+    state is one tensor h, there is no cell state). backend "auto" runs `sequence`, "reference"
     the loop over the step; `step()` streams with the step."""
 
     cell_class = MinLSTMCell

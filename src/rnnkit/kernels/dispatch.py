@@ -3,14 +3,17 @@
 torch runs GRU and Elman layers on the CPU one step at a time, a few operator calls per step
 (forward) and more in the backward pass, each with microseconds of overhead, around a matrix
 product that is efficient once batch * hidden is large. The Numba kernels pay no per-step
-overhead but multiply with hand-written loops, so they win at small batches, by 5-10x at
-batch 1, and the gap closes as the batch grows. The backward pass costs torch more per step
-than the forward, so the kernels keep winning to larger batches when training.
+overhead (their per-step products are OpenBLAS calls, or a hand-written loop for large ones),
+so they win at small batches, by 5-10x at batch 1, and the gap closes as the batch grows. The
+backward pass costs torch more per step than the forward, so the kernels keep winning to
+larger batches when training.
 
-Thresholds from a grid on this machine (torch 2.13, one thread, hidden 8-1024, batch 1-128,
-T 1-1000; see docs/kernels.md). Below about 8 steps the kernels' fixed cost per call (argument
-checks, buffers, the autograd node) outweighs the saving. The LSTM always goes to torch: its
-oneDNN kernel is fused already.
+Thresholds from grids on this machine (torch 2.13, one thread, hidden 8-1024, batch 1-128,
+T 1-1000, and T 4-32 at hidden 16-256, batch 1-8; see docs/kernels.md). On short sequences the
+kernels' fixed cost per call (about 0.1 ms: argument checks, buffers, the autograd node)
+outweighs the saving; torch's own cost per step is largest for the GRU in training, so that one
+wins from 4 steps, Elman inference, torch's cheapest, only from 32; larger hidden sizes need a
+few more steps. The LSTM always goes to torch: its oneDNN kernel is fused already.
 """
 
 from __future__ import annotations
@@ -18,12 +21,20 @@ from __future__ import annotations
 from rnnkit.variants import VariantElmanCell, VariantGRUCell, VariantLSTMCell
 
 KINDS = ("gru", "rnn_tanh", "rnn_relu")  # the kinds with a Numba kernel
-MIN_STEPS = 8
+SMALL_HIDDEN = 64  # MIN_STEPS has one threshold up to this hidden size and one above it
+MIN_STEPS = {  # (kind, training): the shortest T where the kernel wins, (H <= 64, H > 64)
+    ("gru", True): (4, 4),  # ratio 0.60-0.95 at T = 4
+    ("gru", False): (8, 16),  # H = 256: 1.04-1.31 at T = 8-12, <= 0.99 from 16
+    ("rnn_tanh", True): (8, 12),  # T = 8: <= 0.97 to H = 64, up to 1.20 at H = 256 (relu)
+    ("rnn_relu", True): (8, 12),
+    ("rnn_tanh", False): (32, 32),  # 0.91-1.15 at T = 16, 0.75-1.14 at 24, 0.63-0.92 at 32
+    ("rnn_relu", False): (32, 32),
+}
 MAX_HIDDEN = 1024  # the largest size measured
 MAX_BATCH_TRAINING = 16  # when autograd will run the backward pass
 MAX_BATCH_INFERENCE = 8
 VARIANT_MIN_STEPS = 4  # the variant cells' kernel against the reference loop over them
-VARIANT_MAX_BATCH = 32  # LSTM and GRU, and Elman in inference
+VARIANT_MAX_BATCH = 64  # LSTM and GRU, and Elman in inference
 VARIANT_MAX_BATCH_ELMAN_TRAINING = 128  # the largest batch measured
 
 
@@ -35,8 +46,12 @@ def numba_is_faster(
     kind: "lstm", "gru", "rnn_tanh" or "rnn_relu"; `training`: a backward pass will follow
     (grad enabled and some input or parameter requires grad). The caller checks the rest of
     what the kernels need: CPU tensors of float32 or float64, and no cell variant.
+    True from `MIN_STEPS[kind, training]` steps (4-32, by hidden size), hidden <= 1024 and
+    batch <= 16 in training, 8 in inference.
     """
-    if kind not in KINDS or seq_len < MIN_STEPS or hidden > MAX_HIDDEN:
+    if kind not in KINDS or hidden > MAX_HIDDEN:
+        return False
+    if seq_len < MIN_STEPS[kind, training][hidden > SMALL_HIDDEN]:
         return False
     return batch <= (MAX_BATCH_TRAINING if training else MAX_BATCH_INFERENCE)
 
@@ -60,10 +75,11 @@ def variant_numba_is_faster(
     layer direction of this size on the CPU (kind as `variant_kind`).
 
     From a grid (one thread, T 3 and 50, H 64-512, batch 1-128; docs/kernels.md): the loop pays
-    a dozen operator calls per step, so the kernel wins 5-15x at batch 1, and loses from about
-    batch 64 (LSTM, GRU; Elman in inference), where the loop's per-step products are efficient;
-    Elman training still wins at 128. At T = 3 the two are even for Elman, the kernel ahead by
-    10-50% for LSTM and GRU at batch <= 16.
+    a dozen operator calls per step, so the kernel wins 5-15x at batch 1; with its per-step
+    products through BLAS it still wins at batch 64 (0.74-0.98 of the loop's time, H 256-512)
+    and loses from about batch 128 (LSTM, GRU: 0.86-1.16; Elman in inference 0.94-1.01), where
+    the loop's per-step products are as efficient; Elman training still wins at 128. At T = 3
+    the two are even for Elman, the kernel ahead by 10-50% for LSTM and GRU at batch <= 16.
     """
     if seq_len < VARIANT_MIN_STEPS or hidden > MAX_HIDDEN:
         return False

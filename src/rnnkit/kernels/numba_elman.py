@@ -18,16 +18,19 @@ import torch
 from torch import Tensor
 
 from rnnkit.kernels._numba_common import (
-    add_matvec,
     check_sequence_args,
     jit,
     lengths_and_order,
+    matmul_prefix,
     needs_grad,
     numpy_view,
     position,
     project,
     running,
+    sort_rows,
     tanh_,
+    unsort,
+    use_blas,
     weight_grads,
 )
 
@@ -35,43 +38,48 @@ NONLINEARITIES = ("tanh", "relu")
 
 
 @jit
-def elman_forward_loop(x_proj, h0, weight_hh, lengths, order, reverse, relu, output, h_prev, save):
+def elman_forward_loop(
+    x_proj, h0, weight_hh, weight_hh_t, lengths, order, reverse, relu, blas, output, h_prev, save
+):
     """Run the recurrence; fill output (T, B, H) and, if `save`, h_prev (T, B, H), the state
     before each step, for the backward pass (else it is (1, B, H) scratch).
-    Returns the final state (B, H)."""
+    Returns the final state (B, H). The states live in `order`, so the running ones are rows
+    0..n_active-1 and h @ W_hh.T is one product over them (`matmul_prefix`)."""
     batch, hidden = h0.shape
-    h = h0.copy()  # (B, H), the running state of every sequence
-    pre = x_proj[0].copy()  # (B, H), the pre-activation of the current step
+    identity = np.arange(batch)
+    h = sort_rows(h0, order)  # (B, H), the running state, row i for sequence order[i]
+    pre = np.empty_like(h)  # (B, H), the pre-activation of the current step
     work = np.empty(2 * hidden)  # scratch of tanh
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
-        for i in range(n_active):
-            b = order[i]
-            pre[b] = x_proj[position(lengths, b, step, reverse), b]
-        add_matvec(weight_hh, h, order, n_active, pre)
+        matmul_prefix(h, n_active, weight_hh, weight_hh_t, identity, blas, pre)
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
+            pre[i] += x_proj[t, b]
             if relu:
                 for j in range(hidden):
-                    pre[b, j] = max(pre[b, j], 0)
+                    pre[i, j] = max(pre[i, j], 0)
             else:
-                tanh_(pre[b], 0, hidden, work)
-            h_prev[t if save else 0, b] = h[b]
-            h[b] = pre[b]
-            output[t, b] = pre[b]
-    return h
+                tanh_(pre[i], 0, hidden, work)
+            h_prev[t if save else 0, b] = h[i]
+            h[i] = pre[i]
+            output[t, b] = pre[i]
+    return unsort(h, order)
 
 
 @jit
 def elman_backward_loop(
-    grad_output, grad_h_n, weight_hh_t, output, lengths, order, reverse, relu, grad_pre
-):
+    grad_output, grad_h_n, weight_hh, weight_hh_t, output, lengths, order, reverse, relu, blas,
+    grad_pre,
+):  # fmt: skip
     """Backpropagate through time; fill grad_pre (T, B, H) = dL/d(pre-activation).
-    weight_hh_t is W_hh.T (H, H), C-contiguous. Returns dL/dh0 (B, H)."""
-    hidden = grad_h_n.shape[1]
-    grad_h = grad_h_n.copy()  # (B, H), dL/dh carried back through time
+    weight_hh (H, H) and its transpose, C-contiguous. Returns dL/dh0 (B, H).
+    Rows of the carried gradients follow `order`, as in `elman_forward_loop`."""
+    batch, hidden = grad_h_n.shape
+    identity = np.arange(batch)
+    grad_h = sort_rows(grad_h_n, order)  # (B, H), dL/dh carried back through time
     step_grad = np.zeros_like(grad_h)  # (B, H)
     n_active = 0
     for step in range(lengths[order[0]] - 1, -1, -1):
@@ -79,17 +87,18 @@ def elman_backward_loop(
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
+            carried, grad_output_row, output_row = grad_h[i], grad_output[t, b], output[t, b]
+            grad = step_grad[i]
             for j in range(hidden):
-                dh = grad_h[b, j] + grad_output[t, b, j]
-                h = output[t, b, j]
+                dh = carried[j] + grad_output_row[j]
+                h = output_row[j]
                 if relu:
-                    step_grad[b, j] = dh if h > 0 else 0
+                    grad[j] = dh if h > 0 else 0
                 else:
-                    step_grad[b, j] = dh * (1 - h * h)
-                grad_h[b, j] = 0
-            grad_pre[t, b] = step_grad[b]
-        add_matvec(weight_hh_t, step_grad, order, n_active, grad_h)
-    return grad_h
+                    grad[j] = dh * (1 - h * h)
+            grad_pre[t, b] = grad
+        matmul_prefix(step_grad, n_active, weight_hh_t, weight_hh, identity, blas, grad_h)
+    return unsort(grad_h, order)
 
 
 def elman_forward(
@@ -106,9 +115,12 @@ def elman_forward(
     bias = bias_ih if bias_hh is None else bias_hh if bias_ih is None else bias_ih + bias_hh
     x_proj = project(x, weight_ih, bias)  # (T, B, H)
     output, h_prev = new(steps, batch, hidden), new(steps if save else 1, batch, hidden)
+    blas = use_blas(batch, hidden, hidden)
+    weight_hh_np = numpy_view(weight_hh)
+    weight_hh_t = numpy_view(weight_hh.t()) if blas else weight_hh_np  # read by BLAS only
     h_n = elman_forward_loop(
-        x_proj.numpy(), numpy_view(h0), numpy_view(weight_hh), lengths_np, order, reverse,
-        nonlinearity == "relu", output.numpy(), h_prev.numpy(), save,
+        x_proj.numpy(), numpy_view(h0), weight_hh_np, weight_hh_t, lengths_np, order, reverse,
+        nonlinearity == "relu", blas, output.numpy(), h_prev.numpy(), save,
     )  # fmt: skip
     return output, torch.from_numpy(h_n), h_prev, lengths_np, order
 
@@ -129,11 +141,15 @@ class ElmanSequence(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output, grad_h_n):
         x, weight_ih, weight_hh, output, h_prev = ctx.saved_tensors
-        new = x.new_empty if ctx.lengths.min() == x.shape[0] else x.new_zeros
-        grad_pre = new(output.shape)  # (T, B, H)
+        steps, batch, hidden = output.shape
+        new = x.new_empty if ctx.lengths.min() == steps else x.new_zeros
+        grad_pre = new(steps, batch, hidden)
+        blas = use_blas(batch, hidden, hidden)
+        weight_hh_np = numpy_view(weight_hh)
+        weight_hh_t = weight_hh_np if blas else numpy_view(weight_hh.t())  # read by the loop only
         grad_h0 = elman_backward_loop(
-            numpy_view(grad_output), numpy_view(grad_h_n), numpy_view(weight_hh.t()),
-            output.detach().numpy(), ctx.lengths, ctx.order, ctx.reverse, ctx.relu,
+            numpy_view(grad_output), numpy_view(grad_h_n), weight_hh_np, weight_hh_t,
+            output.detach().numpy(), ctx.lengths, ctx.order, ctx.reverse, ctx.relu, blas,
             grad_pre.numpy(),
         )  # fmt: skip
         needs = ctx.needs_input_grad

@@ -21,18 +21,21 @@ import torch
 from torch import Tensor
 
 from rnnkit.kernels._numba_common import (
-    add_matvec,
     bias_or_zeros,
     check_sequence_args,
     jit,
     lengths_and_order,
+    matmul_prefix,
     needs_grad,
     numpy_view,
     position,
     project,
     running,
     sigmoid_,
+    sort_rows,
     tanh_,
+    unsort,
+    use_blas,
     weight_grads,
 )
 
@@ -52,79 +55,85 @@ def gru_gates(gates, x_proj, h_proj, work):
 
 @jit
 def gru_forward_loop(
-    x_proj, h0, weight_hh, bias_hh, lengths, order, reverse, output, gates, h_prev, save
-):
+    x_proj, h0, weight_hh, weight_hh_t, bias_hh, lengths, order, reverse, blas,
+    output, gates, h_prev, save,
+):  # fmt: skip
     """Run the recurrence; fill output (T, B, H) and, if `save`, h_prev (T, B, H), the state
     before each step, and gates (T, B, 4H) = r|z|n|h_proj_n for the backward pass (else they
-    are (1, B, ...) scratch). Returns the final state (B, H)."""
+    are (1, B, ...) scratch). Returns the final state (B, H).
+
+    The states live in `order` (longest first), so the running ones are rows 0..n_active-1 and
+    h @ W_hh.T is one product over them (`matmul_prefix`: BLAS or the blocked loop). Rows are
+    read through 1-D views, whose unit stride lets LLVM vectorise the loops over units."""
     batch, hidden = h0.shape
-    h = h0.copy()  # (B, H), the running state of every sequence
+    identity = np.arange(batch)
+    h = sort_rows(h0, order)  # (B, H), the running state, row i for sequence order[i]
     h_proj = np.empty((batch, 3 * hidden), dtype=h0.dtype)  # (B, 3H)
     work = np.empty(4 * hidden)  # scratch of the nonlinearities
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
-        for i in range(n_active):
-            h_proj[order[i]] = bias_hh
-        add_matvec(weight_hh, h, order, n_active, h_proj)
+        matmul_prefix(h, n_active, weight_hh, weight_hh_t, identity, blas, h_proj)
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
             slot = t if save else 0
-            g = gates[slot, b]
-            gru_gates(g, x_proj[t, b], h_proj[b], work)
+            g, x_row, h_row, h_proj_row = gates[slot, b], x_proj[t, b], h[i], h_proj[i]
+            for j in range(2 * hidden):
+                g[j] = x_row[j] + (h_proj_row[j] + bias_hh[j])
+            sigmoid_(g, 0, 2 * hidden, work)  # r, z
+            for j in range(2 * hidden, 3 * hidden):
+                g[hidden + j] = h_proj_row[j] + bias_hh[j]  # h_proj_n
+                g[j] = x_row[j] + g[j - 2 * hidden] * g[hidden + j]  # x_proj_n + r * h_proj_n
+            tanh_(g, 2 * hidden, 3 * hidden, work)  # n
+            h_prev_row, output_row = h_prev[slot, b], output[t, b]
             for j in range(hidden):
                 z = g[hidden + j]
                 n = g[2 * hidden + j]
-                h_prev[slot, b, j] = h[b, j]
-                h[b, j] = n + z * (h[b, j] - n)  # (1 - z) * n + z * h, rounded as torch does
-                output[t, b, j] = h[b, j]
-    return h
+                h_prev_row[j] = h_row[j]
+                h_row[j] = n + z * (h_row[j] - n)  # (1 - z) * n + z * h, rounded as torch does
+                output_row[j] = h_row[j]
+    return unsort(h, order)
 
 
 @jit
 def gru_backward_loop(
-    grad_output,
-    grad_h_n,
-    weight_hh_t,
-    gates,
-    h_prev,
-    lengths,
-    order,
-    reverse,
-    grad_x_proj,
-    grad_h_proj,
-):
+    grad_output, grad_h_n, weight_hh, weight_hh_t, gates, h_prev, lengths, order, reverse,
+    blas, grad_x_proj, grad_h_proj,
+):  # fmt: skip
     """Backpropagate through time; fill grad_x_proj and grad_h_proj (T, B, 3H).
-    weight_hh_t is W_hh.T (H, 3H), C-contiguous. Returns dL/dh0 (B, H)."""
-    hidden = grad_h_n.shape[1]
-    grad_h = grad_h_n.copy()  # (B, H), dL/dh carried back through time
-    step_grad = np.zeros((grad_h_n.shape[0], 3 * hidden), dtype=grad_h_n.dtype)  # (B, 3H)
+    weight_hh (3H, H) and its transpose (H, 3H), C-contiguous. Returns dL/dh0 (B, H).
+    Rows of the carried gradients follow `order`, as in `gru_forward_loop`."""
+    batch, hidden = grad_h_n.shape
+    identity = np.arange(batch)
+    grad_h = sort_rows(grad_h_n, order)  # (B, H), dL/dh through W_hh, carried back through time
+    grad_direct = np.zeros_like(grad_h)  # (B, H), dL/dh through the path h' = ... + z * h
+    step_grad = np.zeros((batch, 3 * hidden), dtype=grad_h_n.dtype)  # (B, 3H)
     n_active = 0
     for step in range(lengths[order[0]] - 1, -1, -1):
         n_active = running(lengths, order, step, n_active)
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
+            g, h_prev_row, grad_output_row = gates[t, b], h_prev[t, b], grad_output[t, b]
+            grad_x_row, grad_h_row = grad_x_proj[t, b], grad_h_proj[t, b]
+            carried, direct = grad_h[i], grad_direct[i]
             for j in range(hidden):
-                r = gates[t, b, j]
-                z = gates[t, b, hidden + j]
-                n = gates[t, b, 2 * hidden + j]
-                h_proj_n = gates[t, b, 3 * hidden + j]
-                dh = grad_h[b, j] + grad_output[t, b, j]
+                r = g[j]
+                z = g[hidden + j]
+                n = g[2 * hidden + j]
+                dh = carried[j] + direct[j] + grad_output_row[j]
                 da_n = dh * (1 - z) * (1 - n * n)  # dL/d(x_proj_n + r * h_proj_n)
-                da_r = da_n * h_proj_n * r * (1 - r)  # dL/d(x_proj_r + h_proj_r)
-                da_z = dh * (h_prev[t, b, j] - n) * z * (1 - z)  # dL/d(x_proj_z + h_proj_z)
-                grad_x_proj[t, b, j] = da_r
-                grad_x_proj[t, b, hidden + j] = da_z
-                grad_x_proj[t, b, 2 * hidden + j] = da_n
-                step_grad[b, j] = da_r
-                step_grad[b, hidden + j] = da_z
-                step_grad[b, 2 * hidden + j] = da_n * r
-                grad_h[b, j] = dh * z  # the direct path; W_hh.T @ step_grad is added below
-            grad_h_proj[t, b] = step_grad[b]
-        add_matvec(weight_hh_t, step_grad, order, n_active, grad_h)
-    return grad_h
+                da_r = da_n * g[3 * hidden + j] * r * (1 - r)  # dL/d(x_proj_r + h_proj_r)
+                da_z = dh * (h_prev_row[j] - n) * z * (1 - z)  # dL/d(x_proj_z + h_proj_z)
+                grad_x_row[j] = grad_h_row[j] = da_r
+                grad_x_row[hidden + j] = grad_h_row[hidden + j] = da_z
+                grad_x_row[2 * hidden + j] = da_n
+                grad_h_row[2 * hidden + j] = da_n * r
+                direct[j] = dh * z
+            step_grad[i] = grad_h_row
+        matmul_prefix(step_grad, n_active, weight_hh_t, weight_hh, identity, blas, grad_h)
+    return unsort(grad_h + grad_direct, order)
 
 
 def gru_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save):
@@ -139,9 +148,12 @@ def gru_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
     saved_steps = steps if save else 1  # T, or 1 for scratch when no backward follows
     h_prev = new(saved_steps, batch, hidden)  # (T, B, H)
     gates = new(saved_steps, batch, 4 * hidden)  # (T, B, 4H): r|z|n|h_proj_n
+    blas = use_blas(batch, 3 * hidden, hidden)
+    weight_hh_np = numpy_view(weight_hh)
+    weight_hh_t = numpy_view(weight_hh.t()) if blas else weight_hh_np  # read by BLAS only
     h_n = gru_forward_loop(
-        x_proj.numpy(), numpy_view(h0), numpy_view(weight_hh),
-        numpy_view(bias_or_zeros(bias_hh, 3 * hidden, x)), lengths_np, order, reverse,
+        x_proj.numpy(), numpy_view(h0), weight_hh_np, weight_hh_t,
+        numpy_view(bias_or_zeros(bias_hh, 3 * hidden, x)), lengths_np, order, reverse, blas,
         output.numpy(), gates.numpy(), h_prev.numpy(), save,
     )  # fmt: skip
     return output, torch.from_numpy(h_n), gates, h_prev, lengths_np, order
@@ -167,9 +179,12 @@ class GRUSequence(torch.autograd.Function):
         new = x.new_empty if ctx.lengths.min() == steps else x.new_zeros
         grad_x_proj = new(steps, batch, 3 * hidden)
         grad_h_proj = new(steps, batch, 3 * hidden)
+        blas = use_blas(batch, hidden, 3 * hidden)
+        weight_hh_np = numpy_view(weight_hh)
+        weight_hh_t = weight_hh_np if blas else numpy_view(weight_hh.t())  # read by the loop only
         grad_h0 = gru_backward_loop(
-            numpy_view(grad_output), numpy_view(grad_h_n), numpy_view(weight_hh.t()),
-            gates.numpy(), h_prev.numpy(), ctx.lengths, ctx.order, ctx.reverse,
+            numpy_view(grad_output), numpy_view(grad_h_n), weight_hh_np, weight_hh_t,
+            gates.numpy(), h_prev.numpy(), ctx.lengths, ctx.order, ctx.reverse, blas,
             grad_x_proj.numpy(), grad_h_proj.numpy(),
         )  # fmt: skip
         needs = ctx.needs_input_grad

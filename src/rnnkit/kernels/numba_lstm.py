@@ -29,7 +29,6 @@ from torch import Tensor
 
 from rnnkit.kernels._compiled_sequence import Loops, Static, pair
 from rnnkit.kernels._numba_common import (
-    add_matvec,
     group_norm,
     group_norm_backward,
     jit,
@@ -40,6 +39,11 @@ from rnnkit.kernels._numba_common import (
     sigmoid_,
     tanh_,
     weight_grads,
+)
+from rnnkit.kernels._numba_products import (
+    add_product,
+    operand,
+    product_buffers,
 )
 
 
@@ -63,13 +67,14 @@ def grad_layout(hidden: int, out_size: int) -> dict[str, int]:
 
 @jit
 def lstm_forward_loop(
-    x_proj, h0, c0, weight_hh, bias_hh, ln_hh, peephole, ln_c, weight_hr,
+    x_proj, h0, c0, weight_hh, blas_hh, bias_hh, ln_hh, peephole, ln_c, weight_hr, blas_hr,
     h_mask, zone_h, zone_c, lengths, order, reverse, eps, output, tape, save,
 ):  # fmt: skip
     """Run the recurrence over x_proj (T, B, 4H) = a^x from h0 (B, P), c0 (B, H); fill output
     (T, B, P) and the tape (T, B, width), or (1, B, width) scratch without `save`.
-    ln_hh (2, 4H) and ln_c (2, H) are gain|shift, peephole (3, H) w_ci|w_cf|w_co, weight_hr
-    (P, H), h_mask (B, P), zone_h (T, B, P), zone_c (T, B, H). Returns (h_n, c_n)."""
+    ln_hh (2, 4H) and ln_c (2, H) are gain|shift, peephole (3, H) w_ci|w_cf|w_co, h_mask (B, P),
+    zone_h (T, B, P), zone_c (T, B, H); weight_hh (4H, P) and weight_hr (P, H) as
+    `product_operand` gives them for `blas_hh`, `blas_hr`. Returns (h_n, c_n)."""
     batch, out_size = h0.shape
     hidden = c0.shape[1]
     layer_norm, peep = ln_hh.shape[0] > 0, peephole.shape[0] > 0
@@ -84,6 +89,8 @@ def lstm_forward_loop(
     u = np.zeros((batch, hidden), dtype=h0.dtype)  # (B, H): o * tanh(LN_c(c_hat))
     h_hat = np.zeros_like(h0) if proj else u  # (B, P)
     work = np.empty(8 * hidden)
+    hh_in, hh_out = product_buffers(weight_hh, blas_hh, batch)
+    hr_in, hr_out = product_buffers(weight_hr, blas_hr, batch if proj else 0)
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
@@ -92,7 +99,7 @@ def lstm_forward_loop(
             for k in range(out_size):
                 s[b, k] = h[b, k] * h_mask[b, k] if masked else h[b, k]
             hh[b] = 0
-        add_matvec(weight_hh, s, order, n_active, hh)
+        add_product(weight_hh, blas_hh, s, order, n_active, hh, hh_in, hh_out)
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
@@ -133,7 +140,7 @@ def lstm_forward_loop(
         if proj:
             for i in range(n_active):
                 h_hat[order[i]] = 0
-            add_matvec(weight_hr, u, order, n_active, h_hat)
+            add_product(weight_hr, blas_hr, u, order, n_active, h_hat, hr_in, hr_out)
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
@@ -146,12 +153,13 @@ def lstm_forward_loop(
 
 @jit
 def lstm_backward_loop(
-    grad_output, grad_h_n, grad_c_n, weight_hh_t, ln_hh_gain, peephole, ln_c_gain, weight_hr_t,
-    h_mask, zone_h, zone_c, tape, lengths, order, reverse, grads,
+    grad_output, grad_h_n, grad_c_n, weight_hh_t, blas_hh, ln_hh_gain, peephole, ln_c_gain,
+    weight_hr_t, blas_hr, h_mask, zone_h, zone_c, tape, lengths, order, reverse, grads,
 ):  # fmt: skip
     """Backpropagate through time; fill grads (T, B, width) (see `grad_layout`).
-    weight_hh_t is W_hh.T (P, 4H) and weight_hr_t W_hr.T (H, P), C-contiguous; ln_hh_gain (4H,)
-    and ln_c_gain (H,) are LN's gains. Returns (dL/dh0, dL/dc0)."""
+    weight_hh_t is W_hh.T (P, 4H) and weight_hr_t W_hr.T (H, P) as `product_operand` gives them
+    for `blas_hh`, `blas_hr`; ln_hh_gain (4H,) and ln_c_gain (H,) are LN's gains.
+    Returns (dL/dh0, dL/dc0)."""
     batch, out_size = grad_h_n.shape
     hidden = grad_c_n.shape[1]
     layer_norm, peep = ln_hh_gain.shape[0] > 0, peephole.shape[0] > 0
@@ -168,6 +176,8 @@ def lstm_backward_loop(
     grad_s = np.zeros_like(grad_h) if masked else grad_h  # (B, P): W_hh.T @ grad_hh lands here
     scratch = np.zeros(4 * hidden, dtype=grad_h.dtype)
     grad_c_hat = np.zeros(hidden, dtype=grad_h.dtype)
+    hh_in, hh_out = product_buffers(weight_hh_t, blas_hh, batch)
+    hr_in, hr_out = product_buffers(weight_hr_t, blas_hr, batch if proj else 0)
     n_active = 0
     for step in range(lengths[order[0]] - 1, -1, -1):
         n_active = running(lengths, order, step, n_active)
@@ -183,7 +193,7 @@ def lstm_backward_loop(
             if proj:
                 grad_u[b] = 0
         if proj:
-            add_matvec(weight_hr_t, grad_h_hat, order, n_active, grad_u)
+            add_product(weight_hr_t, blas_hr, grad_h_hat, order, n_active, grad_u, hr_in, hr_out)
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
@@ -220,7 +230,7 @@ def lstm_backward_loop(
                 grad_hh[b] = grad[: 4 * hidden]
             if masked:
                 grad_s[b] = 0
-        add_matvec(weight_hh_t, grad_hh, order, n_active, grad_s)
+        add_product(weight_hh_t, blas_hh, grad_hh, order, n_active, grad_s, hh_in, hh_out)
         if masked:
             for i in range(n_active):
                 b = order[i]
@@ -248,10 +258,10 @@ def lstm_forward(static: Static, tensors: tuple, save: bool) -> tuple[tuple, Ten
     tape = new(steps if save else 1, batch, layout["width"])
     bias = bias_hh.detach() if bias_hh is not None else x_proj.new_zeros(4 * hidden)
     h_n, c_n = lstm_forward_loop(
-        numpy_view(x_proj), numpy_view(h0), numpy_view(c0), numpy_view(weight_hh),
+        numpy_view(x_proj), numpy_view(h0), numpy_view(c0), *operand(weight_hh, batch, x_proj),
         numpy_view(bias), optional_view(pair(ln_hh_g, ln_hh_b), 2, x_proj),
         optional_view(_peepholes(w_ci, w_cf, w_co), 2, x_proj),
-        optional_view(pair(ln_c_g, ln_c_b), 2, x_proj), optional_view(w_hr, 2, x_proj),
+        optional_view(pair(ln_c_g, ln_c_b), 2, x_proj), *operand(w_hr, batch, x_proj),
         optional_view(static.h_mask, 2, x_proj), optional_view(static.zone_h, 3, x_proj),
         optional_view(static.zone_c, 3, x_proj), static.lengths, static.order, static.reverse,
         static.eps, output.numpy(), tape.numpy(), save,
@@ -268,11 +278,12 @@ def lstm_backward(static: Static, tensors: tuple, saved: tuple, grads: tuple) ->
     at, offset = tape_layout(hidden, out_size, ln_hh_g is not None), grad_layout(hidden, out_size)
     new = x_proj.new_zeros if static.padded else x_proj.new_empty
     grad = new(*x_proj.shape[:2], offset["width"])  # (T, B, width)
+    batch = x_proj.shape[1]
     grad_h0, grad_c0 = lstm_backward_loop(
         numpy_view(grads[0]), numpy_view(grads[1]), numpy_view(grads[2]),
-        numpy_view(weight_hh.t()), optional_view(ln_hh_g, 1, x_proj),
+        *operand(weight_hh.t(), batch, x_proj), optional_view(ln_hh_g, 1, x_proj),
         optional_view(_peepholes(w_ci, w_cf, w_co), 2, x_proj), optional_view(ln_c_g, 1, x_proj),
-        optional_view(None if w_hr is None else w_hr.t(), 2, x_proj),
+        *operand(None if w_hr is None else w_hr.t(), batch, x_proj),
         optional_view(static.h_mask, 2, x_proj), optional_view(static.zone_h, 3, x_proj),
         optional_view(static.zone_c, 3, x_proj), tape.numpy(), static.lengths, static.order,
         static.reverse, grad.numpy(),

@@ -30,7 +30,6 @@ from torch import Tensor
 
 from rnnkit.kernels._compiled_sequence import Loops, Static, pair, run
 from rnnkit.kernels._numba_common import (
-    add_matvec,
     group_norm,
     group_norm_backward,
     jit,
@@ -43,6 +42,7 @@ from rnnkit.kernels._numba_common import (
     tanh_,
     weight_grads,
 )
+from rnnkit.kernels._numba_products import add_product, operand, product_buffers
 from rnnkit.kernels.dispatch import variant_kind
 from rnnkit.kernels.numba_lstm import LSTM_LOOPS
 from rnnkit.variants import (
@@ -57,15 +57,16 @@ from rnnkit.variants import (
 
 @jit
 def gru_forward_loop(
-    x_proj, s0, h0, weight_hh, bias_hh, ln_hh, weight_hr, h_mask, zone_h,
+    x_proj, s0, h0, weight_hh, blas_hh, bias_hh, ln_hh, weight_hr, blas_hr, h_mask, zone_h,
     lengths, order, reverse, eps, output, tape, save,
 ):  # fmt: skip
     """Run the recurrence over x_proj (T, B, 3H) = a^x from s0 (B, P) (empty without a
     projection) and h0 (B, H); fill output (T, B, P) and the tape (T, B, width): r|z|n (3H),
     a^h_n, h_{t-1}, h_t (H each), m * s_{t-1} (P), with layer norm LN_h's normalised
-    W_hh (m * s) (3H) and its three 1/std. Returns (s_n, h_n)."""
+    W_hh (m * s) (3H) and its three 1/std. weight_hh (3H, P) and weight_hr (P, H) as
+    `product_operand` gives them for `blas_hh`, `blas_hr`. Returns (s_n, h_n)."""
     batch, hidden = h0.shape
-    out_size = weight_hh.shape[1]
+    out_size = output.shape[2]
     layer_norm, proj = ln_hh.shape[0] > 0, weight_hr.shape[0] > 0
     masked, zoned = h_mask.shape[0] > 0, zone_h.shape[0] > 0
     a_h_n, h_prev, h_new, r_in = 3 * hidden, 4 * hidden, 5 * hidden, 6 * hidden
@@ -75,6 +76,8 @@ def gru_forward_loop(
     masked_s = np.zeros((batch, out_size), dtype=h0.dtype)  # (B, P): m * s
     hh = np.zeros((batch, 3 * hidden), dtype=h0.dtype)  # (B, 3H): W_hh (m * s)
     work = np.empty(6 * hidden)
+    hh_in, hh_out = product_buffers(weight_hh, blas_hh, batch)
+    hr_in, hr_out = product_buffers(weight_hr, blas_hr, batch if proj else 0)
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
@@ -83,7 +86,7 @@ def gru_forward_loop(
             for k in range(out_size):
                 masked_s[b, k] = s[b, k] * h_mask[b, k] if masked else s[b, k]
             hh[b] = 0
-        add_matvec(weight_hh, masked_s, order, n_active, hh)
+        add_product(weight_hh, blas_hh, masked_s, order, n_active, hh, hh_in, hh_out)
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
@@ -109,7 +112,7 @@ def gru_forward_loop(
         if proj:
             for i in range(n_active):
                 s[order[i]] = 0
-            add_matvec(weight_hr, h, order, n_active, s)
+            add_product(weight_hr, blas_hr, h, order, n_active, s, hr_in, hr_out)
         for i in range(n_active):
             b = order[i]
             output[position(lengths, b, step, reverse), b] = s[b]
@@ -118,14 +121,15 @@ def gru_forward_loop(
 
 @jit
 def gru_backward_loop(
-    grad_output, grad_s_n, grad_h_n, weight_hh_t, ln_hh_gain, weight_hr_t, h_mask, zone_h,
-    tape, lengths, order, reverse, grads,
+    grad_output, grad_s_n, grad_h_n, weight_hh_t, blas_hh, ln_hh_gain, weight_hr_t, blas_hr,
+    h_mask, zone_h, tape, lengths, order, reverse, grads,
 ):  # fmt: skip
     """Backpropagate through time; fill grads (T, B, 9H + P): dL/da^x (3H), dL/da^h (3H),
-    dL/d(W_hh (m * s)) (3H, layer norm only), dL/ds_t (P, projection only).
+    dL/d(W_hh (m * s)) (3H, layer norm only), dL/ds_t (P, projection only). weight_hh_t
+    (W_hh.T) and weight_hr_t (W_hr.T) as `product_operand` gives them for `blas_hh`, `blas_hr`.
     Returns (dL/ds0, dL/dh0)."""
     batch, hidden = grad_h_n.shape
-    out_size = weight_hh_t.shape[0]
+    out_size = grad_output.shape[2]
     layer_norm, proj = ln_hh_gain.shape[0] > 0, weight_hr_t.shape[0] > 0
     masked, zoned = h_mask.shape[0] > 0, zone_h.shape[0] > 0
     a_h_n, h_prev = 3 * hidden, 4 * hidden
@@ -135,6 +139,8 @@ def gru_backward_loop(
     grad_hh = np.zeros((batch, 3 * hidden), dtype=grad_h.dtype)
     grad_r_in = np.zeros((batch, out_size), dtype=grad_h.dtype)  # dL/d(m * s)
     scratch = np.zeros(3 * hidden, dtype=grad_h.dtype)
+    hh_in, hh_out = product_buffers(weight_hh_t, blas_hh, batch)
+    hr_in, hr_out = product_buffers(weight_hr_t, blas_hr, batch if proj else 0)
     n_active = 0
     for step in range(lengths[order[0]] - 1, -1, -1):
         n_active = running(lengths, order, step, n_active)
@@ -145,7 +151,7 @@ def gru_backward_loop(
                 grad_s[b, k] += grad_output[t, b, k]
                 grads[t, b, 9 * hidden + k] = grad_s[b, k]
         if proj:
-            add_matvec(weight_hr_t, grad_s, order, n_active, grad_h)
+            add_product(weight_hr_t, blas_hr, grad_s, order, n_active, grad_h, hr_in, hr_out)
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
@@ -173,7 +179,7 @@ def gru_backward_loop(
             grad_r_in[b] = 0
             if proj:
                 grad_s[b] = 0
-        add_matvec(weight_hh_t, grad_hh, order, n_active, grad_r_in)
+        add_product(weight_hh_t, blas_hh, grad_hh, order, n_active, grad_r_in, hh_in, hh_out)
         for i in range(n_active):
             b = order[i]
             for k in range(out_size):
@@ -192,9 +198,10 @@ def gru_forward(static: Static, tensors: tuple, save: bool) -> tuple[tuple, Tens
     output, tape = new(steps, batch, out_size), new(steps if save else 1, batch, width)
     bias = bias_hh.detach() if bias_hh is not None else x_proj.new_zeros(3 * hidden)
     s_n, h_n = gru_forward_loop(
-        numpy_view(x_proj), optional_view(s0, 2, x_proj), numpy_view(h0), numpy_view(weight_hh),
-        numpy_view(bias), optional_view(pair(ln_g, ln_b), 2, x_proj),
-        optional_view(weight_hr, 2, x_proj), optional_view(static.h_mask, 2, x_proj),
+        numpy_view(x_proj), optional_view(s0, 2, x_proj), numpy_view(h0),
+        *operand(weight_hh, batch, x_proj), numpy_view(bias),
+        optional_view(pair(ln_g, ln_b), 2, x_proj), *operand(weight_hr, batch, x_proj),
+        optional_view(static.h_mask, 2, x_proj),
         optional_view(static.zone_h, 3, x_proj), static.lengths, static.order, static.reverse,
         static.eps, output.numpy(), tape.numpy(), save,
     )  # fmt: skip
@@ -211,10 +218,11 @@ def gru_backward(static: Static, tensors: tuple, saved: tuple, grads: tuple) -> 
     grad_output, grad_s_n, grad_h_n = grads if proj else (grads[0], None, grads[1])
     new = x_proj.new_zeros if static.padded else x_proj.new_empty
     grad = new(*x_proj.shape[:2], 9 * hidden + out_size)
+    batch = x_proj.shape[1]
     grad_s0, grad_h0 = gru_backward_loop(
         numpy_view(grad_output), optional_view(grad_s_n, 2, x_proj), numpy_view(grad_h_n),
-        numpy_view(weight_hh.t()), optional_view(ln_g, 1, x_proj),
-        optional_view(None if weight_hr is None else weight_hr.t(), 2, x_proj),
+        *operand(weight_hh.t(), batch, x_proj), optional_view(ln_g, 1, x_proj),
+        *operand(None if weight_hr is None else weight_hr.t(), batch, x_proj),
         optional_view(static.h_mask, 2, x_proj), optional_view(static.zone_h, 3, x_proj),
         tape.numpy(), static.lengths, static.order, static.reverse, grad.numpy(),
     )  # fmt: skip
@@ -246,11 +254,12 @@ def gru_backward(static: Static, tensors: tuple, saved: tuple, grads: tuple) -> 
 
 @jit
 def elman_forward_loop(
-    x_proj, h0, weight_hh, bias_hh, weight_hr, h_mask, zone_h, lengths, order, reverse, relu,
-    output, tape, save,
+    x_proj, h0, weight_hh, blas_hh, bias_hh, weight_hr, blas_hr, h_mask, zone_h, lengths, order,
+    reverse, relu, output, tape, save,
 ):  # fmt: skip
     """Run the recurrence over x_proj (T, B, H) = a^x from h0 (B, P); fill output (T, B, P)
-    and the tape (T, B, H + P): f(pre-activation) (H), m * h_{t-1} (P). Returns h_n."""
+    and the tape (T, B, H + P): f(pre-activation) (H), m * h_{t-1} (P). weight_hh (H, P) and
+    weight_hr (P, H) as `product_operand` gives them for `blas_hh`, `blas_hr`. Returns h_n."""
     batch, out_size = h0.shape
     hidden = x_proj.shape[2]
     proj, masked, zoned = weight_hr.shape[0] > 0, h_mask.shape[0] > 0, zone_h.shape[0] > 0
@@ -259,6 +268,8 @@ def elman_forward_loop(
     pre = np.zeros((batch, hidden), dtype=h0.dtype)  # (B, H)
     h_hat = np.zeros_like(h0) if proj else pre  # (B, P)
     work = np.empty(2 * hidden)
+    hh_in, hh_out = product_buffers(weight_hh, blas_hh, batch)
+    hr_in, hr_out = product_buffers(weight_hr, blas_hr, batch if proj else 0)
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
@@ -267,7 +278,7 @@ def elman_forward_loop(
             for k in range(out_size):
                 masked_h[b, k] = h[b, k] * h_mask[b, k] if masked else h[b, k]
             pre[b] = 0
-        add_matvec(weight_hh, masked_h, order, n_active, pre)
+        add_product(weight_hh, blas_hh, masked_h, order, n_active, pre, hh_in, hh_out)
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
@@ -283,7 +294,7 @@ def elman_forward_loop(
         if proj:
             for i in range(n_active):
                 h_hat[order[i]] = 0
-            add_matvec(weight_hr, pre, order, n_active, h_hat)
+            add_product(weight_hr, blas_hr, pre, order, n_active, h_hat, hr_in, hr_out)
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
@@ -296,18 +307,21 @@ def elman_forward_loop(
 
 @jit
 def elman_backward_loop(
-    grad_output, grad_h_n, weight_hh_t, weight_hr_t, h_mask, zone_h, tape, lengths, order,
-    reverse, relu, grads,
+    grad_output, grad_h_n, weight_hh_t, blas_hh, weight_hr_t, blas_hr, h_mask, zone_h, tape,
+    lengths, order, reverse, relu, grads,
 ):  # fmt: skip
     """Backpropagate through time; fill grads (T, B, H + P): dL/d(pre-activation) (H),
-    dL/d(W_hr f) (P). Returns dL/dh0."""
+    dL/d(W_hr f) (P). weight_hh_t (W_hh.T) and weight_hr_t (W_hr.T) as `product_operand` gives
+    them for `blas_hh`, `blas_hr`. Returns dL/dh0."""
     batch, out_size = grad_h_n.shape
-    hidden = weight_hh_t.shape[1]
+    hidden = grads.shape[2] - out_size
     proj, masked, zoned = weight_hr_t.shape[0] > 0, h_mask.shape[0] > 0, zone_h.shape[0] > 0
     grad_h = grad_h_n.copy()
     grad_act = np.zeros((batch, hidden), dtype=grad_h.dtype)  # (B, H)
     grad_h_hat = np.zeros_like(grad_h) if proj else grad_act  # (B, P)
     grad_masked = np.zeros_like(grad_h)  # (B, P): dL/d(m * h)
+    hh_in, hh_out = product_buffers(weight_hh_t, blas_hh, batch)
+    hr_in, hr_out = product_buffers(weight_hr_t, blas_hr, batch if proj else 0)
     n_active = 0
     for step in range(lengths[order[0]] - 1, -1, -1):
         n_active = running(lengths, order, step, n_active)
@@ -323,7 +337,7 @@ def elman_backward_loop(
             if proj:
                 grad_act[b] = 0
         if proj:
-            add_matvec(weight_hr_t, grad_h_hat, order, n_active, grad_act)
+            add_product(weight_hr_t, blas_hr, grad_h_hat, order, n_active, grad_act, hr_in, hr_out)
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
@@ -335,7 +349,7 @@ def elman_backward_loop(
                     grad_act[b, j] = grad_act[b, j] * (1 - act * act)
                 grads[t, b, j] = grad_act[b, j]
             grad_masked[b] = 0
-        add_matvec(weight_hh_t, grad_act, order, n_active, grad_masked)
+        add_product(weight_hh_t, blas_hh, grad_act, order, n_active, grad_masked, hh_in, hh_out)
         for i in range(n_active):
             b = order[i]
             for k in range(out_size):
@@ -352,8 +366,8 @@ def elman_forward(static: Static, tensors: tuple, save: bool) -> tuple[tuple, Te
     output, tape = new(steps, batch, out_size), new(steps if save else 1, batch, hidden + out_size)
     bias = bias_hh.detach() if bias_hh is not None else x_proj.new_zeros(hidden)
     h_n = elman_forward_loop(
-        numpy_view(x_proj), numpy_view(h0), numpy_view(weight_hh), numpy_view(bias),
-        optional_view(weight_hr, 2, x_proj), optional_view(static.h_mask, 2, x_proj),
+        numpy_view(x_proj), numpy_view(h0), *operand(weight_hh, batch, x_proj), numpy_view(bias),
+        *operand(weight_hr, batch, x_proj), optional_view(static.h_mask, 2, x_proj),
         optional_view(static.zone_h, 3, x_proj), static.lengths, static.order, static.reverse,
         static.relu, output.numpy(), tape.numpy(), save,
     )  # fmt: skip
@@ -366,9 +380,10 @@ def elman_backward(static: Static, tensors: tuple, saved: tuple, grads: tuple) -
     hidden = x_proj.shape[2]
     new = x_proj.new_zeros if static.padded else x_proj.new_empty
     grad = new(*x_proj.shape[:2], hidden + h0.shape[1])
+    batch = x_proj.shape[1]
     grad_h0 = elman_backward_loop(
-        numpy_view(grads[0]), numpy_view(grads[1]), numpy_view(weight_hh.t()),
-        optional_view(None if weight_hr is None else weight_hr.t(), 2, x_proj),
+        numpy_view(grads[0]), numpy_view(grads[1]), *operand(weight_hh.t(), batch, x_proj),
+        *operand(None if weight_hr is None else weight_hr.t(), batch, x_proj),
         optional_view(static.h_mask, 2, x_proj), optional_view(static.zone_h, 3, x_proj),
         tape.numpy(), static.lengths, static.order, static.reverse, static.relu, grad.numpy(),
     )  # fmt: skip
