@@ -31,10 +31,19 @@ def main() -> None:
     parser.add_argument(
         "--no-compile", action="store_true", help="skip the compile-time measurement"
     )
+    parser.add_argument(
+        "--system-malloc", action="store_true", help="leave malloc as it is (no keep_freed_memory)"
+    )
     args = parser.parse_args()
     cases = cases_from_names(args.case) if args.case else quick_cases() if args.quick else None
     cases = variant_cases() if args.variants else cases
-    run_bench(cases, repeats=args.repeats, json_path=args.json, compile=not args.no_compile)
+    run_bench(
+        cases,
+        repeats=args.repeats,
+        json_path=args.json,
+        compile=not args.no_compile,
+        keep_memory=not args.system_malloc,
+    )
 
 
 if __name__ == "__main__":

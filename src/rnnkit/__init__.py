@@ -8,6 +8,7 @@ from rnnkit.cells import ElmanCell, GRUCell, LSTMCell
 from rnnkit.data import datasets
 from rnnkit.data.batch import Batch
 from rnnkit.layers import GRU, LSTM, RNN, Recurrent, reset_state
+from rnnkit.memory import keep_freed_memory
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,7 @@ __all__ = [
     "LSTMCell",
     "Recurrent",
     "datasets",
+    "keep_freed_memory",
     "reset_state",
 ]
 

@@ -15,7 +15,10 @@ then again with that cache on disk.
 
 torch runs on one thread (`torch.set_num_threads(1)`), the Numba kernels are single-threaded,
 and times are the CPU time of the calling thread, where all that work runs, so that other
-processes on a shared machine do not count; wall-clock medians are in the records too.
+processes on a shared machine do not count; wall-clock medians are in the records too. Unless
+told otherwise (`keep_memory=False`, `--system-malloc`), the run first calls
+`rnnkit.keep_freed_memory()`, for both sides alike: freed temporaries are reused instead of
+being paged in afresh on every call (`rnnkit.memory`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import torch
 from rnnkit import kernels  # Numba loads on the first kernel looked up, not here
 from rnnkit.kernels import numba_is_faster
 from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.memory import keep_freed_memory
 from rnnkit.minimal import MinGRU, MinLSTM
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -261,7 +265,8 @@ def measure_variant(case: Case, repeats: int, peak_gflops: float) -> dict:
     with torch.set_grad_enabled(case.mode == "train"):
         route = ours_layer._route(x)
     if route == "reference" and hasattr(ours_layer.cells[0], "sequence"):
-        route = "scan"  # minGRU, minLSTM: the cell's whole-sequence scan
+        route = "scan"  # minGRU, minLSTM: the cell's whole-sequence linear recurrence, which
+        # on the CPU is the compiled `kernels.linear_scan`
     result = record(case, "torch.nn.LSTM", seconds, peak_gflops, route)
     result |= {"loop_ms": seconds["loop"] * 1e3, "loop_ratio": seconds["ours"] / seconds["loop"]}
     return result | {"loop_wall_ms": seconds["loop_wall"] * 1e3}
@@ -301,7 +306,7 @@ import rnnkit
 from rnnkit import kernels
 start = time.perf_counter()
 import rnnkit.kernels.numba_gru, rnnkit.kernels.numba_elman, rnnkit.kernels.numba_step
-import rnnkit.kernels.numba_lstm, rnnkit.kernels.numba_variants
+import rnnkit.kernels.numba_lstm, rnnkit.kernels.numba_variants, rnnkit.kernels.numba_scan
 print("import_of_numba_and_the_kernel_modules", time.perf_counter() - start)
 x, h = torch.randn(3, 2, 4, requires_grad=True), torch.zeros(2, 5)
 gru, rnn = torch.nn.GRU(4, 5), torch.nn.RNN(4, 5)
@@ -313,6 +318,8 @@ calls = {
     "elman_sequence": lambda: kernels.elman_sequence(x, h, *params(rnn))[0].sum().backward(),
     "LSTMStep": lambda: kernels.LSTMStep(*cell(lstm_cell))(x[0].detach(), (h, h)),
     "GRUStep": lambda: kernels.GRUStep(*cell(gru_cell))(x[0].detach(), h),
+    "linear_scan": lambda: kernels.linear_scan(  # minGRU, minLSTM
+        torch.rand(3, 2, 5, requires_grad=True), torch.randn(3, 2, 5), h).sum().backward(),
 }
 variants = {  # every option on: the kernels' every path
     "variant_lstm_sequence": rnnkit.LSTM(4, 5, proj_size=3, layer_norm=True, peephole=True,
@@ -391,17 +398,22 @@ def run_bench(
     json_path: str | None = None,
     compile: bool = True,
     log: Callable[[str], None] = print,
+    keep_memory: bool = True,
 ) -> list[dict]:
     """Run `cases` (default: `default_cases()`), print one line per case as it finishes, and
-    write one JSON object per case (a JSON list) to `json_path` if given. Returns the records."""
+    write one JSON object per case (a JSON list) to `json_path` if given. Returns the records.
+    `keep_memory`: call `keep_freed_memory()` first (a setting of the whole process, for both
+    sides; it stays made after the run)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    kept = keep_memory and keep_freed_memory()
     try:
         peak = matmul_gflops()
+        malloc = "freed memory kept (keep_freed_memory)" if kept else "the C library's malloc"
         log(
             f"torch {torch.__version__} on 1 thread (torch.set_num_threads(1)); medians of "
             f"{repeats} alternating repeats of this thread's CPU time; single-thread matmul "
-            f"{peak:.1f} GFLOP/s"
+            f"{peak:.1f} GFLOP/s; {malloc}"
         )
         records = []
         for case in default_cases() if cases is None else cases:

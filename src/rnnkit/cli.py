@@ -172,6 +172,11 @@ def add_bench(commands: Any) -> None:
         default=True,
         help="also time the kernels' first-call compilation",
     )
+    bench.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="leave malloc as it is, instead of keep_freed_memory() for both sides",
+    )
     bench.set_defaults(handler=run_bench)
 
 
@@ -277,7 +282,13 @@ def run_bench(args: argparse.Namespace) -> int:
     cases = bench.cases_from_names(args.cases) if args.cases else None
     if args.quick:
         cases = bench.quick_cases()
-    bench.run_bench(cases, repeats=args.repeats, json_path=args.json, compile=args.compile)
+    bench.run_bench(
+        cases,
+        repeats=args.repeats,
+        json_path=args.json,
+        compile=args.compile,
+        keep_memory=not args.system_malloc,
+    )
     return 0
 
 

@@ -141,7 +141,7 @@ def gate_layer_norm(v: Tensor, gain: Tensor, shift: Tensor, gates: int, eps: flo
     (G*H,) applied: LN(v)_j = gain_j (v_j - mean) / sqrt(var + eps) + shift_j."""
     grouped = v.unflatten(-1, (gates, v.shape[-1] // gates))  # (B, G, H)
     normed = F.layer_norm(grouped, grouped.shape[-1:], eps=eps).flatten(-2)  # (B, G*H)
-    return normed * gain + shift
+    return torch.addcmul(shift, normed, gain)  # one pass, no temporary for normed * gain
 
 
 class _VariantCell(_GatedCell):

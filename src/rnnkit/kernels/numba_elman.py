@@ -49,20 +49,22 @@ def elman_forward_loop(
     identity = np.arange(batch)
     h = sort_rows(h0, order)  # (B, H), the running state, row i for sequence order[i]
     pre = np.empty_like(h)  # (B, H), the pre-activation of the current step
-    work = np.empty(2 * hidden)  # scratch of tanh
+    pre_flat = pre.reshape(-1)
+    work = np.empty(2 * batch * hidden)  # scratch of tanh
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
         matmul_prefix(h, n_active, weight_hh, weight_hh_t, identity, blas, pre)
         for i in range(n_active):
+            pre[i] += x_proj[position(lengths, order[i], step, reverse), order[i]]
+        if relu:
+            for k in range(n_active * hidden):
+                pre_flat[k] = max(pre_flat[k], 0)
+        else:
+            tanh_(pre_flat, 0, n_active * hidden, work)  # one call over all running rows
+        for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
-            pre[i] += x_proj[t, b]
-            if relu:
-                for j in range(hidden):
-                    pre[i, j] = max(pre[i, j], 0)
-            else:
-                tanh_(pre[i], 0, hidden, work)
             h_prev[t if save else 0, b] = h[i]
             h[i] = pre[i]
             output[t, b] = pre[i]

@@ -9,8 +9,9 @@ as one matrix product before the loop and h_proj = h @ W_hh.T + b_hh inside it:
     h' = (1 - z) * n + z * h
 
 The backward pass is backpropagation through time written out by hand: one loop from the last
-step to the first carries dL/dh and writes the gradients of x_proj and h_proj per step; the
-gradients of x, W_ih, W_hh and the biases then come from matrix products over all steps.
+step to the first carries dL/dh and writes the gradients of x_proj and of h_proj's n third per
+step (its r and z thirds equal x_proj's); the gradients of x, W_ih, W_hh and the biases then
+come from matrix products over all steps.
 Tests prove outputs and gradients equal to torch.nn.GRU (`tests/test_kernels_sequence.py`).
 """
 
@@ -63,52 +64,72 @@ def gru_forward_loop(
     are (1, B, ...) scratch). Returns the final state (B, H).
 
     The states live in `order` (longest first), so the running ones are rows 0..n_active-1 and
-    h @ W_hh.T is one product over them (`matmul_prefix`: BLAS or the blocked loop). Rows are
-    read through 1-D views, whose unit stride lets LLVM vectorise the loops over units."""
+    h @ W_hh.T is one product over them (`matmul_prefix`: BLAS or the blocked loop); so are the
+    step's pre-activations, so that each nonlinearity is one call over one contiguous block of
+    all running sequences. Rows are read through 1-D views, whose unit stride lets LLVM
+    vectorise the loops over units."""
     batch, hidden = h0.shape
     identity = np.arange(batch)
     h = sort_rows(h0, order)  # (B, H), the running state, row i for sequence order[i]
     h_proj = np.empty((batch, 3 * hidden), dtype=h0.dtype)  # (B, 3H)
-    work = np.empty(4 * hidden)  # scratch of the nonlinearities
+    rz = np.empty((batch, 2 * hidden), dtype=h0.dtype)  # (B, 2H): r|z of the step
+    n_gate = np.empty((batch, hidden), dtype=h0.dtype)  # (B, H): n of the step
+    rz_flat, n_flat = rz.reshape(-1), n_gate.reshape(-1)
+    work = np.empty(4 * batch * hidden)  # scratch of the nonlinearities
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
         matmul_prefix(h, n_active, weight_hh, weight_hh_t, identity, blas, h_proj)
         for i in range(n_active):
+            x_row = x_proj[position(lengths, order[i], step, reverse), order[i]]
+            h_proj_row, rz_row = h_proj[i], rz[i]
+            for j in range(2 * hidden):
+                rz_row[j] = x_row[j] + (h_proj_row[j] + bias_hh[j])
+        sigmoid_(rz_flat, 0, n_active * 2 * hidden, work)
+        for i in range(n_active):
+            b = order[i]
+            t = position(lengths, b, step, reverse)
+            g, x_row, h_proj_row = gates[t if save else 0, b], x_proj[t, b], h_proj[i]
+            r_row, n_row = rz[i], n_gate[i]
+            for j in range(hidden):
+                h_proj_n = h_proj_row[2 * hidden + j] + bias_hh[2 * hidden + j]
+                g[3 * hidden + j] = h_proj_n
+                n_row[j] = x_row[2 * hidden + j] + r_row[j] * h_proj_n
+        tanh_(n_flat, 0, n_active * hidden, work)
+        for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
             slot = t if save else 0
-            g, x_row, h_row, h_proj_row = gates[slot, b], x_proj[t, b], h[i], h_proj[i]
-            for j in range(2 * hidden):
-                g[j] = x_row[j] + (h_proj_row[j] + bias_hh[j])
-            sigmoid_(g, 0, 2 * hidden, work)  # r, z
-            for j in range(2 * hidden, 3 * hidden):
-                g[hidden + j] = h_proj_row[j] + bias_hh[j]  # h_proj_n
-                g[j] = x_row[j] + g[j - 2 * hidden] * g[hidden + j]  # x_proj_n + r * h_proj_n
-            tanh_(g, 2 * hidden, 3 * hidden, work)  # n
+            g, rz_row, n_row, h_row = gates[slot, b], rz[i], n_gate[i], h[i]
             h_prev_row, output_row = h_prev[slot, b], output[t, b]
+            for j in range(2 * hidden):
+                g[j] = rz_row[j]
             for j in range(hidden):
-                z = g[hidden + j]
-                n = g[2 * hidden + j]
+                z = rz_row[hidden + j]
+                n = n_row[j]
+                g[2 * hidden + j] = n
                 h_prev_row[j] = h_row[j]
-                h_row[j] = n + z * (h_row[j] - n)  # (1 - z) * n + z * h, rounded as torch does
-                output_row[j] = h_row[j]
+                h_new = n + z * (h_row[j] - n)  # (1 - z) * n + z * h, rounded as torch does
+                h_row[j] = h_new
+                output_row[j] = h_new
     return unsort(h, order)
 
 
 @jit
 def gru_backward_loop(
     grad_output, grad_h_n, weight_hh, weight_hh_t, gates, h_prev, lengths, order, reverse,
-    blas, grad_x_proj, grad_h_proj,
+    blas, grad_x_proj, grad_h_proj_n,
 ):  # fmt: skip
-    """Backpropagate through time; fill grad_x_proj and grad_h_proj (T, B, 3H).
-    weight_hh (3H, H) and its transpose (H, 3H), C-contiguous. Returns dL/dh0 (B, H).
-    Rows of the carried gradients follow `order`, as in `gru_forward_loop`."""
+    """Backpropagate through time; fill grad_x_proj (T, B, 3H) = dL/d(x_proj) and
+    grad_h_proj_n (T, B, H) = dL/d(h_proj_n); dL/d(h_proj) is grad_x_proj in its r and z
+    thirds, so it is not written twice. weight_hh (3H, H) and its transpose (H, 3H),
+    C-contiguous. Returns dL/dh0 (B, H). Rows of the carried gradients follow `order`, as in
+    `gru_forward_loop`."""
     batch, hidden = grad_h_n.shape
     identity = np.arange(batch)
     grad_h = sort_rows(grad_h_n, order)  # (B, H), dL/dh through W_hh, carried back through time
     grad_direct = np.zeros_like(grad_h)  # (B, H), dL/dh through the path h' = ... + z * h
-    step_grad = np.zeros((batch, 3 * hidden), dtype=grad_h_n.dtype)  # (B, 3H)
+    step_grad = np.zeros((batch, 3 * hidden), dtype=grad_h_n.dtype)  # (B, 3H): dL/d(h_proj)
     n_active = 0
     for step in range(lengths[order[0]] - 1, -1, -1):
         n_active = running(lengths, order, step, n_active)
@@ -116,7 +137,8 @@ def gru_backward_loop(
             b = order[i]
             t = position(lengths, b, step, reverse)
             g, h_prev_row, grad_output_row = gates[t, b], h_prev[t, b], grad_output[t, b]
-            grad_x_row, grad_h_row = grad_x_proj[t, b], grad_h_proj[t, b]
+            grad_x_row, grad_n_row = grad_x_proj[t, b], grad_h_proj_n[t, b]
+            grad_h_row = step_grad[i]
             carried, direct = grad_h[i], grad_direct[i]
             for j in range(hidden):
                 r = g[j]
@@ -129,9 +151,8 @@ def gru_backward_loop(
                 grad_x_row[j] = grad_h_row[j] = da_r
                 grad_x_row[hidden + j] = grad_h_row[hidden + j] = da_z
                 grad_x_row[2 * hidden + j] = da_n
-                grad_h_row[2 * hidden + j] = da_n * r
+                grad_n_row[j] = grad_h_row[2 * hidden + j] = da_n * r
                 direct[j] = dh * z
-            step_grad[i] = grad_h_row
         matmul_prefix(step_grad, n_active, weight_hh_t, weight_hh, identity, blas, grad_h)
     return unsort(grad_h + grad_direct, order)
 
@@ -178,19 +199,19 @@ class GRUSequence(torch.autograd.Function):
         steps, batch, hidden = h_prev.shape
         new = x.new_empty if ctx.lengths.min() == steps else x.new_zeros
         grad_x_proj = new(steps, batch, 3 * hidden)
-        grad_h_proj = new(steps, batch, 3 * hidden)
+        grad_h_proj_n = new(steps, batch, hidden)
         blas = use_blas(batch, hidden, 3 * hidden)
         weight_hh_np = numpy_view(weight_hh)
         weight_hh_t = weight_hh_np if blas else numpy_view(weight_hh.t())  # read by the loop only
         grad_h0 = gru_backward_loop(
             numpy_view(grad_output), numpy_view(grad_h_n), weight_hh_np, weight_hh_t,
             gates.numpy(), h_prev.numpy(), ctx.lengths, ctx.order, ctx.reverse, blas,
-            grad_x_proj.numpy(), grad_h_proj.numpy(),
+            grad_x_proj.numpy(), grad_h_proj_n.numpy(),
         )  # fmt: skip
         needs = ctx.needs_input_grad
         grad_x = grad_x_proj @ weight_ih if needs[0] else None
         grad_w_ih, grad_b_ih = weight_grads(grad_x_proj, x, needs[2], needs[4])
-        grad_w_hh, grad_b_hh = weight_grads(grad_h_proj, h_prev, needs[3], needs[5])
+        grad_w_hh, grad_b_hh = hh_grads(grad_x_proj, grad_h_proj_n, h_prev, needs[3], needs[5])
         return (
             grad_x,
             torch.from_numpy(grad_h0),
@@ -201,6 +222,25 @@ class GRUSequence(torch.autograd.Function):
             None,
             None,
         )
+
+
+def hh_grads(
+    grad_x_proj: Tensor, grad_h_proj_n: Tensor, h_prev: Tensor, needs_weight: bool, needs_bias: bool
+) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of W_hh and b_hh from dL/d(h_proj) = grad_x_proj's r and z thirds beside
+    grad_h_proj_n, by rows: (r|z rows, n rows), as `weight_grads` would from the whole."""
+    steps, batch, hidden = h_prev.shape
+    flat_x = grad_x_proj.reshape(steps * batch, 3 * hidden)[:, : 2 * hidden]  # (T*B, 2H)
+    flat_n = grad_h_proj_n.reshape(steps * batch, hidden)  # (T*B, H)
+    grad_weight = grad_bias = None
+    if needs_weight:
+        states = h_prev.reshape(steps * batch, hidden)
+        grad_weight = h_prev.new_empty(3 * hidden, hidden)
+        torch.mm(flat_x.t(), states, out=grad_weight[: 2 * hidden])
+        torch.mm(flat_n.t(), states, out=grad_weight[2 * hidden :])
+    if needs_bias:
+        grad_bias = torch.cat((flat_x.sum(0), flat_n.sum(0)))
+    return grad_weight, grad_bias
 
 
 def gru_sequence(

@@ -13,7 +13,7 @@ Equations as torch.nn.LSTMCell (gates i|f|g|o) and torch.nn.GRUCell (gates r|z|n
 
     LSTM: (i, f, g, o) = x @ W_ih.T + b_ih + h @ W_hh.T + b_hh
           c' = sigmoid(f) * c + sigmoid(i) * tanh(g);  h' = sigmoid(o) * tanh(c')
-    GRU:  as in `numba_gru` (the same `gru_gates`).
+    GRU:  the equations of `numba_gru`, one step (its `gru_gates`).
 """
 
 from __future__ import annotations

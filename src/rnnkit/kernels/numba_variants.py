@@ -5,10 +5,11 @@ of a variant LSTM, GRU or Elman layer, forward and backward (Numba, CPU).
 for a `VariantLSTMCell`, `VariantGRUCell` or `VariantElmanCell`, with the same random draws in
 the same order, so that under the same seed both routes give the same numbers:
 
-- in torch, under autograd, for all steps at once: a^x = LN_x(W_ih x) + b_ih, the
-  weight-dropped W_hh = M * W_hh (`cell.sample_noise`, as the loop's `cell.begin` draws it), the
-  recurrent-dropout mask m (B, P), and zoneout's draws for every step
-  (`rnnkit.variants.zoneout_draws`, equal to the loop's per-step draws; in eval its rates);
+- in torch, under autograd, for all steps at once: a^x = LN_x(W_ih x) + b_ih (the LSTM's is
+  only W_ih x: its loop applies LN_x and b_ih), the weight-dropped W_hh = M * W_hh
+  (`cell.sample_noise`, as the loop's `cell.begin` draws it), the recurrent-dropout mask
+  m (B, P), and zoneout's draws for every step (`rnnkit.variants.zoneout_draws`, equal to the
+  loop's per-step draws; in eval its rates);
 - compiled, the recurrence (`numba_lstm.py` for the LSTM; the GRU and Elman loops here), whose
   backward pass returns the gradients of a^x, the dropped W_hh, b_hh, LN's gains and shifts, the
   peepholes, W_hr and the initial state; autograd does the rest.
@@ -418,13 +419,13 @@ def variant_sequence(cell, x: Tensor, state, lengths: Tensor | None = None, reve
     lengths_np, order = lengths_and_order(lengths, steps, batch)
     noise = cell.sample_noise(batch, x)  # as `cell.begin`: h mask, then weight-drop mask
     x_proj = torch.nn.functional.linear(x, cell.weight_ih)  # (T, B, G*H)
-    if cell.variant.layer_norm:
+    lstm = isinstance(cell, VariantLSTMCell)  # LSTM's loop applies LN_x and b_ih itself
+    if cell.variant.layer_norm and not lstm:
         ln = (cell.ln_ih_weight, cell.ln_ih_bias, cell.gates, cell.layer_norm_eps)
         x_proj = gate_layer_norm(x_proj, *ln)
-    if cell.bias_ih is not None:
+    if cell.bias_ih is not None and not lstm:
         x_proj = x_proj + cell.bias_ih
     weight_hh = cell.weight_hh if noise.weight_mask is None else noise.weight_mask * cell.weight_hh
-    lstm = isinstance(cell, VariantLSTMCell)
     rates = [(cell.variant.cell_zoneout, cell.hidden_size)] if lstm else []
     state_size = cell.hidden_size if isinstance(cell, VariantGRUCell) else cell.output_size
     rates.append((cell.variant.zoneout, state_size))
@@ -437,9 +438,9 @@ def variant_sequence(cell, x: Tensor, state, lengths: Tensor | None = None, reve
     if lstm:
         h0, c0 = state
         tensors = (
-            x_proj, h0, c0, weight_hh, cell.bias_hh, cell.ln_hh_weight, cell.ln_hh_bias,
-            cell.weight_ci, cell.weight_cf, cell.weight_co, cell.ln_c_weight, cell.ln_c_bias,
-            cell.weight_hr,
+            x_proj, h0, c0, weight_hh, cell.bias_ih, cell.bias_hh, cell.ln_ih_weight,
+            cell.ln_ih_bias, cell.ln_hh_weight, cell.ln_hh_bias, cell.weight_ci, cell.weight_cf,
+            cell.weight_co, cell.ln_c_weight, cell.ln_c_bias, cell.weight_hr,
         )  # fmt: skip
         output, h_n, c_n = run(LSTM_LOOPS, static, tensors)
         return output, (h_n, c_n)
