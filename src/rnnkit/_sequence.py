@@ -69,26 +69,30 @@ def prepare_input(
 
 
 def _check_features(x: Tensor, input_size: int, like: Tensor) -> None:
-    if not x.is_floating_point():
-        raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
-    if x.dtype != like.dtype:
+    """x (T, B, H_in) against the layer; the usual case (float, same dtype, both on the CPU,
+    the right size) costs a few attribute reads, as the layer's own cost counts at small sizes."""
+    dtype = x.dtype
+    if dtype != like.dtype:
+        if not x.is_floating_point():
+            raise TypeError(f"input must be a floating-point tensor, got dtype {dtype}")
         raise TypeError(
-            f"input dtype {x.dtype} does not match the layer's parameters ({like.dtype}); "
-            f"convert one of them, e.g. input.to({like.dtype}) or layer.to({x.dtype})"
+            f"input dtype {dtype} does not match the layer's parameters ({like.dtype}); "
+            f"convert one of them, e.g. input.to({like.dtype}) or layer.to({dtype})"
         )
-    if x.device != like.device:
+    if not (x.is_cpu and like.is_cpu) and x.device != like.device:
         raise ValueError(
             f"input is on {x.device} but the layer's parameters are on {like.device}; "
             f"move one of them, e.g. input.to('{like.device}')"
         )
-    if x.shape[-1] != input_size:
+    steps, batch, features = x.shape
+    if features != input_size:
         raise ValueError(
-            f"input has {x.shape[-1]} features (last dim of shape {tuple(x.shape)}), "
+            f"input has {features} features (last dim of shape {tuple(x.shape)}), "
             f"the layer expects input_size={input_size}"
         )
-    if x.shape[0] == 0:
+    if steps == 0:
         raise ValueError("input has 0 time steps; every sequence needs at least one step")
-    if x.shape[1] == 0:
+    if batch == 0:
         raise ValueError("input has batch size 0; pass at least one sequence")
 
 

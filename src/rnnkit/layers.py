@@ -296,7 +296,10 @@ class Recurrent(nn.Module):
         lengths: Tensor | None = None,
     ) -> tuple[Tensor | PackedSequence, State]:
         cells = self._modules["cells"]  # not `self.cells`: `_TorchLayout.__getattr__` costs 1 us
-        like = cells[0].weight_ih if self.fused_mode else next(self.parameters())
+        first = cells._modules["0"]  # not `cells[0]`: ModuleList's index lookup costs 0.8 us
+        like = first._parameters.get("weight_ih") if self.fused_mode else None
+        if like is None:  # a variant cell, or a parametrized weight_ih
+            like = first.weight_ih if self.fused_mode else next(self.parameters())
         seq = seqs.prepare_input(
             input, lengths, input_size=self.input_size, batch_first=self.batch_first, like=like
         )

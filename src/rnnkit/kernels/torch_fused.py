@@ -17,14 +17,22 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 MODES = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
 
 
+FLAT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+
+
 def flat_weights(cells: Iterable[torch.nn.Module]) -> list[Tensor]:
     """Parameters in torch.nn's `_flat_weights` order: per layer and direction
     w_ih, w_hh, b_ih, b_hh, w_hr (the absent ones left out)."""
     weights = []
     for cell in cells:
         parameters = cell._parameters  # without nn.Module's attribute lookup, 0.3 us a name
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"):
-            w = parameters[name] if name in parameters else getattr(cell, name, None)
+        for name in FLAT_NAMES:
+            if name in parameters:
+                w = parameters[name]
+            elif name in cell.__dict__ or hasattr(type(cell), name):  # plain or parametrized
+                w = getattr(cell, name)
+            else:  # not nn.Module's failing lookup, which costs 1 us
+                continue
             if w is not None:
                 weights.append(w)
     return weights
