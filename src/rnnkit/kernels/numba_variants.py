@@ -5,18 +5,20 @@ of a variant LSTM, GRU or Elman layer, forward and backward (Numba, CPU).
 for a `VariantLSTMCell`, `VariantGRUCell` or `VariantElmanCell`, with the same random draws in
 the same order, so that under the same seed both routes give the same numbers:
 
-- in torch, under autograd, for all steps at once: a^x = LN_x(W_ih x) + b_ih (the LSTM's is
-  only W_ih x: its loop applies LN_x and b_ih), the weight-dropped W_hh = M * W_hh
+- in torch, under autograd, for all steps at once: W_ih x (Elman's a^x = W_ih x + b_ih; the
+  LSTM and GRU loops apply LN_x and b_ih themselves), the weight-dropped W_hh = M * W_hh
   (`cell.sample_noise`, as the loop's `cell.begin` draws it), the recurrent-dropout mask
   m (B, P), and zoneout's draws for every step (`rnnkit.variants.zoneout_draws`, equal to the
   loop's per-step draws; in eval its rates);
 - compiled, the recurrence (`numba_lstm.py` for the LSTM; the GRU and Elman loops here), whose
-  backward pass returns the gradients of a^x, the dropped W_hh, b_hh, LN's gains and shifts, the
-  peepholes, W_hr and the initial state; autograd does the rest.
+  backward pass returns the gradients of W_ih x, the dropped W_hh, the biases, LN's gains and
+  shifts, the peepholes, W_hr and the initial state; autograd does the rest. The LSTM and GRU
+  backward loops sum the vectors' gradients (biases, LN gains and shifts, peepholes) in
+  float64 as they go; torch multiplies out dW_hh and dW_hr.
 
 GRU, per step (r|z|n; s = W_hr h with a projection, else h; d zoneout):
 
-    a^h = LN_h(W_hh (m * s_{t-1})) + b_hh
+    a^x = LN_x(W_ih x_t) + b_ih;  a^h = LN_h(W_hh (m * s_{t-1})) + b_hh
     r, z = sigmoid(a^x_r + a^h_r), sigmoid(a^x_z + a^h_z);  n = tanh(a^x_n + r * a^h_n)
     h_t = (1 - d) * ((1 - z) * n + z * h_{t-1}) + d * h_{t-1};  s_t = W_hr h_t
 
@@ -31,8 +33,8 @@ from torch import Tensor
 
 from rnnkit.kernels._compiled_sequence import Loops, Static, pair, run
 from rnnkit.kernels._numba_common import (
-    group_norm,
-    group_norm_backward,
+    add_matvec,
+    bias_or_zeros,
     jit,
     lengths_and_order,
     numpy_view,
@@ -40,7 +42,9 @@ from rnnkit.kernels._numba_common import (
     position,
     running,
     sigmoid_,
+    sort_rows,
     tanh_,
+    unsort,
     weight_grads,
 )
 from rnnkit.kernels._numba_products import add_product, operand, product_buffers
@@ -49,162 +53,312 @@ from rnnkit.kernels.numba_lstm import LSTM_LOOPS
 from rnnkit.variants import (
     VariantGRUCell,
     VariantLSTMCell,
-    gate_layer_norm,
     zoneout_draws,
 )
 
 # ---- GRU ---------------------------------------------------------------------------------------
 
 
+def gru_tape(
+    tape: Tensor | None, steps: int, batch: int, hidden: int, out_size: int, options: tuple
+) -> dict[str, Tensor]:
+    """The GRU tape's parts, views of the flat `tape` (or their total size as "size" for None).
+    Step-major and in `order` (row i is sequence order[i]; rows past a sequence's end are
+    unused), so that a step's rows of every part are one contiguous block: r|z (S, B, 2H); n,
+    a^h_n and h_{t-1} (S, B, H) each; h_t (S, B, H) with a projection; the input of W_hh,
+    m * s_{t-1} (S, B, P), with a projection or recurrent dropout (else it is h_{t-1}); with
+    layer norm LN_h's normalised W_hh (m * s) and LN_x's normalised W_ih x (S, B, 3H) each and
+    the six 1/std (S, B, 6) (LN_h's 3 gate groups, then LN_x's). S is T, or 1 without `save`.
+    options: (layer_norm, proj, masked)."""
+    layer_norm, proj, masked = options
+    widths = {"rz": 2 * hidden, "n": hidden, "a_h_n": hidden, "h_prev": hidden}
+    widths |= {"h_new": hidden if proj else 0, "s": out_size if proj or masked else 0}
+    for name, width in (("hh_norm", 3 * hidden), ("ih_norm", 3 * hidden), ("rstd", 6)):
+        widths[name] = width if layer_norm else 0
+    sizes = [steps * batch * width for width in widths.values()]
+    if tape is None:
+        return {"size": sum(sizes)}
+    parts = tape.split(sizes)
+    return {
+        name: part.view(steps, batch, widths[name])
+        for name, part in zip(widths, parts, strict=True)
+    }
+
+
+@jit
+def product_prefix(operand, blas, vectors, n_rows, out, identity):
+    """out[:n_rows] = M @ vectors[i] for the rows i < n_rows, M (G, K) given as
+    `product_operand` made it (M.T for BLAS: one gemm straight into out, no packing)."""
+    if blas:
+        np.dot(vectors[:n_rows], operand, out[:n_rows])
+    else:
+        out[:n_rows] = 0
+        add_matvec(operand, vectors, identity, n_rows, out)
+
+
+@jit
+def layer_norm_gates(v, groups, gain, shift, bias, normed, rstd, out, eps):
+    """out = LN(v) * gain + shift + bias, LN per group of v (G*H,) as `group_norm` (float64
+    sums), which also fills normed and rstd (groups,); one pass per group over unit-stride
+    views, with the group's mean and 1/std in registers. out may be v."""
+    size = len(v) // groups
+    for k in range(groups):
+        units = slice(k * size, (k + 1) * size)
+        v_k, normed_k, out_k = v[units], normed[units], out[units]
+        gain_k, shift_k, bias_k = gain[units], shift[units], bias[units]
+        mean = 0.0
+        for j in range(size):
+            mean += v_k[j]
+        mean /= size
+        var = 0.0
+        for j in range(size):
+            d = v_k[j] - mean
+            var += d * d
+        rstd[k] = 1.0 / np.sqrt(var / size + eps)
+        inv = rstd[k]  # as stored, as the backward pass reads it
+        for j in range(size):
+            n = normed.dtype.type((v_k[j] - mean) * inv)
+            normed_k[j] = n
+            out_k[j] = (n * gain_k[j] + shift_k[j]) + bias_k[j]
+
+
+@jit
+def layer_norm_gates_backward(grad, gain, normed, rstd, groups, gain_sum, out):
+    """out = dL/dv from grad = dL/d(LN(v) * gain + shift) (see `layer_norm_gates`), per group
+    rstd * (g - mean(g) - normed * mean(g * normed)) with g = grad * gain; adds
+    grad * normed to gain_sum (float64), the gain's gradient."""
+    size = len(normed) // groups
+    for k in range(groups):
+        units = slice(k * size, (k + 1) * size)
+        grad_k, gain_k, normed_k, out_k = grad[units], gain[units], normed[units], out[units]
+        sum_k = gain_sum[units]
+        mean_g = 0.0
+        mean_gn = 0.0
+        for j in range(size):
+            g, n = grad_k[j] * gain_k[j], normed_k[j]
+            sum_k[j] += grad_k[j] * n
+            mean_g += g
+            mean_gn += g * n
+        mean_g /= size
+        mean_gn /= size
+        inv = rstd[k]
+        for j in range(size):
+            out_k[j] = inv * (grad_k[j] * gain_k[j] - mean_g - normed_k[j] * mean_gn)
+
+
 @jit
 def gru_forward_loop(
-    x_proj, s0, h0, weight_hh, blas_hh, bias_hh, ln_hh, weight_hr, blas_hr, h_mask, zone_h,
-    lengths, order, reverse, eps, output, tape, save,
+    x_proj, s0, h0, weight_hh, blas_hh, bias_ih, bias_hh, ln_ih, ln_hh, weight_hr, blas_hr,
+    h_mask, zone_h, lengths, order, reverse, eps, output, rz_tape, n_tape, a_h_n_tape,
+    h_prev_tape, h_new_tape, s_tape, hh_norm_tape, ih_norm_tape, rstd_tape, save,
 ):  # fmt: skip
-    """Run the recurrence over x_proj (T, B, 3H) = a^x from s0 (B, P) (empty without a
-    projection) and h0 (B, H); fill output (T, B, P) and the tape (T, B, width): r|z|n (3H),
-    a^h_n, h_{t-1}, h_t (H each), m * s_{t-1} (P), with layer norm LN_h's normalised
-    W_hh (m * s) (3H) and its three 1/std. weight_hh (3H, P) and weight_hr (P, H) as
-    `product_operand` gives them for `blas_hh`, `blas_hr`. Returns (s_n, h_n)."""
+    """Run the recurrence over x_proj (T, B, 3H) = W_ih x from s0 (B, P) (empty without a
+    projection) and h0 (B, H); fill output (T, B, P) and the tape's parts (`gru_tape`, each
+    (T, B, width), or (1, B, width) scratch without `save`; empty where off). bias_ih,
+    bias_hh (3H,); ln_ih, ln_hh (2, 3H) gain|shift; h_mask (B, P); zone_h (T, B, H);
+    weight_hh (3H, P) and weight_hr (P, H) as `product_operand` gives them for `blas_hh`,
+    `blas_hr`. Returns (s_n, h_n).
+
+    The states live in `order` (longest first), so the running sequences are rows
+    0..n_active-1: each product is one call over them, and each nonlinearity one call over the
+    step's block of the tape (r|z, then n), in place."""
     batch, hidden = h0.shape
     out_size = output.shape[2]
     layer_norm, proj = ln_hh.shape[0] > 0, weight_hr.shape[0] > 0
-    masked, zoned = h_mask.shape[0] > 0, zone_h.shape[0] > 0
-    a_h_n, h_prev, h_new, r_in = 3 * hidden, 4 * hidden, 5 * hidden, 6 * hidden
-    hh_norm, rstd = 6 * hidden + out_size, 9 * hidden + out_size
-    h = h0.copy()
-    s = s0.copy() if proj else h  # (B, P): the output and recurrent state
-    masked_s = np.zeros((batch, out_size), dtype=h0.dtype)  # (B, P): m * s
-    hh = np.zeros((batch, 3 * hidden), dtype=h0.dtype)  # (B, 3H): W_hh (m * s)
-    work = np.empty(6 * hidden)
-    hh_in, hh_out = product_buffers(weight_hh, blas_hh, batch)
-    hr_in, hr_out = product_buffers(weight_hr, blas_hr, batch if proj else 0)
+    masked, zoned, store_s = h_mask.shape[0] > 0, zone_h.shape[0] > 0, s_tape.shape[2] > 0
+    dtype = h0.dtype
+    identity = np.arange(batch)
+    h = sort_rows(h0, order)  # (B, H): row i is order[i]'s
+    s = sort_rows(s0, order) if proj else h  # (B, P): the output and recurrent state
+    hh = np.zeros((batch, 3 * hidden), dtype=dtype)  # (B, 3H): W_hh (m * s), then a^h
+    a_x = np.zeros(3 * hidden, dtype=dtype)  # a^x of one sequence, with layer norm
+    work = np.empty(4 * batch * hidden)  # scratch of the nonlinearities
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
-        for i in range(n_active):
-            b = order[i]
-            for k in range(out_size):
-                masked_s[b, k] = s[b, k] * h_mask[b, k] if masked else s[b, k]
-            hh[b] = 0
-        add_product(weight_hh, blas_hh, masked_s, order, n_active, hh, hh_in, hh_out)
-        for i in range(n_active):
-            b = order[i]
-            t = position(lengths, b, step, reverse)
-            rec = tape[t if save else 0, b]
-            rec[r_in : r_in + out_size] = masked_s[b]
-            if layer_norm:
-                group_norm(hh[b], 3, rec[hh_norm : hh_norm + 3 * hidden], rec[rstd:], eps)
-                for j in range(3 * hidden):
-                    hh[b, j] = rec[hh_norm + j] * ln_hh[0, j] + ln_hh[1, j]
-            for j in range(2 * hidden):
-                rec[j] = x_proj[t, b, j] + (hh[b, j] + bias_hh[j])
-            sigmoid_(rec, 0, 2 * hidden, work)  # r, z
-            for j in range(hidden):
-                rec[a_h_n + j] = hh[b, 2 * hidden + j] + bias_hh[2 * hidden + j]
-                rec[2 * hidden + j] = x_proj[t, b, 2 * hidden + j] + rec[j] * rec[a_h_n + j]
-            tanh_(rec, 2 * hidden, 3 * hidden, work)  # n
-            for j in range(hidden):
-                z, n = rec[hidden + j], rec[2 * hidden + j]
-                d = zone_h[t, b, j] if zoned else 0.0
-                rec[h_prev + j] = h[b, j]
-                h[b, j] = (1 - d) * ((1 - z) * n + z * h[b, j]) + d * h[b, j]
-                rec[h_new + j] = h[b, j]
-        if proj:
+        slot = step if save else 0
+        rz, n_gate, a_h_n, h_prev = rz_tape[slot], n_tape[slot], a_h_n_tape[slot], h_prev_tape[slot]
+        if save:
+            h_prev[:n_active] = h[:n_active]
+        s_in = s_tape[slot] if masked or (store_s and save) else s  # (B, P): m * s_{t-1}
+        if masked:
             for i in range(n_active):
-                s[order[i]] = 0
-            add_product(weight_hr, blas_hr, h, order, n_active, s, hr_in, hr_out)
+                s_row, s_in_row, mask_row = s[i], s_in[i], h_mask[order[i]]
+                for k in range(out_size):
+                    s_in_row[k] = s_row[k] * mask_row[k]
+        elif store_s and save:
+            s_in[:n_active] = s[:n_active]
+        product_prefix(weight_hh, blas_hh, s_in, n_active, hh, identity)
+        for i in range(n_active):
+            x_row = x_proj[position(lengths, order[i], step, reverse), order[i]]
+            hh_row, rz_row, n_row, a_h_n_row = hh[i], rz[i], n_gate[i], a_h_n[i]
+            if layer_norm:  # a^x = LN_x(W_ih x) + b_ih, a^h = LN_h(W_hh (m * s)) + b_hh
+                rstd = rstd_tape[slot, i]
+                layer_norm_gates(
+                    x_row, 3, ln_ih[0], ln_ih[1], bias_ih, ih_norm_tape[slot, i], rstd[3:],
+                    a_x, eps,
+                )  # fmt: skip
+                layer_norm_gates(
+                    hh_row, 3, ln_hh[0], ln_hh[1], bias_hh, hh_norm_tape[slot, i], rstd[:3],
+                    hh_row, eps,
+                )  # fmt: skip
+                for j in range(2 * hidden):
+                    rz_row[j] = a_x[j] + hh_row[j]
+                for j in range(hidden):
+                    a_h_n_row[j] = hh_row[2 * hidden + j]
+                    n_row[j] = a_x[2 * hidden + j]
+            else:
+                for j in range(2 * hidden):
+                    rz_row[j] = (x_row[j] + bias_ih[j]) + (hh_row[j] + bias_hh[j])
+                for j in range(hidden):
+                    a_h_n_row[j] = hh_row[2 * hidden + j] + bias_hh[2 * hidden + j]
+                    n_row[j] = x_row[2 * hidden + j] + bias_ih[2 * hidden + j]
+        sigmoid_(rz.reshape(-1), 0, n_active * 2 * hidden, work)
+        for i in range(n_active):
+            rz_row, n_row, a_h_n_row = rz[i], n_gate[i], a_h_n[i]
+            for j in range(hidden):
+                n_row[j] += rz_row[j] * a_h_n_row[j]
+        tanh_(n_gate.reshape(-1), 0, n_active * hidden, work)
+        for i in range(n_active):
+            z_row, n_row, h_row = rz[i, hidden:], n_gate[i], h[i]
+            if zoned:
+                zone_row = zone_h[position(lengths, order[i], step, reverse), order[i]]
+                for j in range(hidden):
+                    z, n, d = z_row[j], n_row[j], zone_row[j]
+                    h_row[j] = (1 - d) * ((1 - z) * n + z * h_row[j]) + d * h_row[j]
+            else:
+                for j in range(hidden):
+                    z, n = z_row[j], n_row[j]
+                    h_row[j] = (1 - z) * n + z * h_row[j]
+        if proj:
+            if save:
+                h_new_tape[slot, :n_active] = h[:n_active]
+            product_prefix(weight_hr, blas_hr, h, n_active, s, identity)
         for i in range(n_active):
             b = order[i]
-            output[position(lengths, b, step, reverse), b] = s[b]
-    return s, h
+            output[position(lengths, b, step, reverse), b] = s[i]
+    return unsort(s, order) if proj else s0.copy(), unsort(h, order)
 
 
 @jit
 def gru_backward_loop(
-    grad_output, grad_s_n, grad_h_n, weight_hh_t, blas_hh, ln_hh_gain, weight_hr_t, blas_hr,
-    h_mask, zone_h, tape, lengths, order, reverse, grads,
+    grad_output, grad_s_n, grad_h_n, weight_hh_t, blas_hh, ln_ih_gain, ln_hh_gain, weight_hr_t,
+    blas_hr, h_mask, zone_h, rz_tape, n_tape, a_h_n_tape, h_prev_tape, hh_norm_tape,
+    ih_norm_tape, rstd_tape, lengths, order, reverse, grad_x_proj, grad_hh, grad_s, grad_bias,
+    grad_ln_gains,
 ):  # fmt: skip
-    """Backpropagate through time; fill grads (T, B, 9H + P): dL/da^x (3H), dL/da^h (3H),
-    dL/d(W_hh (m * s)) (3H, layer norm only), dL/ds_t (P, projection only). weight_hh_t
-    (W_hh.T) and weight_hr_t (W_hr.T) as `product_operand` gives them for `blas_hh`, `blas_hr`.
-    Returns (dL/ds0, dL/dh0)."""
+    """Backpropagate through time; fill grad_x_proj (T, B, 3H) = dL/d(W_ih x), and in the
+    tape's layout (step-major, in `order`) grad_hh (T, B, 3H) = dL/d(W_hh (m * s)) and, with a
+    projection, grad_s (T, B, P) = dL/ds_t (else empty); add the float64 sums over steps and
+    sequences of the vectors' gradients: grad_bias (2, 3H) dL/da^x|dL/da^h (b_ih's and LN_x's
+    shift's | b_hh's and LN_h's shift's), grad_ln_gains (2, 3H) LN_x's|LN_h's gains'.
+    weight_hh_t is W_hh.T (P, 3H) and weight_hr_t W_hr.T (H, P) as `product_operand` gives
+    them for `blas_hh`, `blas_hr`; ln_ih_gain, ln_hh_gain (3H,). Returns (dL/ds0, dL/dh0).
+    The carried gradients live in `order`, as the states in `gru_forward_loop`."""
     batch, hidden = grad_h_n.shape
     out_size = grad_output.shape[2]
     layer_norm, proj = ln_hh_gain.shape[0] > 0, weight_hr_t.shape[0] > 0
     masked, zoned = h_mask.shape[0] > 0, zone_h.shape[0] > 0
-    a_h_n, h_prev = 3 * hidden, 4 * hidden
-    hh_norm, rstd = 6 * hidden + out_size, 9 * hidden + out_size
-    grad_h = grad_h_n.copy()
-    grad_s = grad_s_n.copy() if proj else grad_h  # (B, P)
-    grad_hh = np.zeros((batch, 3 * hidden), dtype=grad_h.dtype)
-    grad_r_in = np.zeros((batch, out_size), dtype=grad_h.dtype)  # dL/d(m * s)
-    scratch = np.zeros(3 * hidden, dtype=grad_h.dtype)
-    hh_in, hh_out = product_buffers(weight_hh_t, blas_hh, batch)
-    hr_in, hr_out = product_buffers(weight_hr_t, blas_hr, batch if proj else 0)
+    dtype = grad_h_n.dtype
+    identity = np.arange(batch)
+    grad_h = sort_rows(grad_h_n, order)  # (B, H): dL/dh_t, carried
+    grad_s_step = sort_rows(grad_s_n, order) if proj else grad_h  # (B, P): dL/ds_t, carried
+    grad_h_from_s = np.zeros((batch, hidden), dtype=dtype)  # (B, H): W_hr.T dL/ds_t
+    grad_masked = np.zeros((batch, out_size), dtype=dtype)  # (B, P): W_hh.T dL/d(W_hh (m * s))
+    grad_x = np.zeros(3 * hidden, dtype=dtype)  # dL/da^x of one sequence, with layer norm
+    grad_a_h_ln = np.zeros(3 * hidden, dtype=dtype)  # dL/da^h of one sequence, with layer norm
+    no_zone = np.zeros(hidden, dtype=dtype)  # d = 0 without zoneout
     n_active = 0
     for step in range(lengths[order[0]] - 1, -1, -1):
         n_active = running(lengths, order, step, n_active)
         for i in range(n_active):
             b = order[i]
-            t = position(lengths, b, step, reverse)
+            carried, upstream = grad_s_step[i], grad_output[position(lengths, b, step, reverse), b]
             for k in range(out_size):
-                grad_s[b, k] += grad_output[t, b, k]
-                grads[t, b, 9 * hidden + k] = grad_s[b, k]
+                carried[k] += upstream[k]
         if proj:
-            add_product(weight_hr_t, blas_hr, grad_s, order, n_active, grad_h, hr_in, hr_out)
+            grad_s[step, :n_active] = grad_s_step[:n_active]
+            product_prefix(weight_hr_t, blas_hr, grad_s_step, n_active, grad_h_from_s, identity)
+        rz, n_gate, a_h_n, h_prev = rz_tape[step], n_tape[step], a_h_n_tape[step], h_prev_tape[step]
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
-            rec, grad = tape[t, b], grads[t, b]
-            for j in range(hidden):
-                r, z, n = rec[j], rec[hidden + j], rec[2 * hidden + j]
-                d = zone_h[t, b, j] if zoned else 0.0
-                dh_hat = (1 - d) * grad_h[b, j]
-                da_n = dh_hat * (1 - z) * (1 - n * n)
-                grad[j] = da_n * rec[a_h_n + j] * r * (1 - r)
-                grad[hidden + j] = dh_hat * (rec[h_prev + j] - n) * z * (1 - z)
-                grad[2 * hidden + j] = da_n
-                grad[3 * hidden + j] = grad[j]
-                grad[4 * hidden + j] = grad[hidden + j]
-                grad[5 * hidden + j] = da_n * r
-                grad_h[b, j] = d * grad_h[b, j] + dh_hat * z
-            if layer_norm:
-                for j in range(3 * hidden):
-                    scratch[j] = grad[3 * hidden + j] * ln_hh_gain[j]
-                hn = rec[hh_norm : hh_norm + 3 * hidden]
-                group_norm_backward(scratch, hn, rec[rstd:], 3, grad_hh[b])
-                grad[6 * hidden : 9 * hidden] = grad_hh[b]
-            else:
-                grad_hh[b] = grad[3 * hidden : 6 * hidden]
-            grad_r_in[b] = 0
+            grad_h_row, r_row, z_row = grad_h[i], rz[i, :hidden], rz[i, hidden:]
+            n_row, a_h_n_row, h_prev_row = n_gate[i], a_h_n[i], h_prev[i]
             if proj:
-                grad_s[b] = 0
-        add_product(weight_hh_t, blas_hh, grad_hh, order, n_active, grad_r_in, hh_in, hh_out)
+                from_s = grad_h_from_s[i]
+                for j in range(hidden):
+                    grad_h_row[j] += from_s[j]
+            grad_x_row = grad_x if layer_norm else grad_x_proj[t, b]  # dL/da^x
+            grad_a_h = grad_a_h_ln if layer_norm else grad_hh[step, i]  # dL/da^h
+            zone_row = zone_h[t, b] if zoned else no_zone
+            for j in range(hidden):  # through h_t = (1-d) ((1-z) n + z h_{t-1}) + d h_{t-1}
+                r, z, n, d = r_row[j], z_row[j], n_row[j], zone_row[j]
+                dh_hat = (1 - d) * grad_h_row[j]
+                da_n = dh_hat * (1 - z) * (1 - n * n)
+                da_r = da_n * a_h_n_row[j] * r * (1 - r)
+                da_z = dh_hat * (h_prev_row[j] - n) * z * (1 - z)
+                grad_x_row[j] = grad_a_h[j] = da_r
+                grad_x_row[hidden + j] = grad_a_h[hidden + j] = da_z
+                grad_x_row[2 * hidden + j] = da_n
+                grad_a_h[2 * hidden + j] = da_n * r
+                grad_h_row[j] = d * grad_h_row[j] + dh_hat * z
+            for j in range(3 * hidden):
+                grad_bias[0, j] += grad_x_row[j]
+                grad_bias[1, j] += grad_a_h[j]
+            if layer_norm:  # through a^h = LN_h(W_hh (m * s)) + b_hh, a^x = LN_x(W_ih x) + b_ih
+                rstd = rstd_tape[step, i]
+                layer_norm_gates_backward(
+                    grad_a_h, ln_hh_gain, hh_norm_tape[step, i], rstd[:3], 3, grad_ln_gains[1],
+                    grad_hh[step, i],
+                )  # fmt: skip
+                layer_norm_gates_backward(
+                    grad_x, ln_ih_gain, ih_norm_tape[step, i], rstd[3:], 3, grad_ln_gains[0],
+                    grad_x_proj[t, b],
+                )  # fmt: skip
+        product_prefix(weight_hh_t, blas_hh, grad_hh[step], n_active, grad_masked, identity)
         for i in range(n_active):
-            b = order[i]
-            for k in range(out_size):
-                grad_s[b, k] += h_mask[b, k] * grad_r_in[b, k] if masked else grad_r_in[b, k]
-    return grad_s, grad_h
+            carried, grad_masked_row = grad_s_step[i], grad_masked[i]
+            if proj:
+                carried[:] = 0
+            if masked:
+                mask_row = h_mask[order[i]]
+                for k in range(out_size):
+                    carried[k] += mask_row[k] * grad_masked_row[k]
+            else:
+                for k in range(out_size):
+                    carried[k] += grad_masked_row[k]
+    grad_s0 = unsort(grad_s_step, order) if proj else grad_s_n.copy()
+    return grad_s0, unsort(grad_h, order)
+
+
+def _gru_options(static: Static, ln_g: Tensor | None, weight_hr: Tensor | None) -> tuple:
+    """(layer_norm, proj, masked), `gru_tape`'s options."""
+    return ln_g is not None, weight_hr is not None, static.h_mask is not None
 
 
 def gru_forward(static: Static, tensors: tuple, save: bool) -> tuple[tuple, Tensor]:
-    """(((output (T, B, P), s_n, h_n) or (output, h_n)), tape) for tensors (x_proj, s0, h0,
-    weight_hh, bias_hh, ln_hh_weight, ln_hh_bias, weight_hr), None where off."""
-    x_proj, s0, h0, weight_hh, bias_hh, ln_g, ln_b, weight_hr = tensors
+    """(((output (T, B, P), s_n, h_n) or (output, h_n)), tape) for tensors (x_proj = W_ih x, s0,
+    h0, weight_hh, bias_ih, bias_hh, ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias,
+    weight_hr), None where an option is off. The tape is flat (`gru_tape` has its parts)."""
+    x_proj, s0, h0, weight_hh, b_ih, b_hh, ln_ih_g, ln_ih_b, ln_hh_g, ln_hh_b, weight_hr = tensors
     steps, batch, _ = x_proj.shape
     hidden, out_size = h0.shape[1], weight_hh.shape[1]
-    width = 6 * hidden + out_size + (3 * hidden + 3 if ln_g is not None else 0)
-    new = x_proj.new_zeros if static.padded else x_proj.new_empty
-    output, tape = new(steps, batch, out_size), new(steps if save else 1, batch, width)
-    bias = bias_hh.detach() if bias_hh is not None else x_proj.new_zeros(3 * hidden)
+    options = _gru_options(static, ln_hh_g, weight_hr)
+    saved_steps = steps if save else 1
+    new = x_proj.new_zeros if static.padded else x_proj.new_empty  # padding must read as zeros
+    output = new(steps, batch, out_size)
+    tape = new(gru_tape(None, saved_steps, batch, hidden, out_size, options)["size"])
+    parts = gru_tape(tape, saved_steps, batch, hidden, out_size, options)
     s_n, h_n = gru_forward_loop(
         numpy_view(x_proj), optional_view(s0, 2, x_proj), numpy_view(h0),
-        *operand(weight_hh, batch, x_proj), numpy_view(bias),
-        optional_view(pair(ln_g, ln_b), 2, x_proj), *operand(weight_hr, batch, x_proj),
-        optional_view(static.h_mask, 2, x_proj),
-        optional_view(static.zone_h, 3, x_proj), static.lengths, static.order, static.reverse,
-        static.eps, output.numpy(), tape.numpy(), save,
+        *operand(weight_hh, batch, x_proj), numpy_view(bias_or_zeros(b_ih, 3 * hidden, x_proj)),
+        numpy_view(bias_or_zeros(b_hh, 3 * hidden, x_proj)),
+        optional_view(pair(ln_ih_g, ln_ih_b), 2, x_proj),
+        optional_view(pair(ln_hh_g, ln_hh_b), 2, x_proj), *operand(weight_hr, batch, x_proj),
+        optional_view(static.h_mask, 2, x_proj), optional_view(static.zone_h, 3, x_proj),
+        static.lengths, static.order, static.reverse, static.eps, output.numpy(),
+        *(part.numpy() for part in parts.values()), save,
     )  # fmt: skip
     h_n = torch.from_numpy(h_n)
     outputs = (output, torch.from_numpy(s_n), h_n) if weight_hr is not None else (output, h_n)
@@ -212,41 +366,49 @@ def gru_forward(static: Static, tensors: tuple, save: bool) -> tuple[tuple, Tens
 
 
 def gru_backward(static: Static, tensors: tuple, saved: tuple, grads: tuple) -> list:
-    x_proj, s0, h0, weight_hh, _, ln_g, _, weight_hr = tensors
-    tape = saved[-1]
+    """The gradients of `gru_forward`'s tensors, from the upstream gradients and `saved` =
+    (outputs..., tape). Those of the parameters that are vectors are the loop's sums; the
+    matrices' are one product each over the tape."""
+    x_proj, s0, h0, weight_hh, _, _, ln_ih_g, _, ln_hh_g, _, weight_hr = tensors
+    steps, batch, _ = x_proj.shape
     hidden, out_size = h0.shape[1], weight_hh.shape[1]
-    proj = weight_hr is not None
+    layer_norm, proj, masked = options = _gru_options(static, ln_hh_g, weight_hr)
+    tape = gru_tape(saved[-1], steps, batch, hidden, out_size, options)
     grad_output, grad_s_n, grad_h_n = grads if proj else (grads[0], None, grads[1])
     new = x_proj.new_zeros if static.padded else x_proj.new_empty
-    grad = new(*x_proj.shape[:2], 9 * hidden + out_size)
-    batch = x_proj.shape[1]
+    grad_x_proj = new(steps, batch, 3 * hidden)
+    grad_hh = new(steps, batch, 3 * hidden)  # dL/d(W_hh (m * s)), in the tape's layout
+    grad_s = new(steps, batch, out_size) if proj else x_proj.new_empty(0, 0, 0)  # dL/ds_t, too
+    sums = {  # the loop's float64 sums of the vectors' gradients
+        "bias": torch.zeros(2, 3 * hidden, dtype=torch.float64),  # dL/da^x|dL/da^h
+        "ln_gains": torch.zeros(2, 3 * hidden, dtype=torch.float64),  # LN_x's|LN_h's
+    }
+    read = ("rz", "n", "a_h_n", "h_prev", "hh_norm", "ih_norm", "rstd")
     grad_s0, grad_h0 = gru_backward_loop(
         numpy_view(grad_output), optional_view(grad_s_n, 2, x_proj), numpy_view(grad_h_n),
-        *operand(weight_hh.t(), batch, x_proj), optional_view(ln_g, 1, x_proj),
+        *operand(weight_hh.t(), batch, x_proj), optional_view(ln_ih_g, 1, x_proj),
+        optional_view(ln_hh_g, 1, x_proj),
         *operand(None if weight_hr is None else weight_hr.t(), batch, x_proj),
         optional_view(static.h_mask, 2, x_proj), optional_view(static.zone_h, 3, x_proj),
-        tape.numpy(), static.lengths, static.order, static.reverse, grad.numpy(),
+        *(tape[name].numpy() for name in read), static.lengths, static.order, static.reverse,
+        grad_x_proj.numpy(), grad_hh.numpy(), grad_s.numpy(),
+        *(total.numpy() for total in sums.values()),
     )  # fmt: skip
-    grad_a_h = grad[..., 3 * hidden : 6 * hidden]
-    grad_hh = grad_a_h if ln_g is None else grad[..., 6 * hidden : 9 * hidden]
-    r_in = tape[..., 6 * hidden : 6 * hidden + out_size]
+    grad_bias, grad_ln_gains = (total.to(x_proj.dtype) for total in sums.values())
+    s_in = tape["s"] if proj or masked else tape["h_prev"]  # (T, B, P): m * s_{t-1}
     result = [
-        grad[..., : 3 * hidden],
+        grad_x_proj,
         torch.from_numpy(grad_s0) if proj else None,
         torch.from_numpy(grad_h0),
-        weight_grads(grad_hh, r_in, True, False)[0],
-        grad_a_h.sum((0, 1)),
+        weight_grads(grad_hh, s_in, True, False)[0],
+        grad_bias[0],  # b_ih
+        grad_bias[1],  # b_hh
     ]
-    if ln_g is not None:
-        hh_norm = tape[..., 6 * hidden + out_size : 9 * hidden + out_size]
-        result += [(grad_a_h * hh_norm).sum((0, 1)), grad_a_h.sum((0, 1))]
+    if layer_norm:
+        result += [grad_ln_gains[0], grad_bias[0], grad_ln_gains[1], grad_bias[1]]
     else:
-        result += [None, None]
-    if proj:
-        grad_s = grad[..., 9 * hidden :]
-        result.append(weight_grads(grad_s, tape[..., 5 * hidden : 6 * hidden], True, False)[0])
-    else:
-        result.append(None)
+        result += [None] * 4
+    result.append(weight_grads(grad_s, tape["h_new"], True, False)[0] if proj else None)
     return result
 
 
@@ -419,12 +581,9 @@ def variant_sequence(cell, x: Tensor, state, lengths: Tensor | None = None, reve
     lengths_np, order = lengths_and_order(lengths, steps, batch)
     noise = cell.sample_noise(batch, x)  # as `cell.begin`: h mask, then weight-drop mask
     x_proj = torch.nn.functional.linear(x, cell.weight_ih)  # (T, B, G*H)
-    lstm = isinstance(cell, VariantLSTMCell)  # LSTM's loop applies LN_x and b_ih itself
-    if cell.variant.layer_norm and not lstm:
-        ln = (cell.ln_ih_weight, cell.ln_ih_bias, cell.gates, cell.layer_norm_eps)
-        x_proj = gate_layer_norm(x_proj, *ln)
-    if cell.bias_ih is not None and not lstm:
-        x_proj = x_proj + cell.bias_ih
+    lstm = isinstance(cell, VariantLSTMCell)
+    if cell.bias_ih is not None and not lstm and not isinstance(cell, VariantGRUCell):
+        x_proj = x_proj + cell.bias_ih  # Elman's; the LSTM and GRU loops add b_ih (and LN_x)
     weight_hh = cell.weight_hh if noise.weight_mask is None else noise.weight_mask * cell.weight_hh
     rates = [(cell.variant.cell_zoneout, cell.hidden_size)] if lstm else []
     state_size = cell.hidden_size if isinstance(cell, VariantGRUCell) else cell.output_size
@@ -447,8 +606,8 @@ def variant_sequence(cell, x: Tensor, state, lengths: Tensor | None = None, reve
     if isinstance(cell, VariantGRUCell):
         s0, h0 = state if cell.proj_size else (None, state)
         tensors = (
-            x_proj, s0, h0, weight_hh, cell.bias_hh, cell.ln_hh_weight, cell.ln_hh_bias,
-            cell.weight_hr,
+            x_proj, s0, h0, weight_hh, cell.bias_ih, cell.bias_hh, cell.ln_ih_weight,
+            cell.ln_ih_bias, cell.ln_hh_weight, cell.ln_hh_bias, cell.weight_hr,
         )  # fmt: skip
         output, *final = run(GRU_LOOPS, static, tensors)
         return output, tuple(final) if cell.proj_size else final[0]
