@@ -1,6 +1,8 @@
 """The per-step matrix products of the variant kernels (`numba_lstm.py`, `numba_variants.py`):
-OpenBLAS's gemm/gemv (NumPy's `dot` in Numba, through SciPy's BLAS) or the hand-written blocked
-loop of `_numba_common.add_matvec`, whichever measured faster for the size.
+`product_prefix` for states kept in the order of their lengths (LSTM, GRU), `add_product` for
+states kept in batch order (Elman). Either is OpenBLAS's gemm/gemv (NumPy's `dot` in Numba,
+through SciPy's BLAS) or the hand-written blocked loop of `_numba_common.add_matvec`, whichever
+measured faster for the size.
 
 Measured on this machine (one thread, OpenBLAS from SciPy): alone in a loop, the product of a
 4H x H weight by B vectors through BLAS takes 0.2-0.5 of the hand loop's time when the weight
@@ -41,6 +43,19 @@ def operand(matrix: Tensor | None, batch: int, like: Tensor) -> tuple[np.ndarray
         return np.empty((0, 0), dtype=like.detach().numpy().dtype), False
     blas = blas_is_faster(batch, matrix)
     return product_operand(matrix, blas), blas
+
+
+@jit
+def product_prefix(operand, blas, vectors, n_rows, out, identity):
+    """out[:n_rows] = vectors[:n_rows] @ M.T for sequences kept in rows 0..n_rows-1 (in the order
+    of their lengths), M (G, K) as `product_operand` made it: M.T (K, G) for one BLAS gemm
+    straight from and into the rows, no packing; M for the hand loop (`add_matvec`,
+    identity = arange(B))."""
+    if blas:
+        np.dot(vectors[:n_rows], operand, out[:n_rows])
+    else:
+        out[:n_rows] = 0
+        add_matvec(operand, vectors, identity, n_rows, out)
 
 
 @jit

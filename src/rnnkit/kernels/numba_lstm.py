@@ -37,7 +37,6 @@ from torch import Tensor
 
 from rnnkit.kernels._compiled_sequence import Loops, Static, pair
 from rnnkit.kernels._numba_common import (
-    add_matvec,
     bias_or_zeros,
     group_norm,
     group_norm_backward,
@@ -52,7 +51,7 @@ from rnnkit.kernels._numba_common import (
     unsort,
     weight_grads,
 )
-from rnnkit.kernels._numba_products import operand
+from rnnkit.kernels._numba_products import operand, product_prefix
 
 # The tape's fields, each (T, B, width): i|f (2H), g, o, c_{t-1}, c_hat, tanh(LN_c(c_hat)) (H
 # each), s (P); with layer norm LN_c's normalised c_hat (H), LN_h's normalised W_hh s (4H) and
@@ -115,18 +114,6 @@ def normalise(v, mean, rstd, normed):
 
 
 @jit
-def product(operand, blas, vectors, n_rows, out, identity):
-    """out[:n_rows] = vectors[:n_rows] @ M.T, M (G, K) as `product_operand` gives it: M.T
-    (K, G) for one BLAS gemm straight from and into the rows, M for the hand loop (`add_matvec`,
-    identity = arange(B))."""
-    if blas:
-        np.dot(vectors[:n_rows], operand, out[:n_rows])
-    else:
-        out[:n_rows] = 0
-        add_matvec(operand, vectors, identity, n_rows, out)
-
-
-@jit
 def lstm_forward_loop(
     x_proj, h0, c0, weight_hh, blas_hh, bias_ih, bias_hh, ln_ih, ln_hh, peephole, ln_c,
     weight_hr, blas_hr, h_mask, zone_h, zone_c, lengths, order, reverse, eps, output, tape, save,
@@ -167,7 +154,7 @@ def lstm_forward_loop(
                     s_row[j] = h_row[j] * mask_row[j]
         elif save:
             s[:n] = h[:n]
-        product(weight_hh, blas_hh, s, n, a, identity)
+        product_prefix(weight_hh, blas_hh, s, n, a, identity)
         for i in range(n):
             b = order[i]
             x_row, a_row, c_row = x_proj[position(lengths, b, step, reverse), b], a[i], c[i]
@@ -222,7 +209,7 @@ def lstm_forward_loop(
         for j in range(n * hidden):
             u_flat[j] = o_flat[j] * y_flat[j]
         if proj:
-            product(weight_hr, blas_hr, u, n, h_hat, identity)
+            product_prefix(weight_hr, blas_hr, u, n, h_hat, identity)
         for i in range(n):
             b = order[i]
             t = position(lengths, b, step, reverse)
@@ -297,7 +284,7 @@ def lstm_backward_loop(
                     grad_h_hat_row[j] = grad_h_row[j] + upstream[j]
                     grad_h_row[j] = 0
         if proj:
-            product(weight_hr_t, blas_hr, grad_h_hat_step, n, grad_u, identity)
+            product_prefix(weight_hr_t, blas_hr, grad_h_hat_step, n, grad_u, identity)
         for i in range(n):
             b = order[i]
             t = position(lengths, b, step, reverse)
@@ -359,7 +346,7 @@ def lstm_backward_loop(
                 group_norm_backward(scratch, ih_normed, r[5:9], 4, grad_x_proj[t, b])
             elif not shared:
                 grad_x_proj[t, b] = grad
-        product(weight_hh_t, blas_hh, grad_hh[k], n, grad_s, identity)
+        product_prefix(weight_hh_t, blas_hh, grad_hh[k], n, grad_s, identity)
         if not into_h:
             for i in range(n):
                 grad_h_row, grad_s_row = grad_h[i], grad_s[i]

@@ -33,7 +33,6 @@ from torch import Tensor
 
 from rnnkit.kernels._compiled_sequence import Loops, Static, pair, run
 from rnnkit.kernels._numba_common import (
-    add_matvec,
     bias_or_zeros,
     jit,
     lengths_and_order,
@@ -47,7 +46,7 @@ from rnnkit.kernels._numba_common import (
     unsort,
     weight_grads,
 )
-from rnnkit.kernels._numba_products import add_product, operand, product_buffers
+from rnnkit.kernels._numba_products import add_product, operand, product_buffers, product_prefix
 from rnnkit.kernels.dispatch import variant_kind
 from rnnkit.kernels.numba_lstm import LSTM_LOOPS
 from rnnkit.variants import (
@@ -83,17 +82,6 @@ def gru_tape(
         name: part.view(steps, batch, widths[name])
         for name, part in zip(widths, parts, strict=True)
     }
-
-
-@jit
-def product_prefix(operand, blas, vectors, n_rows, out, identity):
-    """out[:n_rows] = M @ vectors[i] for the rows i < n_rows, M (G, K) given as
-    `product_operand` made it (M.T for BLAS: one gemm straight into out, no packing)."""
-    if blas:
-        np.dot(vectors[:n_rows], operand, out[:n_rows])
-    else:
-        out[:n_rows] = 0
-        add_matvec(operand, vectors, identity, n_rows, out)
 
 
 @jit
