@@ -190,9 +190,12 @@ def test_every_option_at_once_at_a_larger_size_in_float32(kind, training, blas):
     x = torch.randn(30, 11, 9, requires_grad=True)
     lengths = torch.randint(1, 31, (11,))
     hx = initial_state(layers[0], 11, torch.float32)
-    # LN divides by small deviations: the float32 loop itself is 2e-5 off float64 here
+    # LN divides by small deviations: the float32 loop itself is 2e-5 off float64 here, and the
+    # two float32 routes sum in different orders (BLAS's blocking, MKL's for W_ih x): LN_h's
+    # gain gradient read 7.7e-5 apart through BLAS, 1e-5 through the hand loop. A wrong term
+    # in the equations is off by 1e-2 or more.
     with products(blas):
-        assert_routes_equal(layers, x, hx, lengths, seed=5, relative=1e-4)
+        assert_routes_equal(layers, x, hx, lengths, seed=5, relative=2e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -221,6 +224,7 @@ def test_blas_takes_the_products_it_measured_faster_for():
     assert _numba_products.blas_is_faster(1, small) and _numba_products.blas_is_faster(8, small)
     assert not _numba_products.blas_is_faster(8, large)  # gemm would pack W at every step
     assert not _numba_products.blas_is_faster(8, small.double().repeat(2, 1))  # 1 MiB float64
+    assert _numba_products.blas_is_faster(64, large)  # the packing is spread over the batch
 
 
 GRADCHECK = {

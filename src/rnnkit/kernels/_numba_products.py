@@ -10,8 +10,11 @@ fits in the core's 1 MiB L2 cache with room to spare (float32 H <= 128, float64 
 batch 1 (gemv) included; with a larger weight gemm copies ("packs") the whole weight on every
 call and loses by up to 4x at batch 2-16. In the whole layer (LSTM with peepholes, forward +
 backward) BLAS took 0.74-0.92 of the hand loops' time at batch 4-8, H 64-128, and 0.91-0.97 at
-batch 1; with a 1-4 MiB weight 1.33 at batch 16, 0.99-1.06 at batch 32-64 (where the gates and
-the tape, not the product, dominate) and 1.03 at batch 1. So: BLAS for small weights only.
+batch 1. With a 1-4 MiB weight (float32 H 256-512) the packing's cost is spread over the batch:
+whole layers (LSTM with layer norm, peepholes or zoneout, GRU with layer norm or a projection,
+Elman with a projection; float32) took 1.13-1.27 of the hand loops' time through BLAS at
+batch 16, 0.98-1.05 at batch 32, 0.96-0.98 at 48 and 0.84-0.98 at 64. So: BLAS for small
+weights, and for any weight from batch 48.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ from torch import Tensor
 from rnnkit.kernels._numba_common import add_matvec, jit, numpy_view
 
 BLAS_MAX_WEIGHT_BYTES = 512 * 1024  # a weight this small stays in L2 between steps
+BLAS_MIN_BATCH = 48  # from this batch gemm's packing of a larger weight pays for itself
 
 
 def blas_is_faster(batch: int, weight: Tensor) -> bool:
-    """Whether BLAS beats the hand loop for `weight` (G, K) times `batch` vectors per step (the
-    batch does not change the answer on this machine; see the module docstring)."""
-    return weight.numel() * weight.element_size() <= BLAS_MAX_WEIGHT_BYTES
+    """Whether BLAS beats the hand loop for `weight` (G, K) times `batch` vectors per step: for
+    a weight that stays in L2 at any batch, for a larger one from batch 48 (measurements in the
+    module docstring)."""
+    small = weight.numel() * weight.element_size() <= BLAS_MAX_WEIGHT_BYTES
+    return small or batch >= BLAS_MIN_BATCH
 
 
 def product_operand(matrix: Tensor, blas: bool) -> np.ndarray:

@@ -38,8 +38,6 @@ from torch import Tensor
 from rnnkit.kernels._compiled_sequence import Loops, Static, pair
 from rnnkit.kernels._numba_common import (
     bias_or_zeros,
-    group_norm,
-    group_norm_backward,
     jit,
     numpy_view,
     optional_view,
@@ -86,31 +84,74 @@ def tape_fields(tape, batch, hidden, out_size, layer_norm):
     return fields
 
 
+# The loops below run over one group's slice from 0, not over range(k * H, (k + 1) * H) of the
+# whole vector: an index that LLVM cannot prove >= 0 keeps Numba's negative-index wraparound,
+# which vectorises as gathers (3-7x slower).
+
+
 @jit
 def group_moments(v, groups, mean, rstd, eps):
     """mean[k] and rstd[k] = 1 / sqrt(var + eps) of v (G*H,)'s group k of `groups` (biased
-    variance, sums in float64), as `group_norm` computes them."""
+    variance, as torch's layer norm) in one pass: float64 sums of v - v[first of the group], whose
+    shift keeps var = E[d^2] - E[d]^2 from cancelling."""
     size = len(v) // groups
     for k in range(groups):
-        mean_k = 0.0
-        for j in range(k * size, (k + 1) * size):
-            mean_k += v[j]
-        mean_k /= size
-        var = 0.0
-        for j in range(k * size, (k + 1) * size):
-            var += (v[j] - mean_k) ** 2
-        mean[k] = mean_k
-        rstd[k] = 1.0 / np.sqrt(var / size + eps)
+        group = v[k * size : (k + 1) * size]
+        shift = np.float64(group[0])
+        total = 0.0
+        squares = 0.0
+        for j in range(size):
+            d = np.float64(group[j]) - shift
+            total += d
+            squares += d * d
+        mean_d = total / size
+        mean[k] = shift + mean_d
+        rstd[k] = 1.0 / np.sqrt(max(squares / size - mean_d * mean_d, 0.0) + eps)
 
 
 @jit
-def normalise(v, mean, rstd, normed):
-    """normed[j] = (v[j] - mean[k]) * rstd[k] for j in group k of len(mean) equal groups."""
-    size = len(v) // len(mean)
-    for k in range(len(mean)):
-        mean_k, rstd_k = mean[k], rstd[k]
-        for j in range(k * size, (k + 1) * size):
-            normed[j] = (v[j] - mean_k) * rstd_k
+def normed_gate_inputs(
+    x_row, a_row, x_mean, x_rstd, hh_mean, hh_rstd, ln_ih, ln_hh, bias, hh_normed
+):
+    """a_row (4H,) = LN_x(W_ih x) + LN_h(W_hh s) + bias in place of W_hh s, from the means and
+    1/stds of the 4 gate groups, bias = both LN shifts + b_ih + b_hh; LN_h's normalised W_hh s
+    into hh_normed (4H,)."""
+    size = len(a_row) // 4
+    for k in range(4):
+        lo, hi = k * size, (k + 1) * size
+        x, a, normed = x_row[lo:hi], a_row[lo:hi], hh_normed[lo:hi]
+        gain_x, gain_h, shift = ln_ih[0, lo:hi], ln_hh[0, lo:hi], bias[lo:hi]
+        mean_x, rstd_x, rstd_h = x_mean[k], x_rstd[k], hh_rstd[k]
+        mean_h = a_row.dtype.type(hh_mean[k])
+        for j in range(size):
+            normed[j] = (a[j] - mean_h) * rstd_h
+            a[j] = (x[j] - mean_x) * rstd_x * gain_x[j] + normed[j] * gain_h[j] + shift[j]
+
+
+@jit
+def layer_norm_backward(grad, v, mean, scale, gain, rstd, grad_gain, out):
+    """out = dL/dv through y = normed * gain + shift from grad = dL/dy, per group k of
+    len(rstd): normed = (v - mean[k]) * scale[k] (LN's normalised v; mean 0 and scale 1 where
+    v is that already) and dL/dv = rstd[k] * (q - mean(q) - normed * mean(q * normed)) with
+    q = grad * gain. Add grad * normed to grad_gain (float64)."""
+    size = len(v) // len(rstd)
+    for k in range(len(rstd)):
+        lo, hi = k * size, (k + 1) * size
+        dy, x, g, dg, dx = grad[lo:hi], v[lo:hi], gain[lo:hi], grad_gain[lo:hi], out[lo:hi]
+        mean_k, scale_k = mean[k], scale[k]
+        mean_q = 0.0
+        mean_qn = 0.0
+        for j in range(size):
+            normed = (x[j] - mean_k) * scale_k
+            dg[j] += dy[j] * normed
+            q = dy[j] * g[j]
+            mean_q += q
+            mean_qn += q * normed
+        mean_q_k = out.dtype.type(mean_q / size)
+        mean_qn_k = out.dtype.type(mean_qn / size)
+        rstd_k = rstd[k]
+        for j in range(size):
+            dx[j] = rstd_k * (dy[j] * g[j] - mean_q_k - (x[j] - mean_k) * scale_k * mean_qn_k)
 
 
 @jit
@@ -137,7 +178,10 @@ def lstm_forward_loop(
     identity = np.arange(batch)
     h, c = sort_rows(h0, order), sort_rows(c0, order)  # (B, P), (B, H): row i is order[i]'s
     a = np.zeros((batch, 4 * hidden), dtype=dtype)  # (B, 4H): W_hh s, then a
-    x_normed = np.zeros(4 * hidden, dtype=dtype)  # LN_x's normalised W_ih x of one sequence
+    bias = bias_ih + bias_hh  # (4H,): with layer norm all that is added to the gates' inputs
+    if layer_norm:
+        bias += ln_ih[1] + ln_hh[1]
+    hh_mean = np.zeros(4)  # LN_h's means of one sequence
     h_hat = np.zeros_like(h) if zoned_h else h  # (B, P): W_hr u
     u = np.zeros((batch, hidden), dtype=dtype) if proj else h_hat  # (B, H): o * tanh(LN_c(c_hat))
     work = np.empty(4 * batch * hidden)  # scratch of the nonlinearities
@@ -159,13 +203,12 @@ def lstm_forward_loop(
             b = order[i]
             x_row, a_row, c_row = x_proj[position(lengths, b, step, reverse), b], a[i], c[i]
             if layer_norm:
-                h_normed, r = hh_norm[k, i], stats[k, i]
+                r = stats[k, i]
                 group_moments(x_row, 4, r[9:], r[5:9], eps)
-                normalise(x_row, r[9:], r[5:9], x_normed)  # as the backward pass will
-                group_norm(a_row, 4, h_normed, r[:4], eps)
-                for j in range(4 * hidden):
-                    a_x = x_normed[j] * ln_ih[0, j] + ln_ih[1, j] + bias_ih[j]
-                    a_row[j] = a_x + (h_normed[j] * ln_hh[0, j] + ln_hh[1, j] + bias_hh[j])
+                group_moments(a_row, 4, hh_mean, r[:4], eps)
+                normed_gate_inputs(
+                    x_row, a_row, r[9:], r[5:9], hh_mean, r[:4], ln_ih, ln_hh, bias, hh_norm[k, i]
+                )
             else:
                 for j in range(4 * hidden):
                     a_row[j] = (x_row[j] + bias_ih[j]) + (a_row[j] + bias_hh[j])
@@ -191,8 +234,10 @@ def lstm_forward_loop(
                     o_row[j] += peephole[2, j] * c_hat_row[j]
             if layer_norm:
                 normed, y_row = c_norm[k, i], tanh_c[k, i]
-                group_norm(c_hat_row, 1, normed, stats[k, i, 4:5], eps)
+                group_moments(c_hat_row, 1, hh_mean, stats[k, i, 4:5], eps)
+                mean, rstd = dtype.type(hh_mean[0]), stats[k, i, 4]
                 for j in range(hidden):
+                    normed[j] = (c_hat_row[j] - mean) * rstd
                     y_row[j] = normed[j] * ln_c[0, j] + ln_c[1, j]
             if zoned_c:
                 zone_row = zone_c[position(lengths, order[i], step, reverse), order[i]]
@@ -261,7 +306,7 @@ def lstm_backward_loop(
     scratch = np.zeros(4 * hidden, dtype=dtype)
     grad_c_hat = np.zeros(hidden, dtype=dtype)  # dL/dc_hat of one sequence
     grad_gates = np.zeros(4 * hidden, dtype=dtype)  # dL/da of one sequence, with layer norm
-    ih_normed = np.zeros(4 * hidden, dtype=dtype)  # LN_x's normalised W_ih x of one sequence
+    zero, one = np.zeros(4, dtype=dtype), np.ones(4, dtype=dtype)  # normalise what is normed
     last = lengths[order[0]]
     n = 0
     for step in range(last - 1, -1, -1):
@@ -292,17 +337,20 @@ def lstm_backward_loop(
             i_f_row, g_row, o_row, y_row = i_f[k, i], g[k, i], o[k, i], tanh_c[k, i]
             c_prev_row, c_hat_row = c_prev[k, i], c_hat[k, i]
             grad = grad_gates if layer_norm else grad_hh[k, i]  # dL/da
+            grad_i, grad_f = grad[:hidden], grad[hidden : 2 * hidden]
+            grad_g, grad_o = grad[2 * hidden : 3 * hidden], grad[3 * hidden :]
+            i_row, f_row = i_f_row[:hidden], i_f_row[hidden:]
             for j in range(hidden):  # through u = o * tanh(y), y = LN_c(c_hat)
                 o_, tanh_y = o_row[j], y_row[j]
                 scratch[j] = grad_u_row[j] * o_ * (1 - tanh_y * tanh_y)  # dL/dy
-                grad[3 * hidden + j] = grad_u_row[j] * tanh_y * o_ * (1 - o_)
+                grad_o[j] = grad_u_row[j] * tanh_y * o_ * (1 - o_)
             if layer_norm:
-                c_normed = c_norm[k, i]
                 for j in range(hidden):
-                    grad_ln_c[0, j] += scratch[j] * c_normed[j]
                     grad_ln_c[1, j] += scratch[j]
-                    scratch[j] *= ln_c_gain[j]
-                group_norm_backward(scratch[:hidden], c_normed, stats[k, i, 4:5], 1, grad_c_hat)
+                layer_norm_backward(
+                    scratch[:hidden], c_norm[k, i], zero, one, ln_c_gain, stats[k, i, 4:5],
+                    grad_ln_c[0], grad_c_hat,
+                )  # fmt: skip
             else:
                 grad_c_hat[:] = scratch[:hidden]
             if zoned_c:  # through c_t = (1 - d) c_hat + d c_{t-1}
@@ -317,33 +365,32 @@ def lstm_backward_loop(
                     grad_c_row[j] = 0
             if peep:  # through o's peephole
                 for j in range(hidden):
-                    grad_c_hat[j] += grad[3 * hidden + j] * peephole[2, j]
-                    grad_peephole[2, j] += grad[3 * hidden + j] * c_hat_row[j]
+                    grad_c_hat[j] += grad_o[j] * peephole[2, j]
+                    grad_peephole[2, j] += grad_o[j] * c_hat_row[j]
             for j in range(hidden):  # through c_hat = f * c_{t-1} + i * g
                 dc = grad_c_hat[j]
-                i_, f, g_ = i_f_row[j], i_f_row[hidden + j], g_row[j]
-                grad[j] = dc * g_ * i_ * (1 - i_)
-                grad[hidden + j] = dc * c_prev_row[j] * f * (1 - f)
-                grad[2 * hidden + j] = dc * i_ * (1 - g_ * g_)
+                i_, f, g_ = i_row[j], f_row[j], g_row[j]
+                grad_i[j] = dc * g_ * i_ * (1 - i_)
+                grad_f[j] = dc * c_prev_row[j] * f * (1 - f)
+                grad_g[j] = dc * i_ * (1 - g_ * g_)
                 grad_c_row[j] += dc * f
             if peep:  # through i's and f's peepholes
                 for j in range(hidden):
-                    grad_c_row[j] += grad[j] * peephole[0, j] + grad[hidden + j] * peephole[1, j]
-                    grad_peephole[0, j] += grad[j] * c_prev_row[j]
-                    grad_peephole[1, j] += grad[hidden + j] * c_prev_row[j]
+                    grad_c_row[j] += grad_i[j] * peephole[0, j] + grad_f[j] * peephole[1, j]
+                    grad_peephole[0, j] += grad_i[j] * c_prev_row[j]
+                    grad_peephole[1, j] += grad_f[j] * c_prev_row[j]
             for j in range(4 * hidden):
                 grad_bias[j] += grad[j]
             if layer_norm:  # through a^h = LN_h(W_hh s) + b_hh and a^x = LN_x(W_ih x) + b_ih
-                hh_normed, r = hh_norm[k, i], stats[k, i]
-                for j in range(4 * hidden):
-                    grad_ln_gains[1, j] += grad[j] * hh_normed[j]
-                    scratch[j] = grad[j] * ln_hh_gain[j]
-                group_norm_backward(scratch, hh_normed, r[:4], 4, grad_hh[k, i])
-                normalise(x_proj[t, b], r[9:], r[5:9], ih_normed)  # as the forward pass had it
-                for j in range(4 * hidden):
-                    grad_ln_gains[0, j] += grad[j] * ih_normed[j]
-                    scratch[j] = grad[j] * ln_ih_gain[j]
-                group_norm_backward(scratch, ih_normed, r[5:9], 4, grad_x_proj[t, b])
+                r = stats[k, i]
+                layer_norm_backward(
+                    grad, hh_norm[k, i], zero, one, ln_hh_gain, r[:4], grad_ln_gains[1],
+                    grad_hh[k, i],
+                )  # fmt: skip
+                layer_norm_backward(  # normalising W_ih x again as the forward pass did
+                    grad, x_proj[t, b], r[9:], r[5:9], ln_ih_gain, r[5:9], grad_ln_gains[0],
+                    grad_x_proj[t, b],
+                )  # fmt: skip
             elif not shared:
                 grad_x_proj[t, b] = grad
         product_prefix(weight_hh_t, blas_hh, grad_hh[k], n, grad_s, identity)
