@@ -11,6 +11,7 @@ import subprocess
 import sys
 from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -140,14 +141,18 @@ def cases(draw):
         "lengths": None if lengths is None else torch.tensor(lengths),
         "packed": lengths is not None and draw(st.booleans()),
         "training": draw(st.booleans()),
-        "blas": draw(st.booleans()),  # the per-step products through BLAS or the hand loop
+        "route": draw(st.sampled_from(ROUTES)),  # the per-step products' route
         "seed": draw(st.integers(0, 2**16)),
     }
 
 
-def products(blas: bool):
-    """Force the variant kernels' per-step products through BLAS or through the hand loop."""
-    return mock.patch.object(_numba_products, "blas_is_faster", lambda batch, weight: blas)
+ROUTES = (_numba_products.HAND, _numba_products.BLAS, _numba_products.PACKED)
+
+
+def products(route: int):
+    """Force the variant kernels' per-step products through one route: the hand loop, BLAS or
+    the packed tiles."""
+    return mock.patch.object(_numba_products, "product_route", lambda batch, weight: route)
 
 
 @settings(max_examples=40, deadline=None)
@@ -159,7 +164,7 @@ def test_compiled_variants_equal_the_reference_loop(case):
     torch.manual_seed(case["seed"])
     x = torch.randn(case["steps"], case["batch"], case["options"]["input_size"], dtype=F64)
     hx = initial_state(layers[0], case["batch"], F64)
-    with products(case["blas"]):
+    with products(case["route"]):
         assert_routes_equal(
             layers, x.requires_grad_(), hx, case["lengths"], case["packed"], case["seed"]
         )
@@ -175,8 +180,8 @@ ALL_OPTIONS = {
 
 @pytest.mark.parametrize("kind", list(LAYERS))
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("blas", [True, False])
-def test_every_option_at_once_at_a_larger_size_in_float32(kind, training, blas):
+@pytest.mark.parametrize("route", ROUTES)
+def test_every_option_at_once_at_a_larger_size_in_float32(kind, training, route):
     """Enough units and sequences for the blocked products to take every path, and BLAS's;
     float32."""
     options = ALL_OPTIONS[kind] | {"recurrent_dropout": 0.3, "zoneout": 0.2, "weight_drop": 0.3}
@@ -194,15 +199,16 @@ def test_every_option_at_once_at_a_larger_size_in_float32(kind, training, blas):
     # two float32 routes sum in different orders (BLAS's blocking, MKL's for W_ih x): LN_h's
     # gain gradient read 7.7e-5 apart through BLAS, 1e-5 through the hand loop. A wrong term
     # in the equations is off by 1e-2 or more.
-    with products(blas):
+    with products(route):
         assert_routes_equal(layers, x, hx, lengths, seed=5, relative=2e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("blas", [True, False])
-def test_the_per_step_product_adds_rows_in_order(dtype, blas):
+@pytest.mark.parametrize("route", ROUTES)
+def test_the_per_step_product_adds_rows_in_order(dtype, route):
     """`add_product` adds M @ vectors[b] to out[b] for the first n_rows sequences of `order`
-    and leaves the others alone, through BLAS and through the hand loop."""
+    and leaves the others alone, on every route (G = 23 leaves the packed tiles a short last
+    panel; 7 rows run one tile each of 4, 2 and 1 rows)."""
     generator = torch.Generator().manual_seed(9)
     matrix = torch.randn(23, 13, dtype=dtype, generator=generator)  # (G, K)
     vectors = torch.randn(7, 13, dtype=dtype, generator=generator)  # (B, K)
@@ -210,21 +216,39 @@ def test_the_per_step_product_adds_rows_in_order(dtype, blas):
     order, n_rows = torch.randperm(7, generator=generator), 5
     expected = out.clone()
     expected[order[:n_rows]] += vectors[order[:n_rows]] @ matrix.T
-    operand = _numba_products.product_operand(matrix, blas)
-    packed = _numba_products.product_buffers(operand, blas, 7)
+    operand = _numba_products.product_operand(matrix, route)
+    packed = _numba_products.product_buffers(operand, route, 7, 13)
     result = out.numpy().copy()
     _numba_products.add_product(
-        operand, blas, vectors.numpy(), order.numpy(), n_rows, result, *packed
+        operand, route, vectors.numpy(), order.numpy(), n_rows, result, *packed
     )
     torch.testing.assert_close(torch.from_numpy(result), expected)
 
 
-def test_blas_takes_the_products_it_measured_faster_for():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize(("rows", "inner", "cols"), [(1, 1, 1), (15, 37, 70), (64, 96, 128)])
+def test_the_product_of_the_rows_in_front_equals_torch(dtype, route, rows, inner, cols):
+    """`product_prefix` fills out[:n] with vectors[:n] @ M.T and leaves the rows after n alone,
+    for every route and for row counts that use every tile size of the packed route."""
+    generator = torch.Generator().manual_seed(rows)
+    matrix = torch.randn(cols, inner, dtype=dtype, generator=generator)  # (G, K)
+    vectors = torch.randn(rows + 2, inner, dtype=dtype, generator=generator)  # (B, K)
+    out = torch.full((rows + 2, cols), float("nan"), dtype=dtype)
+    operand = _numba_products.product_operand(matrix, route)
+    identity = np.arange(rows + 2)
+    _numba_products.product_prefix(operand, route, vectors.numpy(), rows, out.numpy(), identity)
+    torch.testing.assert_close(out[:rows], vectors[:rows] @ matrix.T)
+    assert out[rows:].isnan().all()
+
+
+def test_the_products_take_the_route_they_measured_faster_for():
     small, large = torch.zeros(4 * 128, 128), torch.zeros(4 * 256, 256)  # 256 KiB, 1 MiB float32
-    assert _numba_products.blas_is_faster(1, small) and _numba_products.blas_is_faster(8, small)
-    assert not _numba_products.blas_is_faster(8, large)  # gemm would pack W at every step
-    assert not _numba_products.blas_is_faster(8, small.double().repeat(2, 1))  # 1 MiB float64
-    assert _numba_products.blas_is_faster(64, large)  # the packing is spread over the batch
+    route = _numba_products.product_route
+    assert route(1, small) == route(64, small) == _numba_products.BLAS  # W stays in L2
+    assert route(2, large) == route(8, large) == route(64, large) == _numba_products.PACKED
+    assert route(8, small.double().repeat(2, 1)) == _numba_products.PACKED  # 1 MiB float64
+    assert route(1, large) == _numba_products.HAND  # one row: the tiles wait on their sums
 
 
 GRADCHECK = {
@@ -235,8 +259,8 @@ GRADCHECK = {
 
 
 @pytest.mark.parametrize("kind", list(GRADCHECK))
-@pytest.mark.parametrize("blas", [True, False])
-def test_gradcheck(kind, blas):
+@pytest.mark.parametrize("route", ROUTES)
+def test_gradcheck(kind, route):
     """torch.autograd.gradcheck through the compiled route in both directions, with recurrent
     dropout and weight drop in training (the same draws at every evaluation) and lengths."""
     options = GRADCHECK[kind] | {"recurrent_dropout": 0.3, "weight_drop": 0.3}
@@ -256,7 +280,7 @@ def test_gradcheck(kind, blas):
         return output, flat(final)
 
     params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
-    with products(blas):
+    with products(route):
         assert torch.autograd.gradcheck(function, (x, *hx, *params))
 
 

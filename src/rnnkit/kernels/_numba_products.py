@@ -1,20 +1,28 @@
 """The per-step matrix products of the variant kernels (`numba_lstm.py`, `numba_variants.py`):
 `product_prefix` for states kept in the order of their lengths (LSTM, GRU), `add_product` for
-states kept in batch order (Elman). Either is OpenBLAS's gemm/gemv (NumPy's `dot` in Numba,
-through SciPy's BLAS) or the hand-written blocked loop of `_numba_common.add_matvec`, whichever
-measured faster for the size.
+states kept in batch order (Elman). Each runs on one of three routes (`product_route`):
+OpenBLAS's gemm/gemv (NumPy's `dot` in Numba, through SciPy's BLAS), the register-blocked tiles
+of `_numba_gemm.packed_product` on a weight packed once per call, or the hand-written
+dot-product loop of `_numba_common.add_matvec` (kept for the tests).
 
-Measured on this machine (one thread, OpenBLAS from SciPy): alone in a loop, the product of a
-4H x H weight by B vectors through BLAS takes 0.2-0.5 of the hand loop's time when the weight
-fits in the core's 1 MiB L2 cache with room to spare (float32 H <= 128, float64 H <= 64-128),
-batch 1 (gemv) included; with a larger weight gemm copies ("packs") the whole weight on every
-call and loses by up to 4x at batch 2-16. In the whole layer (LSTM with peepholes, forward +
-backward) BLAS took 0.74-0.92 of the hand loops' time at batch 4-8, H 64-128, and 0.91-0.97 at
-batch 1. With a 1-4 MiB weight (float32 H 256-512) the packing's cost is spread over the batch:
-whole layers (LSTM with layer norm, peepholes or zoneout, GRU with layer norm or a projection,
-Elman with a projection; float32) took 1.13-1.27 of the hand loops' time through BLAS at
-batch 16, 0.98-1.05 at batch 32, 0.96-0.98 at 48 and 0.84-0.98 at 64. So: BLAS for small
-weights, and for any weight from batch 48.
+Measured on this machine (one thread, float32, Zen 4, the product alone in a loop; GFLOP/s):
+
+| B x K x G | BLAS | packed tiles | hand loop |
+| --- | --- | --- | --- |
+| 1 x 64 x 256, 1 x 256 x 1024 | 33-35 | 40-44 | 12-21 |
+| 8 x 64 x 256, 8 x 128 x 512 | 97-112 | 99-106 | 32-38 |
+| 16 x 256 x 1024 | 42 | 104 | 41 |
+| 32 x 256 x 1024, 64 x 512 x 2048 | 61-75 | 106-111 | 50-52 |
+
+OpenBLAS packs the weight on every call, which costs little while the weight stays in the
+core's 1 MiB L2 between steps; a larger one it streams in again each step. In whole variant
+layers (same-process A/B at the benchmark's shapes, against the rule before: BLAS for a weight
+of at most 512 KiB or from batch 48, else the hand loop) the packed tiles took 0.72-0.85 of the
+time in inference and 0.82-0.95 in training at B = 32-64 (H = 256-512); with small weights they
+measured 1.01-1.06 of BLAS, and at batch 1 with a 1 MiB weight 0.88 in inference but 1.02-1.08
+in training (a single row is latency-bound: two chains of multiply-adds over k, and the
+backward's W_hh.T has k = 4H). So: BLAS for a weight of at most 512 KiB, the packed tiles for a
+larger one from batch 2, the hand loop at batch 1.
 """
 
 from __future__ import annotations
@@ -23,41 +31,57 @@ import numpy as np
 from torch import Tensor
 
 from rnnkit.kernels._numba_common import add_matvec, jit, numpy_view
+from rnnkit.kernels._numba_gemm import pack_panels, packed_product
 
 BLAS_MAX_WEIGHT_BYTES = 512 * 1024  # a weight this small stays in L2 between steps
-BLAS_MIN_BATCH = 48  # from this batch gemm's packing of a larger weight pays for itself
+HAND, BLAS, PACKED = 0, 1, 2  # the routes of a product: `add_matvec`, `np.dot`, `packed_product`
 
 
-def blas_is_faster(batch: int, weight: Tensor) -> bool:
-    """Whether BLAS beats the hand loop for `weight` (G, K) times `batch` vectors per step: for
-    a weight that stays in L2 at any batch, for a larger one from batch 48 (measurements in the
-    module docstring)."""
-    small = weight.numel() * weight.element_size() <= BLAS_MAX_WEIGHT_BYTES
-    return small or batch >= BLAS_MIN_BATCH
+def product_route(batch: int, weight: Tensor) -> int:
+    """The fastest route for `weight` (G, K) times `batch` vectors per step (measurements in
+    the module docstring): BLAS for a weight that stays in L2; a larger one through the packed
+    tiles from batch 2, through the hand loop at batch 1."""
+    if weight.numel() * weight.element_size() <= BLAS_MAX_WEIGHT_BYTES:
+        return BLAS
+    return PACKED if batch >= 2 else HAND
 
 
-def product_operand(matrix: Tensor, blas: bool) -> np.ndarray:
-    """`matrix` (G, K) of out = matrix @ v as `add_product` takes it: its transpose (K, G) for
-    BLAS, itself for the hand loop, C-contiguous."""
-    return numpy_view(matrix.t() if blas else matrix)
+def product_operand(matrix: Tensor, route: int) -> np.ndarray:
+    """`matrix` (G, K) of out = matrix @ v as the products take it for `route`: packed into
+    panels (P * K, W) (`pack_panels`), its transpose (K, G) for BLAS, itself for the hand
+    loop, C-contiguous; always 2-D, so that one compiled kernel serves every route."""
+    if route == PACKED:
+        panels = pack_panels(matrix)
+        return panels.reshape(-1, panels.shape[2])
+    return numpy_view(matrix.t() if route == BLAS else matrix)
 
 
-def operand(matrix: Tensor | None, batch: int, like: Tensor) -> tuple[np.ndarray, bool]:
-    """(`product_operand` of `matrix` (G, K), whether it is BLAS's) for `batch` sequences; an
-    empty (0, 0) array that says "off" to a kernel for None."""
+def operand(matrix: Tensor | None, batch: int, like: Tensor) -> tuple[np.ndarray, int]:
+    """(`product_operand` of `matrix` (G, K), its route) for `batch` sequences; an empty
+    (0, 0) array that says "off" to a kernel for None."""
     if matrix is None:
-        return np.empty((0, 0), dtype=like.detach().numpy().dtype), False
-    blas = blas_is_faster(batch, matrix)
-    return product_operand(matrix, blas), blas
+        return np.empty((0, 0), dtype=like.detach().numpy().dtype), HAND
+    route = product_route(batch, matrix)
+    return product_operand(matrix, route), route
 
 
 @jit
-def product_prefix(operand, blas, vectors, n_rows, out, identity):
+def _packed(operand, vectors, n_rows, out):
+    """packed_product on panels given as (P * K, W), K = vectors.shape[1]."""
+    inner = vectors.shape[1]
+    panels = operand.reshape(operand.shape[0] // inner, inner, operand.shape[1])
+    packed_product(panels, vectors, n_rows, out)
+
+
+@jit
+def product_prefix(operand, route, vectors, n_rows, out, identity):
     """out[:n_rows] = vectors[:n_rows] @ M.T for sequences kept in rows 0..n_rows-1 (in the order
-    of their lengths), M (G, K) as `product_operand` made it: M.T (K, G) for one BLAS gemm
-    straight from and into the rows, no packing; M for the hand loop (`add_matvec`,
+    of their lengths), M (G, K) as `product_operand` made it for `route`: the packed tiles or
+    one BLAS gemm straight from and into the rows, or the hand loop (`add_matvec`,
     identity = arange(B))."""
-    if blas:
+    if route == PACKED:
+        _packed(operand, vectors, n_rows, out)
+    elif route == BLAS:
         np.dot(vectors[:n_rows], operand, out[:n_rows])
     else:
         out[:n_rows] = 0
@@ -65,28 +89,34 @@ def product_prefix(operand, blas, vectors, n_rows, out, identity):
 
 
 @jit
-def product_buffers(operand, blas, batch):
-    """Scratch for `add_product` with this operand: the packed vectors (B, K) and products
-    (B, G) for BLAS, empty for the hand loop."""
-    rows = batch if blas else 0
-    if blas:
-        inner, outer = operand.shape[0], operand.shape[1]
+def product_buffers(operand, route, batch, inner):
+    """Scratch for `add_product` with this operand and vectors of width `inner`: the packed
+    vectors (B, K) and products (B, G, or the panels' padded width) for BLAS and the packed
+    tiles, empty for the hand loop."""
+    rows = batch if route != HAND else 0
+    if route == PACKED:
+        outer = operand.shape[1] * (operand.shape[0] // max(inner, 1))
+    elif route == BLAS:
+        outer = operand.shape[1]
     else:
-        inner, outer = operand.shape[1], operand.shape[0]
+        outer = operand.shape[0]
     dtype = operand.dtype
     return np.zeros((rows, inner), dtype=dtype), np.zeros((rows, outer), dtype=dtype)
 
 
 @jit
-def add_product(operand, blas, vectors, order, n_rows, out, packed_in, packed_out):
+def add_product(operand, route, vectors, order, n_rows, out, packed_in, packed_out):
     """out[b] += M @ vectors[b] for b in order[:n_rows], M (G, K) given as `product_operand`
-    made it (M.T for BLAS); packed_in, packed_out from `product_buffers`."""
-    if not blas:
+    made it for `route`; packed_in, packed_out from `product_buffers`."""
+    if route == HAND:
         add_matvec(operand, vectors, order, n_rows, out)
         return
-    for i in range(n_rows):  # the running sequences, contiguous for gemm
+    for i in range(n_rows):  # the running sequences, contiguous for the product
         packed_in[i] = vectors[order[i]]
-    np.dot(packed_in[:n_rows], operand, packed_out[:n_rows])
+    if route == PACKED:
+        _packed(operand, packed_in, n_rows, packed_out)
+    else:
+        np.dot(packed_in[:n_rows], operand, packed_out[:n_rows])
     for i in range(n_rows):
         b = order[i]
         for j in range(out.shape[1]):

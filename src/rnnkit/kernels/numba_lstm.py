@@ -111,21 +111,28 @@ def group_moments(v, groups, mean, rstd, eps):
 
 @jit
 def normed_gate_inputs(
-    x_row, a_row, x_mean, x_rstd, hh_mean, hh_rstd, ln_ih, ln_hh, bias, hh_normed
+    x_row, a_row, x_mean, x_rstd, hh_mean, hh_rstd, ln_ih, ln_hh, bias, hh_normed, out
 ):
-    """a_row (4H,) = LN_x(W_ih x) + LN_h(W_hh s) + bias in place of W_hh s, from the means and
-    1/stds of the 4 gate groups, bias = both LN shifts + b_ih + b_hh; LN_h's normalised W_hh s
-    into hh_normed (4H,)."""
+    """out[k] (H,) = LN_x(W_ih x) + LN_h(W_hh s) + bias for gate group k (out: i, f, g, o), from
+    x_row = W_ih x and a_row = W_hh s (4H,) and the means and 1/stds of the 4 gate groups,
+    bias = both LN shifts + b_ih + b_hh; LN_h's normalised W_hh s into hh_normed (4H,)."""
     size = len(a_row) // 4
     for k in range(4):
         lo, hi = k * size, (k + 1) * size
-        x, a, normed = x_row[lo:hi], a_row[lo:hi], hh_normed[lo:hi]
+        x, a, normed, a_out = x_row[lo:hi], a_row[lo:hi], hh_normed[lo:hi], out[k]
         gain_x, gain_h, shift = ln_ih[0, lo:hi], ln_hh[0, lo:hi], bias[lo:hi]
         mean_x, rstd_x, rstd_h = x_mean[k], x_rstd[k], hh_rstd[k]
         mean_h = a_row.dtype.type(hh_mean[k])
         for j in range(size):
             normed[j] = (a[j] - mean_h) * rstd_h
-            a[j] = (x[j] - mean_x) * rstd_x * gain_x[j] + normed[j] * gain_h[j] + shift[j]
+            a_out[j] = (x[j] - mean_x) * rstd_x * gain_x[j] + normed[j] * gain_h[j] + shift[j]
+
+
+@jit
+def add_biases(x, b_ih, a, b_hh, out):
+    """out = (x + b_ih) + (a + b_hh), rounded as torch adds a gate's inputs, all (H,)."""
+    for j in range(len(out)):
+        out[j] = (x[j] + b_ih[j]) + (a[j] + b_hh[j])
 
 
 @jit
@@ -202,52 +209,55 @@ def lstm_forward_loop(
         for i in range(n):
             b = order[i]
             x_row, a_row, c_row = x_proj[position(lengths, b, step, reverse), b], a[i], c[i]
+            i_f_row, g_row, o_row = i_f[k, i], g[k, i], o[k, i]
+            i_row, f_row = i_f_row[:hidden], i_f_row[hidden:]
             if layer_norm:
                 r = stats[k, i]
                 group_moments(x_row, 4, r[9:], r[5:9], eps)
                 group_moments(a_row, 4, hh_mean, r[:4], eps)
                 normed_gate_inputs(
-                    x_row, a_row, r[9:], r[5:9], hh_mean, r[:4], ln_ih, ln_hh, bias, hh_norm[k, i]
-                )
-            else:
-                for j in range(4 * hidden):
-                    a_row[j] = (x_row[j] + bias_ih[j]) + (a_row[j] + bias_hh[j])
-            i_f_row, g_row, o_row = i_f[k, i], g[k, i], o[k, i]
-            i_f_row[:] = a_row[: 2 * hidden]
-            g_row[:] = a_row[2 * hidden : 3 * hidden]
-            o_row[:] = a_row[3 * hidden :]
+                    x_row, a_row, r[9:], r[5:9], hh_mean, r[:4], ln_ih, ln_hh, bias,
+                    hh_norm[k, i], (i_row, f_row, g_row, o_row),
+                )  # fmt: skip
+            else:  # a = (W_ih x + b_ih) + (W_hh s + b_hh), straight into the gates' fields
+                for q, gate_row in enumerate((i_row, f_row, g_row, o_row)):
+                    units = slice(q * hidden, (q + 1) * hidden)
+                    add_biases(x_row[units], bias_ih[units], a_row[units], bias_hh[units], gate_row)
             if peep:
+                w_ci, w_cf = peephole[0], peephole[1]
                 for j in range(hidden):
-                    i_f_row[j] += peephole[0, j] * c_row[j]
-                    i_f_row[hidden + j] += peephole[1, j] * c_row[j]
+                    i_row[j] += w_ci[j] * c_row[j]
+                    f_row[j] += w_cf[j] * c_row[j]
         sigmoid_(i_f[k].reshape(-1), 0, n * 2 * hidden, work)
         tanh_(g[k].reshape(-1), 0, n * hidden, work)
         if save:
             c_prev[k, :n] = c[:n]
         for i in range(n):
             i_f_row, g_row, c_row, c_hat_row = i_f[k, i], g[k, i], c[i], c_hat[k, i]
+            y_row = tanh_c[k, i]  # tanh's input, then tanh(LN_c(c_hat))
+            i_row, f_row = i_f_row[:hidden], i_f_row[hidden:]
             for j in range(hidden):
-                c_hat_row[j] = i_f_row[hidden + j] * c_row[j] + i_f_row[j] * g_row[j]
+                c_hat_row[j] = f_row[j] * c_row[j] + i_row[j] * g_row[j]
             if peep:
-                o_row = o[k, i]
+                o_row, w_co = o[k, i], peephole[2]
                 for j in range(hidden):
-                    o_row[j] += peephole[2, j] * c_hat_row[j]
+                    o_row[j] += w_co[j] * c_hat_row[j]
             if layer_norm:
-                normed, y_row = c_norm[k, i], tanh_c[k, i]
+                normed, gain, shift = c_norm[k, i], ln_c[0], ln_c[1]
                 group_moments(c_hat_row, 1, hh_mean, stats[k, i, 4:5], eps)
                 mean, rstd = dtype.type(hh_mean[0]), stats[k, i, 4]
                 for j in range(hidden):
                     normed[j] = (c_hat_row[j] - mean) * rstd
-                    y_row[j] = normed[j] * ln_c[0, j] + ln_c[1, j]
+                    y_row[j] = normed[j] * gain[j] + shift[j]
+            else:
+                y_row[:] = c_hat_row
             if zoned_c:
                 zone_row = zone_c[position(lengths, order[i], step, reverse), order[i]]
                 for j in range(hidden):
                     d = zone_row[j]
                     c_row[j] = (1 - d) * c_hat_row[j] + d * c_row[j]
-        if not zoned_c:
-            c[:n] = c_hat[k, :n]
-        if not layer_norm:
-            tanh_c[k, :n] = c_hat[k, :n]
+            else:
+                c_row[:] = c_hat_row
         sigmoid_(o[k].reshape(-1), 0, n * hidden, work)
         tanh_(tanh_c[k].reshape(-1), 0, n * hidden, work)
         o_flat, y_flat, u_flat = o[k].reshape(-1), tanh_c[k].reshape(-1), u.reshape(-1)

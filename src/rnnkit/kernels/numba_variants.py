@@ -419,8 +419,8 @@ def elman_forward_loop(
     pre = np.zeros((batch, hidden), dtype=h0.dtype)  # (B, H)
     h_hat = np.zeros_like(h0) if proj else pre  # (B, P)
     work = np.empty(2 * hidden)
-    hh_in, hh_out = product_buffers(weight_hh, blas_hh, batch)
-    hr_in, hr_out = product_buffers(weight_hr, blas_hr, batch if proj else 0)
+    hh_in, hh_out = product_buffers(weight_hh, blas_hh, batch, out_size)
+    hr_in, hr_out = product_buffers(weight_hr, blas_hr, batch if proj else 0, hidden)
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
@@ -471,8 +471,8 @@ def elman_backward_loop(
     grad_act = np.zeros((batch, hidden), dtype=grad_h.dtype)  # (B, H)
     grad_h_hat = np.zeros_like(grad_h) if proj else grad_act  # (B, P)
     grad_masked = np.zeros_like(grad_h)  # (B, P): dL/d(m * h)
-    hh_in, hh_out = product_buffers(weight_hh_t, blas_hh, batch)
-    hr_in, hr_out = product_buffers(weight_hr_t, blas_hr, batch if proj else 0)
+    hh_in, hh_out = product_buffers(weight_hh_t, blas_hh, batch, hidden)
+    hr_in, hr_out = product_buffers(weight_hr_t, blas_hr, batch if proj else 0, out_size)
     n_active = 0
     for step in range(lengths[order[0]] - 1, -1, -1):
         n_active = running(lengths, order, step, n_active)
