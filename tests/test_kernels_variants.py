@@ -6,6 +6,7 @@ random draws) and in eval (property-based); gradcheck in float64; the dispatch b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -149,10 +150,16 @@ def cases(draw):
 ROUTES = (_numba_products.HAND, _numba_products.BLAS, _numba_products.PACKED)
 
 
+@contextlib.contextmanager
 def products(route: int):
     """Force the variant kernels' per-step products through one route: the hand loop, BLAS or
-    the packed tiles."""
-    return mock.patch.object(_numba_products, "product_route", lambda batch, weight: route)
+    the packed tiles; on the packed route the projection W_ih x too, however few the rows."""
+    min_rows = 0 if route == _numba_products.PACKED else _numba_products.PACKED_LINEAR_MIN_ROWS
+    with (
+        mock.patch.object(_numba_products, "product_route", lambda batch, weight: route),
+        mock.patch.object(_numba_products, "PACKED_LINEAR_MIN_ROWS", min_rows),
+    ):
+        yield
 
 
 @settings(max_examples=40, deadline=None)
@@ -249,6 +256,28 @@ def test_the_products_take_the_route_they_measured_faster_for():
     assert route(2, large) == route(8, large) == route(64, large) == _numba_products.PACKED
     assert route(8, small.double().repeat(2, 1)) == _numba_products.PACKED  # 1 MiB float64
     assert route(1, large) == _numba_products.HAND  # one row: the tiles wait on their sums
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_packed_projection_equals_torch_linear(dtype):
+    """`packed_linear` over all steps (40 x 16 = 640 rows, past its 512-row switch; 37 inputs
+    and 70 outputs leave a short last panel) gives torch's linear and its gradients."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 16, 37, dtype=dtype, generator=generator, requires_grad=True)
+    weight = torch.randn(70, 37, dtype=dtype, generator=generator, requires_grad=True)
+    upstream = torch.randn(40, 16, 70, dtype=dtype, generator=generator)
+    ours = _numba_products.packed_linear(x, weight)
+    assert ours.grad_fn.name().endswith("PackedLinearBackward")
+    expected = torch.nn.functional.linear(x, weight)
+    torch.testing.assert_close(ours, expected)
+    grads = torch.autograd.grad(ours, (x, weight), upstream)
+    torch.testing.assert_close(grads, torch.autograd.grad(expected, (x, weight), upstream))
+
+
+def test_the_packed_projection_passes_gradcheck():
+    x = torch.randn(3, 5, 4, dtype=F64, requires_grad=True)
+    weight = torch.randn(6, 4, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(_numba_products.PackedLinear.apply, (x, weight))
 
 
 GRADCHECK = {

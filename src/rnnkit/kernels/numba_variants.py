@@ -46,7 +46,13 @@ from rnnkit.kernels._numba_common import (
     unsort,
     weight_grads,
 )
-from rnnkit.kernels._numba_products import add_product, operand, product_buffers, product_prefix
+from rnnkit.kernels._numba_products import (
+    add_product,
+    operand,
+    packed_linear,
+    product_buffers,
+    product_prefix,
+)
 from rnnkit.kernels.dispatch import variant_kind
 from rnnkit.kernels.numba_lstm import LSTM_LOOPS
 from rnnkit.variants import (
@@ -568,7 +574,7 @@ def variant_sequence(cell, x: Tensor, state, lengths: Tensor | None = None, reve
     steps, batch, _ = x.shape
     lengths_np, order = lengths_and_order(lengths, steps, batch)
     noise = cell.sample_noise(batch, x)  # as `cell.begin`: h mask, then weight-drop mask
-    x_proj = torch.nn.functional.linear(x, cell.weight_ih)  # (T, B, G*H)
+    x_proj = packed_linear(x, cell.weight_ih)  # (T, B, G*H)
     lstm = isinstance(cell, VariantLSTMCell)
     if cell.bias_ih is not None and not lstm and not isinstance(cell, VariantGRUCell):
         x_proj = x_proj + cell.bias_ih  # Elman's; the LSTM and GRU loops add b_ih (and LN_x)
