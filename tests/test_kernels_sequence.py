@@ -9,7 +9,6 @@ parameter names, and are tested equal to them in the layer tests.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from unittest import mock
 
 import pytest
@@ -19,20 +18,15 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit import kernels
-from rnnkit.kernels import _numba_common, dispatch, numba_elman, numba_gru
+from rnnkit.kernels import _numba_common, _numba_products, dispatch
 
 KINDS = ("gru", "rnn_tanh", "rnn_relu")
 
 
-@contextmanager
 def forced_blas(blas: bool):
     """Make the kernels take BLAS (True) or the blocked loops (False) for the recurrent
-    products, whatever `use_blas` would choose at this size."""
-    with (
-        mock.patch.object(numba_gru, "use_blas", lambda *_: blas),
-        mock.patch.object(numba_elman, "use_blas", lambda *_: blas),
-    ):
-        yield
+    products, whatever `blas_is_faster` would choose at this size."""
+    return mock.patch.object(_numba_products, "blas_is_faster", lambda batch, weight: blas)
 
 
 def torch_module(
@@ -139,11 +133,14 @@ def test_kernel_equals_torch_at_a_larger_size(kind, dtype, blas):
 
 
 @pytest.mark.parametrize(
-    ("batch", "rows", "cols", "expected"),
-    [(1, 384, 128, True), (8, 384, 128, True), (16, 256, 256, True), (8, 768, 256, False)],
+    ("batch", "hidden", "expected"),
+    [(8, 128, True), (1, 256, True), (1, 1024, True), (8, 256, False), (64, 512, True)],
 )
-def test_use_blas(batch, rows, cols, expected):
-    assert _numba_common.use_blas(batch, rows, cols) is expected
+def test_blas_takes_the_gru_products_it_measured_faster_for(batch, hidden, expected):
+    """W_hh (3H, H) float32: BLAS at 192 KiB, at batch 1 whatever the size, from batch 48; the
+    hand loop at 768 KiB for 8 sequences, where gemm would pack W_hh at every step."""
+    weight_hh = torch.zeros(3 * hidden, hidden)
+    assert _numba_products.blas_is_faster(batch, weight_hh) is expected
 
 
 @pytest.mark.parametrize("kind", KINDS)

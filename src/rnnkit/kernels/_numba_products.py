@@ -1,8 +1,10 @@
-"""The per-step matrix products of the variant kernels (`numba_lstm.py`, `numba_variants.py`):
-`product_prefix` for states kept in the order of their lengths (LSTM, GRU), `add_product` for
-states kept in batch order (Elman). Either is OpenBLAS's gemm/gemv (NumPy's `dot` in Numba,
-through SciPy's BLAS) or the hand-written blocked loop of `_numba_common.add_matvec`, whichever
-measured faster for the size.
+"""The per-step matrix products of the compiled sequence kernels: `product_prefix` for states
+kept in the order of their lengths (the plain GRU and Elman kernels, `numba_gru.py` and
+`numba_elman.py`; the LSTM and GRU variant loops, `numba_lstm.py` and `numba_variants.py`),
+`add_product` for states kept in batch order (the Elman variant loop). Either is OpenBLAS's
+gemm/gemv (NumPy's `dot` in Numba, through SciPy's BLAS) or the hand-written blocked loop of
+`_numba_common.add_matvec`, whichever measured faster for the size: one rule for all of them,
+`blas_is_faster`.
 
 Measured on this machine (one thread, OpenBLAS from SciPy): alone in a loop, the product of a
 4H x H weight by B vectors through BLAS takes 0.2-0.5 of the hand loop's time when the weight
@@ -15,6 +17,30 @@ whole layers (LSTM with layer norm, peepholes or zoneout, GRU with layer norm or
 Elman with a projection; float32) took 1.13-1.27 of the hand loops' time through BLAS at
 batch 16, 0.98-1.05 at batch 32, 0.96-0.98 at 48 and 0.84-0.98 at 64. So: BLAS for small
 weights, and for any weight from batch 48.
+
+At batch 1 BLAS shows no packing cost: alone, a 768 KiB-24 MiB weight (3H x H, H 256-1024,
+float32 and float64) times one vector took 0.59-1.03 of the hand loop's time, against up to
+2.8x at batch 2-8 in float32. Whole layers at B=1 T=200 H=256 (float32, W_hh 768 KiB-1 MiB) on BLAS
+took 0.96 (training) and 0.82 (inference) of the loop's time for the plain GRU, 0.86-0.99 and
+0.89-1.04 for the LSTM and GRU variants. So: BLAS at batch 1 whatever the weight.
+
+The plain GRU and Elman (tanh) kernels at the benchmark's shapes (float32, training = forward +
+backward), BLAS's time over the hand loop's (`OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python
+benchmarks/products.py --repeats 15`, medians of alternating runs in one process):
+
+     B     T    H   GRU train  infer   Elman train  infer   the rule takes
+     1  1000  128        0.93   0.71          0.93   0.87   BLAS
+     1   200  256        0.96   0.82          0.96   0.95   BLAS
+     8   200  128        0.81   0.68          0.79   0.80   BLAS
+     8  1000   64        0.79   0.53          0.69   0.63   BLAS
+    32   100  256        0.95   0.95          1.06   0.98   GRU the loop, Elman BLAS
+    64    50  512        0.93   0.92          0.97   0.97   BLAS
+
+These kernels chose by B x G x K <= 2**20 before; where that and this rule differ (GRU at B=1
+H=256, GRU and Elman at B=64 H=512, Elman at B=32 H=256) this rule's choice was the faster or
+even: Elman at B=32 H=256 measured 0.99-1.06 training and 0.98-1.03 inference over four runs.
+The GRU at B=32 H=256 (768 KiB) takes the loop though BLAS measured 0.95 there: whole variant
+layers measured 0.98-1.05 at batch 32.
 """
 
 from __future__ import annotations
@@ -30,10 +56,10 @@ BLAS_MIN_BATCH = 48  # from this batch gemm's packing of a larger weight pays fo
 
 def blas_is_faster(batch: int, weight: Tensor) -> bool:
     """Whether BLAS beats the hand loop for `weight` (G, K) times `batch` vectors per step: for
-    a weight that stays in L2 at any batch, for a larger one from batch 48 (measurements in the
-    module docstring)."""
+    a weight that stays in L2 at any batch, for a larger one at batch 1 (no packing cost shows
+    there) and from batch 48 (measurements in the module docstring)."""
     small = weight.numel() * weight.element_size() <= BLAS_MAX_WEIGHT_BYTES
-    return small or batch >= BLAS_MIN_BATCH
+    return small or batch == 1 or batch >= BLAS_MIN_BATCH
 
 
 def product_operand(matrix: Tensor, blas: bool) -> np.ndarray:
