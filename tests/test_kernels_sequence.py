@@ -1,7 +1,8 @@
 """The compiled GRU and Elman sequence kernels equal torch.nn.GRU / torch.nn.RNN: outputs, final
 states and the gradients of input, initial state and every parameter, over random shapes,
 lengths, both directions, bias on and off, float32 and float64 (property-based), and gradcheck;
-each with the recurrent products on BLAS and on the hand-written loops (`forced_blas`).
+each with the recurrent products on every route: BLAS, the packed tiles and the hand-written
+loops (`forced_route`).
 
 torch.nn.GRU and torch.nn.RNN are the reference: rnnkit's cells have their gate order and
 parameter names, and are tested equal to them in the layer tests.
@@ -9,7 +10,6 @@ parameter names, and are tested equal to them in the layer tests.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from unittest import mock
 
 import pytest
@@ -19,20 +19,18 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit import kernels
-from rnnkit.kernels import _numba_common, dispatch, numba_elman, numba_gru
+from rnnkit.kernels import _numba_common, _numba_products, dispatch
 
 KINDS = ("gru", "rnn_tanh", "rnn_relu")
 
 
-@contextmanager
-def forced_blas(blas: bool):
-    """Make the kernels take BLAS (True) or the blocked loops (False) for the recurrent
-    products, whatever `use_blas` would choose at this size."""
-    with (
-        mock.patch.object(numba_gru, "use_blas", lambda *_: blas),
-        mock.patch.object(numba_elman, "use_blas", lambda *_: blas),
-    ):
-        yield
+ROUTES = (_numba_products.HAND, _numba_products.BLAS, _numba_products.PACKED)
+
+
+def forced_route(route: int):
+    """Make the kernels take one route for the recurrent products (the hand loop, BLAS or the
+    packed tiles), whatever `product_route` would choose at this size."""
+    return mock.patch.object(_numba_products, "product_route", lambda batch, weight: route)
 
 
 def torch_module(
@@ -103,7 +101,7 @@ def cases(draw):
         "lengths": None if lengths is None else torch.tensor(lengths),
         "dtype": draw(st.sampled_from([torch.float32, torch.float64])),
         "seed": draw(st.integers(0, 2**16)),
-        "blas": draw(st.booleans()),
+        "route": draw(st.sampled_from(ROUTES)),
     }
 
 
@@ -118,14 +116,14 @@ def test_kernel_equals_torch(case):
         case["steps"], case["batch"], case["input_size"], dtype=case["dtype"], requires_grad=True
     )
     h0 = torch.randn(case["batch"], case["hidden"], dtype=case["dtype"], requires_grad=True)
-    with forced_blas(case["blas"]):
+    with forced_route(case["route"]):
         assert_equal_with_grads(case["kind"], x, h0, module, case["lengths"], case["reverse"])
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("blas", [False, True])
-def test_kernel_equals_torch_at_a_larger_size(kind, dtype, blas):
+@pytest.mark.parametrize("route", ROUTES)
+def test_kernel_equals_torch_at_a_larger_size(kind, dtype, route):
     """Enough steps and units for the blocked products and vectorised gates to take every path,
     and for BLAS's products to run over a shrinking prefix of the sequences."""
     torch.manual_seed(0)
@@ -133,23 +131,32 @@ def test_kernel_equals_torch_at_a_larger_size(kind, dtype, blas):
     x = torch.randn(40, 11, 9, dtype=dtype, requires_grad=True)
     h0 = torch.randn(11, 37, dtype=dtype, requires_grad=True)
     lengths = torch.randint(1, 41, (11,))
-    with forced_blas(blas):
+    with forced_route(route):
         for reverse in (False, True):
             assert_equal_with_grads(kind, x, h0, module, lengths, reverse)
 
 
 @pytest.mark.parametrize(
-    ("batch", "rows", "cols", "expected"),
-    [(1, 384, 128, True), (8, 384, 128, True), (16, 256, 256, True), (8, 768, 256, False)],
+    ("batch", "hidden", "expected"),
+    [
+        (8, 128, "BLAS"),
+        (1, 256, "BLAS"),
+        (1, 1024, "BLAS"),
+        (8, 256, "PACKED"),
+        (64, 512, "PACKED"),
+    ],
 )
-def test_use_blas(batch, rows, cols, expected):
-    assert _numba_common.use_blas(batch, rows, cols) is expected
+def test_the_gru_products_take_the_route_they_measured_faster_for(batch, hidden, expected):
+    """W_hh (3H, H) float32: BLAS at 192 KiB and at batch 1 whatever the size; the packed tiles
+    at 768 KiB from batch 2, where gemm would pack W_hh again at every step."""
+    weight_hh = torch.zeros(3 * hidden, hidden)
+    assert _numba_products.product_route(batch, weight_hh) == getattr(_numba_products, expected)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("blas", [False, True])
-def test_gradcheck(kind, reverse, blas):
+@pytest.mark.parametrize("route", ROUTES)
+def test_gradcheck(kind, reverse, route):
     torch.manual_seed(1)
     module = torch_module(kind, 3, 4, True, torch.float64)
     x = torch.randn(5, 3, 3, dtype=torch.float64, requires_grad=True)
@@ -164,7 +171,7 @@ def test_gradcheck(kind, reverse, blas):
         def function(*inputs):
             return kernels.elman_sequence(*inputs, lengths, reverse, kind[4:])
 
-    with forced_blas(blas):
+    with forced_route(route):
         assert torch.autograd.gradcheck(function, (x, h0, *parameters(module)))
 
 

@@ -1,6 +1,6 @@
-"""What the compiled Numba kernels share: the jit flags, the small recurrent matrix products
-(hand-written, or OpenBLAS's through `np.dot`), the gate nonlinearities, and the argument checks
-and buffers on the Python side.
+"""What the compiled Numba kernels share: the jit flags, the hand-written blocked matrix product
+`add_matvec` (the choice between it and OpenBLAS is `_numba_products.py`'s), the gate
+nonlinearities, and the argument checks and buffers on the Python side.
 
 Importing this module imports Numba (about a second), so `rnnkit.kernels` loads it only when a
 kernel is first called. Functions are compiled on their first call for a dtype and cached on
@@ -74,55 +74,50 @@ def _expm1_reduced32(x):
 
 
 @jit
-def sigmoid_(v, start, stop, work):
-    """v[start:stop] = sigmoid(v[start:stop]) in place; v 1-D, work (2 * (stop - start),)
-    float64 scratch. float32 arrays are computed in float32, float64 arrays in float64."""
+def _exp_parts(v, start, stop, factor, magnitude, parts):
+    """Fill parts[:n] = q and parts[n:2n] = 2**k (n = stop - start) with expm1(x) = 2**k * q +
+    2**k - 1 for x = factor * v[start + i], or factor * |v[start + i]| with `magnitude`.
+    parts has v's dtype: float32 is computed in float32 (`_expm1_reduced32`), float64 in
+    float64, and 2**k is built from its bits."""
     size = stop - start
     if v.itemsize == 4:  # a constant of the compiled type: LLVM drops the other branch
-        work32 = work.view(np.float32)
-        bits32 = work.view(np.int32)
+        bits32 = parts.view(np.int32)
         for i in range(size):
-            k, q = _expm1_reduced32(-v[start + i])
-            work32[i] = q
+            x = abs(v[start + i]) if magnitude else v[start + i]
+            k, q = _expm1_reduced32(np.float32(factor) * x)
+            parts[i] = q
             bits32[size + i] = (np.int32(k) + 127) << 23  # the float32 2**k
+    else:
+        bits64 = parts.view(np.int64)
         for i in range(size):
-            v[start + i] = 1 / (1 + work32[size + i] * (1 + work32[i]))
-        return
-    bits = work.view(np.int64)
+            x = abs(v[start + i]) if magnitude else v[start + i]
+            k, q = _expm1_reduced(np.float64(factor) * x)
+            parts[i] = q
+            bits64[size + i] = (np.int64(k) + 1023) << 52  # the float64 2**k
+
+
+@jit
+def sigmoid_(v, start, stop, work):
+    """v[start:stop] = sigmoid(v[start:stop]) = 1 / (1 + exp(-v)) in place; v 1-D float32 or
+    float64, computed in its own dtype; work (2 * (stop - start),) float64 scratch."""
+    parts = work.view(v.dtype)
+    _exp_parts(v, start, stop, -1, False, parts)
+    size = stop - start
     for i in range(size):
-        k, q = _expm1_reduced(-np.float64(v[start + i]))
-        work[i] = q
-        bits[size + i] = (np.int64(k) + 1023) << 52  # the float64 2**k
-    for i in range(size):
-        v[start + i] = 1.0 / (1.0 + work[size + i] * (1.0 + work[i]))
+        v[start + i] = 1 / (1 + parts[size + i] * (1 + parts[i]))
 
 
 @jit
 def tanh_(v, start, stop, work):
     """v[start:stop] = tanh(v[start:stop]) in place, as -e / (2 + e) with e = expm1(-2|v|),
     accurate near zero too; work and dtypes as in `sigmoid_`."""
+    parts = work.view(v.dtype)
+    _exp_parts(v, start, stop, -2, True, parts)
     size = stop - start
-    if v.itemsize == 4:
-        work32 = work.view(np.float32)
-        bits32 = work.view(np.int32)
-        for i in range(size):
-            k, q = _expm1_reduced32(np.float32(-2) * abs(v[start + i]))
-            work32[i] = q
-            bits32[size + i] = (np.int32(k) + 127) << 23
-        for i in range(size):
-            scale = work32[size + i]
-            e = scale * work32[i] + (scale - 1)
-            v[start + i] = np.copysign(-e / (2 + e), v[start + i])
-        return
-    bits = work.view(np.int64)
     for i in range(size):
-        k, q = _expm1_reduced(-2.0 * abs(np.float64(v[start + i])))
-        work[i] = q
-        bits[size + i] = (np.int64(k) + 1023) << 52
-    for i in range(size):
-        scale = work[size + i]
-        e = scale * work[i] + (scale - 1.0)
-        v[start + i] = np.copysign(-e / (2.0 + e), v[start + i])
+        scale = parts[size + i]
+        e = scale * parts[i] + (scale - 1)
+        v[start + i] = np.copysign(-e / (2 + e), v[start + i])
 
 
 @jit
@@ -196,21 +191,6 @@ def _add_4x1(weight, j, vectors, b, out):
 
 
 @jit
-def matmul_prefix(vectors, n_rows, weight, weight_t, identity, blas, out):
-    """out[:n_rows] = vectors[:n_rows] @ weight.T, for sequences kept in rows 0..n_rows-1.
-
-    weight (G, K) and weight_t = weight.T (K, G), both C-contiguous; vectors (B, K), out (B, G);
-    identity = arange(B). With `blas`, one OpenBLAS sgemm/dgemm through `np.dot` (see
-    `use_blas`), else the register-blocked `add_matvec`.
-    """
-    if blas:
-        np.dot(vectors[:n_rows], weight_t, out[:n_rows])
-    else:
-        out[:n_rows] = 0
-        add_matvec(weight, vectors, identity, n_rows, out)
-
-
-@jit
 def sort_rows(rows, order):
     """A copy of rows (B, K) in `order`: row i is rows[order[i]]."""
     out = np.empty_like(rows)
@@ -226,18 +206,6 @@ def unsort(rows, order):
     for i in range(len(order)):
         out[order[i]] = rows[i]
     return out
-
-
-BLAS_MAX_SIZE = 2**20  # B * G * K up to which OpenBLAS multiplies without packing its operands
-
-
-def use_blas(batch: int, rows: int, cols: int) -> bool:
-    """Whether `matmul_prefix` should call BLAS for (batch, cols) @ (cols, rows). Measured (one
-    thread, OpenBLAS 0.3.30 from SciPy, Zen 4) while batch * rows * cols <= 2**20: float32
-    1.2-2.5x faster than `add_matvec` at batch 1 and 2-9x from batch 2, float64 1.0-1.3x at
-    batch 1 and 1.2-4.8x at batch 8; above that size OpenBLAS copies the weight into packed
-    panels on every call and is up to 5x slower."""
-    return batch * rows * cols <= BLAS_MAX_SIZE
 
 
 @jit

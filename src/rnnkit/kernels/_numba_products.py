@@ -1,9 +1,10 @@
-"""The per-step matrix products of the variant kernels (`numba_lstm.py`, `numba_variants.py`):
-`product_prefix` for states kept in the order of their lengths (LSTM, GRU), `add_product` for
-states kept in batch order (Elman). Each runs on one of three routes (`product_route`):
-OpenBLAS's gemm/gemv (NumPy's `dot` in Numba, through SciPy's BLAS), the register-blocked tiles
-of `_numba_gemm.packed_product` on a weight packed once per call, or the hand-written
-dot-product loop of `_numba_common.add_matvec` (kept for the tests).
+"""The per-step matrix products of the compiled sequence kernels: `product_prefix` for states
+kept in the order of their lengths (the plain GRU and Elman kernels, `numba_gru.py` and
+`numba_elman.py`; the LSTM and GRU variant loops, `numba_lstm.py` and `numba_variants.py`),
+`add_product` for states kept in batch order (the Elman variant loop). Each runs on one of
+three routes, one rule for all of them (`product_route`): OpenBLAS's gemm/gemv (NumPy's `dot`
+in Numba, through SciPy's BLAS), the register-blocked tiles of `_numba_gemm.packed_product` on a
+weight packed once per call, or the hand-written dot-product loop of `_numba_common.add_matvec`.
 
 Measured on this machine (one thread, float32, Zen 4, the product alone in a loop; GFLOP/s):
 
@@ -15,14 +16,21 @@ Measured on this machine (one thread, float32, Zen 4, the product alone in a loo
 | 32 x 256 x 1024, 64 x 512 x 2048 | 61-75 | 106-111 | 50-52 |
 
 OpenBLAS packs the weight on every call, which costs little while the weight stays in the
-core's 1 MiB L2 between steps; a larger one it streams in again each step. In whole variant
-layers (same-process A/B at the benchmark's shapes, against the rule before: BLAS for a weight
-of at most 512 KiB or from batch 48, else the hand loop) the packed tiles took 0.72-0.85 of the
-time in inference and 0.82-0.95 in training at B = 32-64 (H = 256-512); with small weights they
-measured 1.01-1.06 of BLAS, and at batch 1 with a 1 MiB weight 0.88 in inference but 1.02-1.08
-in training (a single row is latency-bound: two chains of multiply-adds over k, and the
-backward's W_hh.T has k = 4H). So: BLAS for a weight of at most 512 KiB, the packed tiles for a
-larger one from batch 2, the hand loop at batch 1.
+core's 1 MiB L2 between steps; a larger one it streams in again each step, and at batch 2-16
+it lost to the hand loop by up to 2.8x. In whole layers:
+
+- small weights (<= 512 KiB): BLAS took 0.53-0.93 of the hand loop's time for the plain GRU and
+  Elman at the benchmark's shapes (B 1-8, H 64-128; `benchmarks/products.py`) and 0.74-0.92
+  for the variant LSTM at batch 4-8; the packed tiles measured 1.01-1.06 of BLAS there;
+- batch 1 with a larger weight: BLAS (gemv, no packing cost) took 0.96 (training) and 0.82
+  (inference) of the hand loop's time for the plain GRU at T=200 H=256, 0.86-1.04 for the
+  variants; the packed tiles' single row is latency-bound (two chains of multiply-adds over k)
+  and measured 1.02-1.08 of the hand loop in training;
+- B = 32-64 with a 1-4 MiB weight: the packed tiles took 0.72-0.85 of the time before (BLAS
+  from batch 48, else the hand loop) in variant layers' inference, 0.82-0.95 in training.
+
+So: BLAS for a weight of at most 512 KiB and at batch 1, the packed tiles otherwise. The hand
+loop stays as a route the tests check against the others.
 """
 
 from __future__ import annotations
@@ -40,11 +48,11 @@ HAND, BLAS, PACKED = 0, 1, 2  # the routes of a product: `add_matvec`, `np.dot`,
 
 def product_route(batch: int, weight: Tensor) -> int:
     """The fastest route for `weight` (G, K) times `batch` vectors per step (measurements in
-    the module docstring): BLAS for a weight that stays in L2; a larger one through the packed
-    tiles from batch 2, through the hand loop at batch 1."""
-    if weight.numel() * weight.element_size() <= BLAS_MAX_WEIGHT_BYTES:
+    the module docstring): BLAS for a weight that stays in L2 and at batch 1, the packed tiles
+    otherwise."""
+    if batch == 1 or weight.numel() * weight.element_size() <= BLAS_MAX_WEIGHT_BYTES:
         return BLAS
-    return PACKED if batch >= 2 else HAND
+    return PACKED
 
 
 def product_operand(matrix: Tensor, route: int) -> np.ndarray:

@@ -21,7 +21,6 @@ from rnnkit.kernels._numba_common import (
     check_sequence_args,
     jit,
     lengths_and_order,
-    matmul_prefix,
     needs_grad,
     numpy_view,
     position,
@@ -30,21 +29,22 @@ from rnnkit.kernels._numba_common import (
     sort_rows,
     tanh_,
     unsort,
-    use_blas,
     weight_grads,
 )
+from rnnkit.kernels._numba_products import operand, product_prefix
 
 NONLINEARITIES = ("tanh", "relu")
 
 
 @jit
 def elman_forward_loop(
-    x_proj, h0, weight_hh, weight_hh_t, lengths, order, reverse, relu, blas, output, h_prev, save
+    x_proj, h0, weight_hh, blas, lengths, order, reverse, relu, output, h_prev, save
 ):
     """Run the recurrence; fill output (T, B, H) and, if `save`, h_prev (T, B, H), the state
-    before each step, for the backward pass (else it is (1, B, H) scratch).
-    Returns the final state (B, H). The states live in `order`, so the running ones are rows
-    0..n_active-1 and h @ W_hh.T is one product over them (`matmul_prefix`)."""
+    before each step, for the backward pass (else it is (1, B, H) scratch). weight_hh (H, H) as
+    `product_operand` gives it for `blas`. Returns the final state (B, H). The states live in
+    `order`, so the running ones are rows 0..n_active-1 and h @ W_hh.T is one product over them
+    (`product_prefix`)."""
     batch, hidden = h0.shape
     identity = np.arange(batch)
     h = sort_rows(h0, order)  # (B, H), the running state, row i for sequence order[i]
@@ -54,7 +54,7 @@ def elman_forward_loop(
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
-        matmul_prefix(h, n_active, weight_hh, weight_hh_t, identity, blas, pre)
+        product_prefix(weight_hh, blas, h, n_active, pre, identity)
         for i in range(n_active):
             pre[i] += x_proj[position(lengths, order[i], step, reverse), order[i]]
         if relu:
@@ -73,11 +73,10 @@ def elman_forward_loop(
 
 @jit
 def elman_backward_loop(
-    grad_output, grad_h_n, weight_hh, weight_hh_t, output, lengths, order, reverse, relu, blas,
-    grad_pre,
-):  # fmt: skip
+    grad_output, grad_h_n, weight_hh_t, blas, output, lengths, order, reverse, relu, grad_pre
+):
     """Backpropagate through time; fill grad_pre (T, B, H) = dL/d(pre-activation).
-    weight_hh (H, H) and its transpose, C-contiguous. Returns dL/dh0 (B, H).
+    weight_hh_t is W_hh.T (H, H) as `product_operand` gives it for `blas`. Returns dL/dh0 (B, H).
     Rows of the carried gradients follow `order`, as in `elman_forward_loop`."""
     batch, hidden = grad_h_n.shape
     identity = np.arange(batch)
@@ -99,7 +98,7 @@ def elman_backward_loop(
                 else:
                     grad[j] = dh * (1 - h * h)
             grad_pre[t, b] = grad
-        matmul_prefix(step_grad, n_active, weight_hh_t, weight_hh, identity, blas, grad_h)
+        product_prefix(weight_hh_t, blas, step_grad, n_active, grad_h, identity)
     return unsort(grad_h, order)
 
 
@@ -117,12 +116,9 @@ def elman_forward(
     bias = bias_ih if bias_hh is None else bias_hh if bias_ih is None else bias_ih + bias_hh
     x_proj = project(x, weight_ih, bias)  # (T, B, H)
     output, h_prev = new(steps, batch, hidden), new(steps if save else 1, batch, hidden)
-    blas = use_blas(batch, hidden, hidden)
-    weight_hh_np = numpy_view(weight_hh)
-    weight_hh_t = numpy_view(weight_hh.t()) if blas else weight_hh_np  # read by BLAS only
     h_n = elman_forward_loop(
-        x_proj.numpy(), numpy_view(h0), weight_hh_np, weight_hh_t, lengths_np, order, reverse,
-        nonlinearity == "relu", blas, output.numpy(), h_prev.numpy(), save,
+        x_proj.numpy(), numpy_view(h0), *operand(weight_hh, batch, x), lengths_np, order,
+        reverse, nonlinearity == "relu", output.numpy(), h_prev.numpy(), save,
     )  # fmt: skip
     return output, torch.from_numpy(h_n), h_prev, lengths_np, order
 
@@ -146,12 +142,9 @@ class ElmanSequence(torch.autograd.Function):
         steps, batch, hidden = output.shape
         new = x.new_empty if ctx.lengths.min() == steps else x.new_zeros
         grad_pre = new(steps, batch, hidden)
-        blas = use_blas(batch, hidden, hidden)
-        weight_hh_np = numpy_view(weight_hh)
-        weight_hh_t = weight_hh_np if blas else numpy_view(weight_hh.t())  # read by the loop only
         grad_h0 = elman_backward_loop(
-            numpy_view(grad_output), numpy_view(grad_h_n), weight_hh_np, weight_hh_t,
-            output.detach().numpy(), ctx.lengths, ctx.order, ctx.reverse, ctx.relu, blas,
+            numpy_view(grad_output), numpy_view(grad_h_n), *operand(weight_hh.t(), batch, x),
+            output.detach().numpy(), ctx.lengths, ctx.order, ctx.reverse, ctx.relu,
             grad_pre.numpy(),
         )  # fmt: skip
         needs = ctx.needs_input_grad

@@ -26,7 +26,6 @@ from rnnkit.kernels._numba_common import (
     check_sequence_args,
     jit,
     lengths_and_order,
-    matmul_prefix,
     needs_grad,
     numpy_view,
     position,
@@ -36,9 +35,9 @@ from rnnkit.kernels._numba_common import (
     sort_rows,
     tanh_,
     unsort,
-    use_blas,
     weight_grads,
 )
+from rnnkit.kernels._numba_products import operand, product_prefix
 
 
 @jit
@@ -56,15 +55,15 @@ def gru_gates(gates, x_proj, h_proj, work):
 
 @jit
 def gru_forward_loop(
-    x_proj, h0, weight_hh, weight_hh_t, bias_hh, lengths, order, reverse, blas,
-    output, gates, h_prev, save,
-):  # fmt: skip
+    x_proj, h0, weight_hh, blas, bias_hh, lengths, order, reverse, output, gates, h_prev, save
+):
     """Run the recurrence; fill output (T, B, H) and, if `save`, h_prev (T, B, H), the state
     before each step, and gates (T, B, 4H) = r|z|n|h_proj_n for the backward pass (else they
-    are (1, B, ...) scratch). Returns the final state (B, H).
+    are (1, B, ...) scratch). weight_hh (3H, H) as `product_operand` gives it for `blas`.
+    Returns the final state (B, H).
 
     The states live in `order` (longest first), so the running ones are rows 0..n_active-1 and
-    h @ W_hh.T is one product over them (`matmul_prefix`: BLAS or the blocked loop); so are the
+    h @ W_hh.T is one product over them (`product_prefix`: BLAS or the blocked loop); so are the
     step's pre-activations, so that each nonlinearity is one call over one contiguous block of
     all running sequences. Rows are read through 1-D views, whose unit stride lets LLVM
     vectorise the loops over units."""
@@ -79,7 +78,7 @@ def gru_forward_loop(
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
-        matmul_prefix(h, n_active, weight_hh, weight_hh_t, identity, blas, h_proj)
+        product_prefix(weight_hh, blas, h, n_active, h_proj, identity)
         for i in range(n_active):
             x_row = x_proj[position(lengths, order[i], step, reverse), order[i]]
             h_proj_row, rz_row = h_proj[i], rz[i]
@@ -117,13 +116,13 @@ def gru_forward_loop(
 
 @jit
 def gru_backward_loop(
-    grad_output, grad_h_n, weight_hh, weight_hh_t, gates, h_prev, lengths, order, reverse,
-    blas, grad_x_proj, grad_h_proj_n,
+    grad_output, grad_h_n, weight_hh_t, blas, gates, h_prev, lengths, order, reverse,
+    grad_x_proj, grad_h_proj_n,
 ):  # fmt: skip
     """Backpropagate through time; fill grad_x_proj (T, B, 3H) = dL/d(x_proj) and
     grad_h_proj_n (T, B, H) = dL/d(h_proj_n); dL/d(h_proj) is grad_x_proj in its r and z
-    thirds, so it is not written twice. weight_hh (3H, H) and its transpose (H, 3H),
-    C-contiguous. Returns dL/dh0 (B, H). Rows of the carried gradients follow `order`, as in
+    thirds, so it is not written twice. weight_hh_t is W_hh.T (H, 3H) as `product_operand`
+    gives it for `blas`. Returns dL/dh0 (B, H). Rows of the carried gradients follow `order`, as in
     `gru_forward_loop`."""
     batch, hidden = grad_h_n.shape
     identity = np.arange(batch)
@@ -153,7 +152,7 @@ def gru_backward_loop(
                 grad_x_row[2 * hidden + j] = da_n
                 grad_n_row[j] = grad_h_row[2 * hidden + j] = da_n * r
                 direct[j] = dh * z
-        matmul_prefix(step_grad, n_active, weight_hh_t, weight_hh, identity, blas, grad_h)
+        product_prefix(weight_hh_t, blas, step_grad, n_active, grad_h, identity)
     return unsort(grad_h + grad_direct, order)
 
 
@@ -169,12 +168,9 @@ def gru_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
     saved_steps = steps if save else 1  # T, or 1 for scratch when no backward follows
     h_prev = new(saved_steps, batch, hidden)  # (T, B, H)
     gates = new(saved_steps, batch, 4 * hidden)  # (T, B, 4H): r|z|n|h_proj_n
-    blas = use_blas(batch, 3 * hidden, hidden)
-    weight_hh_np = numpy_view(weight_hh)
-    weight_hh_t = numpy_view(weight_hh.t()) if blas else weight_hh_np  # read by BLAS only
     h_n = gru_forward_loop(
-        x_proj.numpy(), numpy_view(h0), weight_hh_np, weight_hh_t,
-        numpy_view(bias_or_zeros(bias_hh, 3 * hidden, x)), lengths_np, order, reverse, blas,
+        x_proj.numpy(), numpy_view(h0), *operand(weight_hh, batch, x),
+        numpy_view(bias_or_zeros(bias_hh, 3 * hidden, x)), lengths_np, order, reverse,
         output.numpy(), gates.numpy(), h_prev.numpy(), save,
     )  # fmt: skip
     return output, torch.from_numpy(h_n), gates, h_prev, lengths_np, order
@@ -200,12 +196,9 @@ class GRUSequence(torch.autograd.Function):
         new = x.new_empty if ctx.lengths.min() == steps else x.new_zeros
         grad_x_proj = new(steps, batch, 3 * hidden)
         grad_h_proj_n = new(steps, batch, hidden)
-        blas = use_blas(batch, hidden, 3 * hidden)
-        weight_hh_np = numpy_view(weight_hh)
-        weight_hh_t = weight_hh_np if blas else numpy_view(weight_hh.t())  # read by the loop only
         grad_h0 = gru_backward_loop(
-            numpy_view(grad_output), numpy_view(grad_h_n), weight_hh_np, weight_hh_t,
-            gates.numpy(), h_prev.numpy(), ctx.lengths, ctx.order, ctx.reverse, blas,
+            numpy_view(grad_output), numpy_view(grad_h_n), *operand(weight_hh.t(), batch, x),
+            gates.numpy(), h_prev.numpy(), ctx.lengths, ctx.order, ctx.reverse,
             grad_x_proj.numpy(), grad_h_proj_n.numpy(),
         )  # fmt: skip
         needs = ctx.needs_input_grad
