@@ -252,7 +252,8 @@ def test_the_product_of_the_rows_in_front_equals_torch(dtype, route, rows, inner
 def test_the_products_take_the_route_they_measured_faster_for():
     small, large = torch.zeros(4 * 128, 128), torch.zeros(4 * 256, 256)  # 256 KiB, 1 MiB float32
     route = _numba_products.product_route
-    assert route(1, small) == route(64, small) == _numba_products.BLAS  # W stays in L2
+    assert route(1, small) == route(8, small) == _numba_products.BLAS  # W stays in L2
+    assert route(16, small) == route(64, small) == _numba_products.PACKED
     assert route(2, large) == route(8, large) == route(64, large) == _numba_products.PACKED
     assert route(8, small.double().repeat(2, 1)) == _numba_products.PACKED  # 1 MiB float64
     assert route(1, large) == _numba_products.BLAS  # gemv: one row, nothing for packing to save

@@ -27,10 +27,14 @@ it lost to the hand loop by up to 2.8x. In whole layers:
   variants; the packed tiles' single row is latency-bound (two chains of multiply-adds over k)
   and measured 1.02-1.08 of the hand loop in training;
 - B = 32-64 with a 1-4 MiB weight: the packed tiles took 0.72-0.85 of the time before (BLAS
-  from batch 48, else the hand loop) in variant layers' inference, 0.82-0.95 in training.
+  from batch 48, else the hand loop) in variant layers' inference, 0.82-0.95 in training;
+- the plain GRU and Elman (`benchmarks/products.py --repeats 9`, tiles' time over BLAS's):
+  1.02-1.10 at B = 1-8 with small weights (but 0.90 for GRU training at B = 8, H = 64), 0.83-0.91
+  at B = 32-64, including Elman's 256 KiB W_hh at B = 32; alone, from batch 16 the tiles ran
+  at 89-111 GFLOP/s on weights of 96-256 KiB where OpenBLAS ran at 40-95.
 
-So: BLAS for a weight of at most 512 KiB and at batch 1, the packed tiles otherwise. The hand
-loop stays as a route the tests check against the others.
+So: BLAS at batch 1 and for a weight of at most 512 KiB below batch 16, the packed tiles
+otherwise. The hand loop stays as a route the tests check against the others.
 """
 
 from __future__ import annotations
@@ -43,16 +47,18 @@ from rnnkit.kernels._numba_common import add_matvec, jit, numpy_view
 from rnnkit.kernels._numba_gemm import pack_panels, packed_product
 
 BLAS_MAX_WEIGHT_BYTES = 512 * 1024  # a weight this small stays in L2 between steps
+PACKED_MIN_BATCH = 16  # from this batch the packed tiles beat BLAS on small weights too
 HAND, BLAS, PACKED = 0, 1, 2  # the routes of a product: `add_matvec`, `np.dot`, `packed_product`
 
 
 def product_route(batch: int, weight: Tensor) -> int:
     """The fastest route for `weight` (G, K) times `batch` vectors per step (measurements in
-    the module docstring): BLAS for a weight that stays in L2 and at batch 1, the packed tiles
-    otherwise."""
-    if batch == 1 or weight.numel() * weight.element_size() <= BLAS_MAX_WEIGHT_BYTES:
+    the module docstring): BLAS at batch 1 and for a weight that stays in L2 below batch 16,
+    the packed tiles otherwise."""
+    if batch == 1:
         return BLAS
-    return PACKED
+    small = weight.numel() * weight.element_size() <= BLAS_MAX_WEIGHT_BYTES
+    return BLAS if small and batch < PACKED_MIN_BATCH else PACKED
 
 
 def product_operand(matrix: Tensor, route: int) -> np.ndarray:
