@@ -10,6 +10,7 @@ parameter names, and are tested equal to them in the layer tests.
 
 from __future__ import annotations
 
+import contextlib
 from unittest import mock
 
 import pytest
@@ -27,10 +28,17 @@ KINDS = ("gru", "rnn_tanh", "rnn_relu")
 ROUTES = (_numba_products.HAND, _numba_products.BLAS, _numba_products.PACKED)
 
 
+@contextlib.contextmanager
 def forced_route(route: int):
     """Make the kernels take one route for the recurrent products (the hand loop, BLAS or the
-    packed tiles), whatever `product_route` would choose at this size."""
-    return mock.patch.object(_numba_products, "product_route", lambda batch, weight: route)
+    packed tiles), whatever `product_route` would choose at this size; on the packed route the
+    whole-sequence products x @ W_ih.T and dL/dx too, however few the rows."""
+    min_rows = 0 if route == _numba_products.PACKED else _numba_products.PACKED_LINEAR_MIN_ROWS
+    with (
+        mock.patch.object(_numba_products, "product_route", lambda batch, weight: route),
+        mock.patch.object(_numba_products, "PACKED_LINEAR_MIN_ROWS", min_rows),
+    ):
+        yield
 
 
 def torch_module(

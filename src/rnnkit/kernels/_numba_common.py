@@ -333,11 +333,6 @@ def bias_or_zeros(bias: Tensor | None, size: int, like: Tensor) -> Tensor:
     return bias.detach() if bias is not None else like.new_zeros(size)
 
 
-def project(inputs: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """inputs (T, B, K) @ weight.T + bias as one matrix product over all steps: (T, B, G)."""
-    return torch.nn.functional.linear(inputs.detach(), weight.detach(), bias).contiguous()
-
-
 def weight_grads(
     grad_gates: Tensor, inputs: Tensor, needs_weight: bool, needs_bias: bool
 ) -> tuple[Tensor | None, Tensor | None]:

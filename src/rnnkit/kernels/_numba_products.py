@@ -176,6 +176,21 @@ class PackedLinear(torch.autograd.Function):
 PACKED_LINEAR_MIN_ROWS = 512  # below, packing the weight costs what the tiles save
 
 
+def whole_product(inputs: Tensor, matrix: Tensor) -> Tensor:
+    """inputs (..., K) @ matrix.T over all steps, no autograd: the packed tiles from 512 rows,
+    torch's matmul below."""
+    if inputs.numel() < PACKED_LINEAR_MIN_ROWS * matrix.shape[1]:
+        return inputs.detach() @ matrix.detach().t()
+    return packed_matmul(inputs.detach(), matrix.detach())
+
+
+def project(inputs: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """inputs (T, B, K) @ weight.T + bias as one matrix product over all steps: (T, B, G),
+    contiguous, no autograd (`whole_product`)."""
+    out = whole_product(inputs, weight).contiguous()
+    return out if bias is None else out.add_(bias.detach())
+
+
 def packed_linear(inputs: Tensor, weight: Tensor) -> Tensor:
     """inputs (..., K) @ weight.T (..., G), differentiable in both: `PackedLinear` from 512
     rows (steps x sequences), torch's linear below."""

@@ -24,14 +24,13 @@ from rnnkit.kernels._numba_common import (
     needs_grad,
     numpy_view,
     position,
-    project,
     running,
     sort_rows,
     tanh_,
     unsort,
     weight_grads,
 )
-from rnnkit.kernels._numba_products import operand, product_prefix
+from rnnkit.kernels._numba_products import operand, product_prefix, project, whole_product
 
 NONLINEARITIES = ("tanh", "relu")
 
@@ -148,7 +147,7 @@ class ElmanSequence(torch.autograd.Function):
             grad_pre.numpy(),
         )  # fmt: skip
         needs = ctx.needs_input_grad
-        grad_x = grad_pre @ weight_ih if needs[0] else None
+        grad_x = whole_product(grad_pre, weight_ih.t()) if needs[0] else None
         grad_w_ih, grad_b = weight_grads(grad_pre, x, needs[2], needs[4] or needs[5])
         grad_w_hh, _ = weight_grads(grad_pre, h_prev, needs[3], False)
         grad_b_ih = grad_b if needs[4] else None

@@ -29,7 +29,6 @@ from rnnkit.kernels._numba_common import (
     needs_grad,
     numpy_view,
     position,
-    project,
     running,
     sigmoid_,
     sort_rows,
@@ -37,7 +36,7 @@ from rnnkit.kernels._numba_common import (
     unsort,
     weight_grads,
 )
-from rnnkit.kernels._numba_products import operand, product_prefix
+from rnnkit.kernels._numba_products import operand, product_prefix, project, whole_product
 
 
 @jit
@@ -202,7 +201,7 @@ class GRUSequence(torch.autograd.Function):
             grad_x_proj.numpy(), grad_h_proj_n.numpy(),
         )  # fmt: skip
         needs = ctx.needs_input_grad
-        grad_x = grad_x_proj @ weight_ih if needs[0] else None
+        grad_x = whole_product(grad_x_proj, weight_ih.t()) if needs[0] else None
         grad_w_ih, grad_b_ih = weight_grads(grad_x_proj, x, needs[2], needs[4])
         grad_w_hh, grad_b_hh = hh_grads(grad_x_proj, grad_h_proj_n, h_prev, needs[3], needs[5])
         return (
