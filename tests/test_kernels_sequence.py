@@ -231,7 +231,11 @@ def test_dispatch_thresholds_by_kind_and_mode():
             assert not dispatch.numba_is_faster(kind, 4, hidden, steps - 1, training)
     assert not dispatch.numba_is_faster("rnn_tanh", 8, 16, 10, training=False)
     assert dispatch.numba_is_faster("gru", 8, 16, 10, training=True)
-    assert not dispatch.numba_is_faster("gru", 64, 64, 1000, training=True)
+    assert dispatch.numba_is_faster("gru", 128, 512, 50, training=True)  # packed products
+    assert dispatch.numba_is_faster("rnn_tanh", 64, 256, 50, training=False)
+    assert not dispatch.numba_is_faster("gru", 256, 64, 1000, training=True)  # not measured
+    assert not dispatch.numba_is_faster("gru", 64, 1024, 1000, training=True)
+    assert not dispatch.numba_is_faster("rnn_relu", 64, 64, 1000, training=False)
     assert not dispatch.numba_is_faster("lstm", 1, 64, 1000)
 
 

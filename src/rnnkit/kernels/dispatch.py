@@ -3,9 +3,11 @@
 torch runs GRU and Elman layers on the CPU one step at a time, a few operator calls per step
 (forward) and more in the backward pass, each with microseconds of overhead, around a matrix
 product that is efficient once batch * hidden is large. The Numba kernels pay no per-step
-overhead (their per-step products are OpenBLAS calls, or a hand-written loop for large ones),
-so they win at small batches, by 5-10x at batch 1, and the gap closes as the batch grows. The
-backward pass costs torch more per step than the forward, so the kernels keep winning to
+overhead (their per-step products are OpenBLAS calls, or register-blocked tiles on a weight
+packed once per call for large ones and from batch 16), so they win at small batches, by
+5-10x at batch 1, and by 12-68% still at batch 16-128 for the GRU and tanh Elman (the relu
+Elman's inference is even there at H = 64, so it keeps the limits measured before the tiles).
+The backward pass costs torch more per step than the forward, so the kernels keep winning to
 larger batches when training.
 
 Thresholds from grids on this machine (torch 2.13, one thread, hidden 8-1024, batch 1-128,
@@ -33,6 +35,9 @@ MIN_STEPS = {  # (kind, training): the shortest T where the kernel wins, (H <= 6
 MAX_HIDDEN = 1024  # the largest size measured
 MAX_BATCH_TRAINING = 16  # when autograd will run the backward pass
 MAX_BATCH_INFERENCE = 8
+WIDE_KINDS = ("gru", "rnn_tanh")  # with the packed products they win at larger batches too:
+WIDE_MAX_BATCH = 128  # 0.32-0.88 at batch 16-128, T = 50, H 64-512 (docs/kernels.md)
+WIDE_MAX_HIDDEN = 512  # the largest hidden size measured there
 VARIANT_MIN_STEPS = 4  # the variant cells' kernel against the reference loop over them
 VARIANT_MAX_BATCH = 64  # LSTM and GRU, and Elman in inference
 VARIANT_MAX_BATCH_ELMAN_TRAINING = 128  # the largest batch measured
@@ -47,12 +52,15 @@ def numba_is_faster(
     (grad enabled and some input or parameter requires grad). The caller checks the rest of
     what the kernels need: CPU tensors of float32 or float64, and no cell variant.
     True from `MIN_STEPS[kind, training]` steps (4-32, by hidden size), hidden <= 1024 and
-    batch <= 16 in training, 8 in inference.
+    batch <= 16 in training, 8 in inference; for the GRU and tanh Elman with hidden <= 512,
+    batch <= 128 in both.
     """
     if kind not in KINDS or hidden > MAX_HIDDEN:
         return False
     if seq_len < MIN_STEPS[kind, training][hidden > SMALL_HIDDEN]:
         return False
+    if kind in WIDE_KINDS and hidden <= WIDE_MAX_HIDDEN:
+        return batch <= WIDE_MAX_BATCH
     return batch <= (MAX_BATCH_TRAINING if training else MAX_BATCH_INFERENCE)
 
 
