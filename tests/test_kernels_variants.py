@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit import Variant, VariantGRUCell, bench, kernels
-from rnnkit.kernels import _numba_products
+from rnnkit.kernels import _numba_products, dispatch
 from rnnkit.variants import zoneout_draws
 
 F64 = torch.float64
@@ -346,7 +346,8 @@ def test_auto_takes_the_kernel_for_small_batches_and_the_loop_for_large():
 @pytest.mark.parametrize("kind", list(LAYERS))
 def test_dropout_variants_in_eval_take_torch_nns_route(kind):
     """In eval, recurrent dropout and weight drop are off: the layer is torch.nn's and takes
-    torch's kernel ("plain"; GRU and RNN at small batches the compiled one), equal to the loop."""
+    torch's kernel ("plain"; GRU and RNN up to their dispatch's batch limit the compiled one),
+    equal to the loop."""
     options = {"input_size": 3, "hidden_size": 4, "num_layers": 2, "bidirectional": True}
     options |= {"recurrent_dropout": 0.3, "weight_drop": 0.3}
     if kind == "lstm":
@@ -355,7 +356,8 @@ def test_dropout_variants_in_eval_take_torch_nns_route(kind):
     fast.backend = "auto"
     fast.eval(), loop.eval()
     x = torch.randn(9, 40, 3, dtype=F64, requires_grad=True)
-    assert fast._route(x) == "plain"
+    wide = torch.randn(9, dispatch.WIDE_MAX_BATCH + 1, 3, dtype=F64)
+    assert fast._route(wide) == "plain"
     assert fast._route(x[:, :1]) == ("plain" if kind == "lstm" else "numba")
     hx = initial_state(fast, 40, F64)
     assert_routes_equal([fast, loop], x, hx, torch.randint(1, 10, (40,)))
