@@ -134,6 +134,28 @@ def test_step_sees_changes_to_the_state_it_returned(kind):
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_cell_step_rereads_a_fed_back_state_that_changed(kind):
+    """`LSTMStep` / `GRUStep` reuse the arrays of the state they returned when it comes back,
+    yet see in-place edits, swapped memory and other tensors, as torch.nn's cell does."""
+    torch.manual_seed(3)
+    cell, step = cell_and_step(kind, 3, 4, True, torch.float64)
+    x = torch.randn(2, 3, dtype=torch.float64)
+    zeros = torch.zeros(2, 4, dtype=torch.float64)
+    state = (zeros, zeros.clone()) if kind == "lstm" else zeros
+    with torch.no_grad():
+        for change in (None, "in place", "new memory", "another tensor"):
+            state = step(x, state)
+            first = state[0] if kind == "lstm" else state
+            if change == "in place":
+                first.mul_(-2.0)
+            elif change == "new memory":
+                first.set_(torch.randn(2, 4, dtype=torch.float64))
+            elif change == "another tensor":
+                state = (first + 1.0, state[1]) if kind == "lstm" else first + 1.0
+            torch.testing.assert_close(step(x, state), cell(x, state), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_step_unusual_inputs_take_the_checked_path(kind):
     """A list state, a strided or grad-requiring input, an unbatched input and a reset all
     still give torch.nn's result; a state of the wrong shape gives the layer's error."""

@@ -191,6 +191,21 @@ def _add_4x1(weight, j, vectors, b, out):
 
 
 @jit
+def copy_(source, target):
+    """target[j] = source[j] for j < len(target), both 1-D. Numba's `target[:] = source` checks
+    for overlap and may copy through a new array; a loop costs a fraction of that per row."""
+    for j in range(len(target)):
+        target[j] = source[j]
+
+
+@jit
+def copy_rows(source, target, n):
+    """target[:n] = source[:n] for 2-D arrays, row by row through `copy_`."""
+    for i in range(n):
+        copy_(source[i], target[i])
+
+
+@jit
 def sort_rows(rows, order):
     """A copy of rows (B, K) in `order`: row i is rows[order[i]]."""
     out = np.empty_like(rows)

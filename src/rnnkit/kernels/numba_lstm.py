@@ -38,6 +38,8 @@ from torch import Tensor
 from rnnkit.kernels._compiled_sequence import Loops, Static, pair
 from rnnkit.kernels._numba_common import (
     bias_or_zeros,
+    copy_,
+    copy_rows,
     jit,
     numpy_view,
     optional_view,
@@ -130,7 +132,8 @@ def normed_gate_inputs(
 
 @jit
 def add_biases(x, b_ih, a, b_hh, out):
-    """out = (x + b_ih) + (a + b_hh), rounded as torch adds a gate's inputs, all (H,)."""
+    """out = (x + b_ih) + (a + b_hh) over out's length (the others may be longer), rounded as
+    torch adds a gate's inputs."""
     for j in range(len(out)):
         out[j] = (x[j] + b_ih[j]) + (a[j] + b_hh[j])
 
@@ -204,7 +207,7 @@ def lstm_forward_loop(
                 for j in range(out_size):
                     s_row[j] = h_row[j] * mask_row[j]
         elif save:
-            s[:n] = h[:n]
+            copy_rows(h, s, n)
         product_prefix(weight_hh, blas_hh, s, n, a, identity)
         for i in range(n):
             b = order[i]
@@ -220,9 +223,10 @@ def lstm_forward_loop(
                     hh_norm[k, i], (i_row, f_row, g_row, o_row),
                 )  # fmt: skip
             else:  # a = (W_ih x + b_ih) + (W_hh s + b_hh), straight into the gates' fields
-                for q, gate_row in enumerate((i_row, f_row, g_row, o_row)):
-                    units = slice(q * hidden, (q + 1) * hidden)
-                    add_biases(x_row[units], bias_ih[units], a_row[units], bias_hh[units], gate_row)
+                add_biases(x_row, bias_ih, a_row, bias_hh, i_f_row)  # i|f: the first 2H
+                g_at, o_at = 2 * hidden, 3 * hidden
+                add_biases(x_row[g_at:], bias_ih[g_at:], a_row[g_at:], bias_hh[g_at:], g_row)
+                add_biases(x_row[o_at:], bias_ih[o_at:], a_row[o_at:], bias_hh[o_at:], o_row)
             if peep:
                 w_ci, w_cf = peephole[0], peephole[1]
                 for j in range(hidden):
@@ -250,14 +254,14 @@ def lstm_forward_loop(
                     normed[j] = (c_hat_row[j] - mean) * rstd
                     y_row[j] = normed[j] * gain[j] + shift[j]
             else:
-                y_row[:] = c_hat_row
+                copy_(c_hat_row, y_row)
             if zoned_c:
                 zone_row = zone_c[position(lengths, order[i], step, reverse), order[i]]
                 for j in range(hidden):
                     d = zone_row[j]
                     c_row[j] = (1 - d) * c_hat_row[j] + d * c_row[j]
             else:
-                c_row[:] = c_hat_row
+                copy_(c_hat_row, c_row)
         sigmoid_(o[k].reshape(-1), 0, n * hidden, work)
         tanh_(tanh_c[k].reshape(-1), 0, n * hidden, work)
         o_flat, y_flat, u_flat = o[k].reshape(-1), tanh_c[k].reshape(-1), u.reshape(-1)
@@ -274,7 +278,7 @@ def lstm_forward_loop(
                 for j in range(out_size):
                     d = zone_row[j]
                     h_row[j] = (1 - d) * h_hat_row[j] + d * h_row[j]
-            output[t, b] = h_row
+            copy_(h_row, output[t, b])
     return unsort(h, order), unsort(c, order)
 
 
@@ -362,7 +366,7 @@ def lstm_backward_loop(
                     grad_ln_c[0], grad_c_hat,
                 )  # fmt: skip
             else:
-                grad_c_hat[:] = scratch[:hidden]
+                copy_(scratch, grad_c_hat)
             if zoned_c:  # through c_t = (1 - d) c_hat + d c_{t-1}
                 zone_row = zone_c[t, b]
                 for j in range(hidden):

@@ -4,7 +4,8 @@ One call computes one time step for a few sequences (real-time use: a frame arri
 comes out) with the least Python overhead we can reach: the weights are held as NumPy views of
 the parameters (no copy, and in-place updates of the parameters show through), one compiled
 call does the two products and the gates, and the new state is returned as tensors that share
-the kernel's output memory (new memory every step). `StackStep` runs a whole stack of layers for
+the kernel's output memory (new memory every step; a state passed back is read through the
+arrays it came from, without a conversion). `StackStep` runs a whole stack of layers for
 `rnnkit.layers.Recurrent.step()`, states in torch.nn's layout. Inference only: nothing here
 records gradients. Where the time of a step goes, and why there is no copy of the weights:
 docs/kernels.md, "The streaming steps".
@@ -24,7 +25,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.kernels._numba_common import add_matvec, bias_or_zeros, jit, numpy_view, sigmoid_, tanh_
+from rnnkit.kernels._numba_common import (
+    add_matvec,
+    bias_or_zeros,
+    copy_rows,
+    jit,
+    numpy_view,
+    sigmoid_,
+    tanh_,
+)
 from rnnkit.kernels.numba_gru import gru_gates
 
 
@@ -128,7 +137,7 @@ def lstm_layer_step(x, h, c, layer, weight_ih, weight_hh, bias_ih, bias_hh, h_ou
         x, h[layer], c[layer], weight_ih, weight_hh, bias_ih, bias_hh, h_out[layer], c_out[layer]
     )
     if layer == h.shape[0] - 1:
-        out[:] = h_out[layer]
+        copy_rows(h_out[layer], out, out.shape[0])
 
 
 @jit
@@ -136,7 +145,7 @@ def gru_layer_step(x, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, h_out, o
     """Layer `layer` of a stack, states h, h_out (L, B, H); as `lstm_layer_step`."""
     gru_cell_into(x, h[layer], weight_ih, weight_hh, bias_ih, bias_hh, h_out[layer])
     if layer == h.shape[0] - 1:
-        out[:] = h_out[layer]
+        copy_rows(h_out[layer], out, out.shape[0])
 
 
 def _array(tensor: Tensor) -> np.ndarray:
@@ -164,6 +173,7 @@ class _CellStep:
             numpy_view(bias_or_zeros(bias_ih, size, weight_hh)),
             numpy_view(bias_or_zeros(bias_hh, size, weight_hh)),
         )  # fmt: skip
+        self._last: list = [None, None]  # per state part: (tensor returned, its memory, array)
 
     def uses(
         self, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None, bias_hh: Tensor | None
@@ -176,6 +186,19 @@ class _CellStep:
         if x.dtype != self.dtype or not x.is_cpu:
             raise TypeError(f"x must be a CPU {self.dtype} tensor, got {x.dtype} on {x.device}")
         return _array(x)
+
+    def _state(self, tensor: Tensor, part: int) -> np.ndarray:
+        """The array of state part `part`: the one returned last when `tensor` is that tensor
+        in the same memory (a state fed back costs no conversion), else a view of `tensor`."""
+        last = self._last[part]
+        if last is not None and tensor is last[0] and tensor.data_ptr() == last[1]:
+            return last[2]
+        return _array(tensor)
+
+    def _returned(self, array: np.ndarray, part: int) -> Tensor:
+        tensor = torch.from_numpy(array)
+        self._last[part] = (tensor, tensor.data_ptr(), array)
+        return tensor
 
 
 def _pointers(*parameters: Tensor | None) -> tuple[int | None, ...]:
@@ -193,10 +216,10 @@ class LSTMStep(_CellStep):
     gates = 4
 
     def __call__(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        h, c = _array(state[0]), _array(state[1])
+        h, c = self._state(state[0], 0), self._state(state[1], 1)
         h_new, c_new = np.empty_like(h), np.empty_like(c)
         lstm_cell_into(self._input(x), h, c, *self.views, h_new, c_new)
-        return torch.from_numpy(h_new), torch.from_numpy(c_new)
+        return self._returned(h_new, 0), self._returned(c_new, 1)
 
 
 class GRUStep(_CellStep):
@@ -209,10 +232,10 @@ class GRUStep(_CellStep):
     gates = 3
 
     def __call__(self, x: Tensor, h: Tensor) -> Tensor:
-        h = _array(h)
+        h = self._state(h, 0)
         h_new = np.empty_like(h)
         gru_cell_into(self._input(x), h, *self.views, h_new)
-        return torch.from_numpy(h_new)
+        return self._returned(h_new, 0)
 
 
 class StackStep:

@@ -34,6 +34,8 @@ from torch import Tensor
 from rnnkit.kernels._compiled_sequence import Loops, Static, pair, run
 from rnnkit.kernels._numba_common import (
     bias_or_zeros,
+    copy_,
+    copy_rows,
     jit,
     lengths_and_order,
     numpy_view,
@@ -173,7 +175,7 @@ def gru_forward_loop(
         slot = step if save else 0
         rz, n_gate, a_h_n, h_prev = rz_tape[slot], n_tape[slot], a_h_n_tape[slot], h_prev_tape[slot]
         if save:
-            h_prev[:n_active] = h[:n_active]
+            copy_rows(h, h_prev, n_active)
         s_in = s_tape[slot] if masked or (store_s and save) else s  # (B, P): m * s_{t-1}
         if masked:
             for i in range(n_active):
@@ -181,7 +183,7 @@ def gru_forward_loop(
                 for k in range(out_size):
                     s_in_row[k] = s_row[k] * mask_row[k]
         elif store_s and save:
-            s_in[:n_active] = s[:n_active]
+            copy_rows(s, s_in, n_active)
         product_prefix(weight_hh, blas_hh, s_in, n_active, hh, identity)
         for i in range(n_active):
             x_row = x_proj[position(lengths, order[i], step, reverse), order[i]]
@@ -226,11 +228,11 @@ def gru_forward_loop(
                     h_row[j] = (1 - z) * n + z * h_row[j]
         if proj:
             if save:
-                h_new_tape[slot, :n_active] = h[:n_active]
+                copy_rows(h, h_new_tape[slot], n_active)
             product_prefix(weight_hr, blas_hr, h, n_active, s, identity)
         for i in range(n_active):
             b = order[i]
-            output[position(lengths, b, step, reverse), b] = s[i]
+            copy_(s[i], output[position(lengths, b, step, reverse), b])
     return unsort(s, order) if proj else s0.copy(), unsort(h, order)
 
 
