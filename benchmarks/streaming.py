@@ -7,8 +7,9 @@ it times one step of `kernels.LSTMStep` / `GRUStep` (the kernel with its tensor 
 conversion), of `rnnkit.LSTM(...).step(x, state)` / `GRU` (what a user calls: checks, the
 state in torch.nn's layout, the kernel), and of torch.nn.LSTMCell / GRUCell for contrast, each
 feeding back the state it returned. Processor time of this thread per step, `calls` steps per
-timing, the three in turn (alternating order); the median of the repeats and the 10th-90th
-percentile spread. Results: benchmarks/RESULTS.md.
+timing, the three in turn (alternating order), after `--warmup` untimed rounds (without them
+the first case's timings split between two levels 40% apart); the median of the repeats and
+the 10th-90th percentile spread. Results: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=41, help="timings per contender")
     parser.add_argument("--calls", type=int, default=200, help="steps per timing")
+    parser.add_argument(
+        "--warmup", type=int, default=5, help="untimed rounds of every contender first"
+    )
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -88,6 +92,7 @@ def main() -> None:
                 functions = contenders(kind, input_size)
                 for function in functions.values():
                     function()  # compile or load the kernel
+                timings(functions, args.warmup, args.calls)  # untimed: caches, allocator, clock
                 for name, times in timings(functions, args.repeats, args.calls).items():
                     shape = {"batch": 1, "input_size": input_size, "hidden": HIDDEN}
                     records.append({"kind": kind, "route": name, "shape": shape, **times})
