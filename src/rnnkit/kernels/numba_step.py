@@ -28,6 +28,7 @@ from torch import Tensor
 from rnnkit.kernels._numba_common import (
     add_matvec,
     bias_or_zeros,
+    copy_,
     copy_rows,
     jit,
     numpy_view,
@@ -117,8 +118,8 @@ def gru_cell_into(x, h, weight_ih, weight_hh, bias_ih, bias_hh, h_out):
     x_proj = np.empty((batch, 3 * hidden), dtype=h.dtype)  # (B, 3H): r|z|n
     h_proj = np.empty((batch, 3 * hidden), dtype=h.dtype)  # (B, 3H)
     for b in range(batch):
-        x_proj[b] = bias_ih
-        h_proj[b] = bias_hh
+        copy_(bias_ih, x_proj[b])
+        copy_(bias_hh, h_proj[b])
     add_products(weight_ih, x, weight_hh, h, x_proj, h_proj)
     gates = np.empty(4 * hidden, dtype=h.dtype)  # r|z|n|h_proj_n of one sequence
     work = np.empty(4 * hidden)  # scratch of the nonlinearities
