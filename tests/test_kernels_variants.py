@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 from unittest import mock
@@ -247,6 +248,43 @@ def test_the_product_of_the_rows_in_front_equals_torch(dtype, route, rows, inner
     _numba_products.product_prefix(operand, route, vectors.numpy(), rows, out.numpy(), identity)
     torch.testing.assert_close(out[:rows], vectors[:rows] @ matrix.T)
     assert out[rows:].isnan().all()
+
+
+_OTHER_WIDTH = """
+import sys
+from llvmlite import binding
+if sys.argv[1] == "avx2":  # a host without AVX-512: 32-byte vectors, tiles of up to 4 rows
+    binding.get_host_cpu_features = lambda: binding.FeatureMap()
+import numpy as np, torch
+from rnnkit.kernels import _numba_gemm, _numba_products
+assert _numba_gemm.VECTOR_BYTES == int(sys.argv[2]), _numba_gemm.VECTOR_BYTES
+for dtype in (torch.float32, torch.float64):
+    for rows, inner, cols in ((1, 1, 1), (13, 37, 70), (64, 96, 128)):
+        generator = torch.Generator().manual_seed(rows)
+        matrix = torch.randn(cols, inner, dtype=dtype, generator=generator)
+        vectors = torch.randn(rows, inner, dtype=dtype, generator=generator)
+        out = torch.full((rows, cols), float("nan"), dtype=dtype)
+        operand = _numba_products.product_operand(matrix, _numba_products.PACKED)
+        _numba_products.product_prefix(
+            operand, _numba_products.PACKED, vectors.numpy(), rows, out.numpy(), np.arange(rows)
+        )
+        torch.testing.assert_close(out, vectors @ matrix.T)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("host", "width", "environment"),
+    [("avx2", 32, {}), ("generic", 16, {"NUMBA_CPU_NAME": "generic"})],
+)
+def test_the_packed_tiles_at_the_vector_widths_of_other_hosts(tmp_path, host, width, environment):
+    """The tiles compile for the host's vector width; on this machine (AVX-512) only the widest
+    runs, so a fresh process (its own Numba cache: the width is not in the cache's key) builds
+    and checks the 32-byte tiles of an AVX2 host and the 16-byte ones of a generic CPU."""
+    env = os.environ | environment | {"NUMBA_CACHE_DIR": str(tmp_path)}
+    command = [sys.executable, "-c", _OTHER_WIDTH, host, str(width)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_the_products_take_the_route_they_measured_faster_for():
