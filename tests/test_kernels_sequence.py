@@ -227,14 +227,21 @@ def test_dispatch_thresholds_by_kind_and_mode():
     never goes to the Numba kernels."""
     for (kind, training), (steps_small, steps_large) in dispatch.MIN_STEPS.items():
         for hidden, steps in ((dispatch.SMALL_HIDDEN, steps_small), (256, steps_large)):
-            assert dispatch.numba_is_faster(kind, 4, hidden, steps, training)
-            assert not dispatch.numba_is_faster(kind, 4, hidden, steps - 1, training)
+            assert dispatch.numba_is_faster(kind, 1, hidden, steps, training)
+            assert not dispatch.numba_is_faster(kind, 1, hidden, steps - 1, training)
     assert not dispatch.numba_is_faster("rnn_tanh", 8, 16, 10, training=False)
     assert dispatch.numba_is_faster("gru", 8, 16, 10, training=True)
     assert dispatch.numba_is_faster("gru", 128, 512, 50, training=True)  # packed products
     assert dispatch.numba_is_faster("rnn_tanh", 64, 256, 50, training=False)
+    assert dispatch.numba_is_faster("gru", 64, 1024, 1000, training=True)
     assert not dispatch.numba_is_faster("gru", 256, 64, 1000, training=True)  # not measured
-    assert not dispatch.numba_is_faster("gru", 64, 1024, 1000, training=True)
+    assert not dispatch.numba_is_faster("gru", 1, 2048, 1000, training=True)
+    # the GRU's training from 4 steps only at batch 1, or batch <= 8 with hidden <= 128
+    assert dispatch.numba_is_faster("gru", 1, 1024, 4)
+    assert dispatch.numba_is_faster("gru", 8, 128, 4)
+    for batch, hidden in ((16, 64), (4, 256), (128, 1024)):
+        assert not dispatch.numba_is_faster("gru", batch, hidden, 7, training=True)
+        assert dispatch.numba_is_faster("gru", batch, hidden, 8, training=True)
     assert not dispatch.numba_is_faster("rnn_relu", 64, 64, 1000, training=False)
     assert not dispatch.numba_is_faster("lstm", 1, 64, 1000)
 
