@@ -19,6 +19,7 @@ from torch import Tensor
 
 from rnnkit.kernels._numba_common import (
     check_sequence_args,
+    copy_,
     jit,
     lengths_and_order,
     needs_grad,
@@ -55,7 +56,10 @@ def elman_forward_loop(
         n_active = running(lengths, order, step, n_active)
         product_prefix(weight_hh, blas, h, n_active, pre, identity)
         for i in range(n_active):
-            pre[i] += x_proj[position(lengths, order[i], step, reverse), order[i]]
+            pre_row = pre[i]
+            x_row = x_proj[position(lengths, order[i], step, reverse), order[i]]
+            for j in range(hidden):
+                pre_row[j] += x_row[j]
         if relu:
             for k in range(n_active * hidden):
                 pre_flat[k] = max(pre_flat[k], 0)
@@ -64,9 +68,9 @@ def elman_forward_loop(
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
-            h_prev[t if save else 0, b] = h[i]
-            h[i] = pre[i]
-            output[t, b] = pre[i]
+            copy_(h[i], h_prev[t if save else 0, b])
+            copy_(pre[i], h[i])
+            copy_(pre[i], output[t, b])
     return unsort(h, order)
 
 
@@ -96,7 +100,7 @@ def elman_backward_loop(
                     grad[j] = dh if h > 0 else 0
                 else:
                     grad[j] = dh * (1 - h * h)
-            grad_pre[t, b] = grad
+            copy_(grad, grad_pre[t, b])
         product_prefix(weight_hh_t, blas, step_grad, n_active, grad_h, identity)
     return unsort(grad_h, order)
 

@@ -273,7 +273,7 @@ def gru_backward_loop(
             for k in range(out_size):
                 carried[k] += upstream[k]
         if proj:
-            grad_s[step, :n_active] = grad_s_step[:n_active]
+            copy_rows(grad_s_step, grad_s[step], n_active)
             product_prefix(weight_hr_t, blas_hr, grad_s_step, n_active, grad_h_from_s, identity)
         rz, n_gate, a_h_n, h_prev = rz_tape[step], n_tape[step], a_h_n_tape[step], h_prev_tape[step]
         for i in range(n_active):
@@ -442,14 +442,14 @@ def elman_forward_loop(
             b = order[i]
             t = position(lengths, b, step, reverse)
             rec = tape[t if save else 0, b]
-            rec[hidden:] = masked_h[b]
+            copy_(masked_h[b], rec[hidden:])
             for j in range(hidden):
                 pre[b, j] = x_proj[t, b, j] + (pre[b, j] + bias_hh[j])
                 if relu:
                     pre[b, j] = max(pre[b, j], 0)
             if not relu:
                 tanh_(pre[b], 0, hidden, work)
-            rec[:hidden] = pre[b]
+            copy_(pre[b], rec[:hidden])
         if proj:
             for i in range(n_active):
                 h_hat[order[i]] = 0
