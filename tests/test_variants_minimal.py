@@ -1,9 +1,12 @@
-"""minGRU and minLSTM: the step against the paper's equations; the log-space scan and the compiled
-sequential recurrence against the step loop and against each other (outputs and gradients,
+"""minGRU and minLSTM: the step against the paper's equations; the log-space scan, the compiled
+sequential recurrence and the fused gates-and-recurrence kernel against the step loop and
+against each other (outputs and gradients,
 property-based over shapes, lengths, directions and layers); the scan's stability on long
 sequences, streaming, gradcheck."""
 
 from __future__ import annotations
+
+from unittest import mock
 
 import pytest
 import torch
@@ -104,6 +107,57 @@ def test_compiled_recurrence_passes_gradcheck():
     b = torch.randn(5, 2, 3, dtype=F64, generator=generator).requires_grad_()
     h0 = torch.randn(2, 3, dtype=F64, generator=generator).requires_grad_()
     assert torch.autograd.gradcheck(kernels.linear_scan, (a, b, h0))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    lstm=st.booleans(),
+    steps=st.integers(1, 7),
+    batch=st.integers(1, 4),
+    hidden=st.integers(1, 9),
+    dtype=st.sampled_from([torch.float32, F64]),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_minimal_scan_equals_the_cells_coefficients(lstm, steps, batch, hidden, dtype, seed):
+    """`kernels.minimal_scan` (gates and recurrence in one compiled pass) against the cell's
+    `coefficients` in torch and the recurrence written out: outputs and the gradients of the
+    preactivations and h0, with preactivations of both signs and exact zeros (g's two pieces)."""
+    cell = (MinLSTMCell if lstm else MinGRUCell)(1, hidden, dtype=dtype)
+    generator = torch.Generator().manual_seed(seed)
+    gates = 3 if lstm else 2
+    p = 3 * torch.randn(steps, batch, gates * hidden, dtype=dtype, generator=generator)
+    p[0, 0, -1] = 0.0  # g(v) switches pieces at v = 0
+    p.requires_grad_()
+    h0 = torch.randn(batch, hidden, dtype=dtype, generator=generator).requires_grad_()
+    weight = torch.randn(steps, batch, hidden, dtype=dtype, generator=generator)
+    results = []
+    for fused in (True, False):
+        if fused:
+            h = kernels.minimal_scan(p, h0, lstm)
+        else:
+            with mock.patch.object(cell, "preactivations", lambda x: p.chunk(gates, dim=-1)):
+                a, b = cell.coefficients(None)
+            hs, state = [], h0
+            for t in range(steps):
+                state = a[t] * state + b[t]
+                hs.append(state)
+            h = torch.stack(hs)
+        results.append((h, *torch.autograd.grad((h * weight).sum(), [p, h0])))
+    for name, got, want in zip(["h", "dp", "dh0"], *results, strict=True):
+        torch.testing.assert_close(got, want, msg=name)
+    with torch.no_grad():  # the forward alone, which keeps no sigmoids for a backward pass
+        torch.testing.assert_close(kernels.minimal_scan(p, h0, lstm), results[0][0])
+
+
+@pytest.mark.parametrize("lstm", [False, True])
+def test_fused_minimal_scan_passes_gradcheck_and_checks_shapes(lstm):
+    generator = torch.Generator().manual_seed(12)
+    gates = 3 if lstm else 2
+    p = torch.randn(5, 2, gates * 3, dtype=F64, generator=generator).requires_grad_()
+    h0 = torch.randn(2, 3, dtype=F64, generator=generator).requires_grad_()
+    assert torch.autograd.gradcheck(lambda p, h0: kernels.minimal_scan(p, h0, lstm), (p, h0))
+    with pytest.raises(ValueError, match=rf"preactivations \(T, B, {gates}\*H\)"):
+        kernels.minimal_scan(p[..., :-1], h0, lstm)
 
 
 def pair(kind, seed, route="auto", **kwargs):

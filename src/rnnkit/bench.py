@@ -270,7 +270,7 @@ def measure_variant(case: Case, repeats: int, peak_gflops: float) -> dict:
         route = ours_layer._route(x)
     if route == "reference" and hasattr(ours_layer.cells[0], "sequence"):
         route = "scan"  # minGRU, minLSTM: the cell's whole-sequence linear recurrence, which
-        # on the CPU is the compiled `kernels.linear_scan`
+        # on the CPU is the compiled `kernels.minimal_scan`
     result = record(case, "torch.nn.LSTM", seconds, peak_gflops, route)
     result |= {"loop_ms": seconds["loop"] * 1e3, "loop_ratio": seconds["ours"] / seconds["loop"]}
     return result | {"loop_wall_ms": seconds["loop_wall"] * 1e3}
@@ -322,8 +322,10 @@ calls = {
     "elman_sequence": lambda: kernels.elman_sequence(x, h, *params(rnn))[0].sum().backward(),
     "LSTMStep": lambda: kernels.LSTMStep(*cell(lstm_cell))(x[0].detach(), (h, h)),
     "GRUStep": lambda: kernels.GRUStep(*cell(gru_cell))(x[0].detach(), h),
-    "linear_scan": lambda: kernels.linear_scan(  # minGRU, minLSTM
+    "linear_scan": lambda: kernels.linear_scan(
         torch.rand(3, 2, 5, requires_grad=True), torch.randn(3, 2, 5), h).sum().backward(),
+    "minimal_scan": lambda: kernels.minimal_scan(  # minGRU, minLSTM
+        torch.randn(3, 2, 15, requires_grad=True), h, True).sum().backward(),
 }
 variants = {  # every option on: the kernels' every path
     "variant_lstm_sequence": rnnkit.LSTM(4, 5, proj_size=3, layer_norm=True, peephole=True,

@@ -4,11 +4,11 @@ Their gates read only the input x_t, never h_{t-1}, so each is a linear recurren
 h_t = a_t ⊙ h_{t-1} + b_t whose coefficients are known for all steps at once. Each cell has a
 sequential step (`forward`, for streaming and the reference loop) and a whole-sequence method
 (`sequence`) that computes every h_t at once: on the CPU (float32, float64) with the compiled
-sequential recurrence `rnnkit.kernels.linear_scan`, elsewhere with one parallel scan in log
-space, the paper's numerically stable form. `rnnkit.layers.run_cell` takes `sequence` when a
-cell has it, so the layers `MinGRU` and `MinLSTM` train over whole sequences with it (backend
-"auto") and stream with the step; backend "reference" runs the step loop, and tests prove the
-routes equal.
+`rnnkit.kernels.minimal_scan` (the gates and the sequential recurrence in one pass, forward and
+backward), elsewhere with one parallel scan in log space, the paper's numerically stable
+form. `rnnkit.layers.run_cell` takes `sequence` when a cell has it, so the layers `MinGRU` and
+`MinLSTM` train over whole sequences with it (backend "auto") and stream with the step;
+backend "reference" runs the step loop, and tests prove the routes equal.
 
 This module builds on `rnnkit.layers` (the layers reuse its torch.nn-style naming); the plain
 cells live in `rnnkit.cells`, the LSTM/GRU variants in `rnnkit.variants`.
@@ -158,7 +158,8 @@ class _MinimalCell(nn.Module):
         if self._uses_compiled(x):
             from rnnkit import kernels  # Numba loads on the first call, not at import
 
-            h = kernels.linear_scan(*self.coefficients(x), h0)  # (T, B, H) in scan order
+            preactivations = F.linear(x, self.weight_ih, self.bias_ih)  # (T, B, G*H)
+            h = kernels.minimal_scan(preactivations, h0, lstm=self.gates == 3)  # in scan order
         else:
             log_a, log_b = self.log_coefficients(x)
             h = log_space_scan(log_a, log_b, h0, self.scan_chunk)  # (T, B, H) in scan order

@@ -7,8 +7,9 @@
 - `variant_sequence` (`numba_variants`, `numba_lstm`): one direction of one layer over the
   variant cells (layer norm, peepholes, projection, recurrent dropout, zoneout, weight drop),
   compiled, with the reference loop's random draws.
-- `linear_scan` (`numba_scan`): minGRU's and minLSTM's linear recurrence h_t = a_t h_{t-1} + b_t,
-  compiled and sequential, for the CPU.
+- `linear_scan`, `minimal_scan` (`numba_scan`): minGRU's and minLSTM's linear recurrence
+  h_t = a_t h_{t-1} + b_t, compiled and sequential, for the CPU; `minimal_scan` computes their
+  gates in the same pass.
 - `LSTMStep`, `GRUStep` (`numba_step`): streaming single steps for inference.
 - `numba_is_faster`, `variant_numba_is_faster` (`dispatch`): where the compiled kernels beat
   torch's kernels and the reference loop, measured.
@@ -28,6 +29,7 @@ _NUMBA_MODULES = {
     "elman_sequence": "rnnkit.kernels.numba_elman",
     "variant_sequence": "rnnkit.kernels.numba_variants",
     "linear_scan": "rnnkit.kernels.numba_scan",
+    "minimal_scan": "rnnkit.kernels.numba_scan",
     "LSTMStep": "rnnkit.kernels.numba_step",
     "GRUStep": "rnnkit.kernels.numba_step",
 }

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.kernels._numba_common import jit, numpy_view
+from rnnkit.kernels._numba_common import jit, needs_grad, numpy_view, sigmoid_
 
 
 @jit
@@ -89,3 +89,147 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
         shapes = f"{tuple(a.shape)}, {tuple(b.shape)}, {tuple(h0.shape)}"
         raise ValueError(f"a, b (T, B, H) and h0 (B, H) expected, got {shapes}")
     return LinearRecurrence.apply(a, b, h0)
+
+
+# ---- minGRU and minLSTM whole: gates and recurrence in one pass ------------------------------
+#
+# From the preactivations P = W_ih x + b_ih (T, B, G*H), blocks z|h (minGRU) or f|i|h (minLSTM),
+# with s = sigmoid(P) computed once over all of P (one vectorised call) and g(v) = v + 1/2 for
+# v >= 0, sigmoid(v) below (the paper's positive candidate state):
+#
+#     minGRU:  a = 1 - s_z,             b = s_z * g(p_h)
+#     minLSTM: a = s_f / (s_f + s_i),   b = s_i / (s_f + s_i) * g(p_h)
+#     h_t = a_t * h_{t-1} + b_t
+#
+# and backward, with g_t = dL/dh_t + a_{t+1} g_{t+1}, dL/da = g_t h_{t-1}, dL/db = g_t:
+#
+#     minGRU:  dL/dp_z = (h~ dL/db - dL/da) s_z (1 - s_z),  dL/dp_h = s_z g'(p_h) dL/db
+#     minLSTM: with q = s_f + s_i,
+#              dL/dp_f = s_i / q^2 (dL/da - h~ dL/db) s_f (1 - s_f),
+#              dL/dp_i = s_f / q^2 (h~ dL/db - dL/da) s_i (1 - s_i),
+#              dL/dp_h = s_i / q g'(p_h) dL/db,      g'(v) = 1 (v >= 0), s (1 - s) below.
+
+
+@jit
+def _coefficients(p, s, lstm, a, b):
+    """a and b (H,) of one row from its preactivations p and their sigmoids s (G*H,)."""
+    hidden = len(a)
+    p_h, s_h = p[(1 + lstm) * hidden :], s[(1 + lstm) * hidden :]
+    s_i = s[hidden:]
+    for j in range(hidden):
+        v = p_h[j]
+        h_tilde = v + 0.5 if v >= 0 else s_h[j]
+        if lstm:
+            total = s[j] + s_i[j]
+            a[j] = s[j] / total
+            b[j] = s_i[j] / total * h_tilde
+        else:
+            a[j] = 1 - s[j]
+            b[j] = s[j] * h_tilde
+
+
+@jit
+def minimal_forward(p, h0, lstm, s, out):
+    """out (T, B, H) = every h_t from p (T, B, G*H) and h0 (B, H); s = sigmoid(p), step by step
+    (so that a step's numbers stay in cache), into s (T, B, G*H), or (1, B, G*H) scratch when
+    no backward pass needs it."""
+    steps, batch, width = p.shape
+    hidden = h0.shape[1]
+    work = np.empty(2 * batch * width)  # scratch of the sigmoid
+    a = np.empty(hidden, dtype=out.dtype)
+    b = np.empty(hidden, dtype=out.dtype)
+    for t in range(steps):
+        s_step = s[t if s.shape[0] > 1 else 0]
+        flat_p, flat_s = p[t].reshape(-1), s_step.reshape(-1)
+        for k in range(batch * width):
+            flat_s[k] = flat_p[k]
+        sigmoid_(flat_s, 0, batch * width, work)
+        for i in range(batch):
+            _coefficients(p[t, i], s_step[i], lstm, a, b)
+            prev, row = (out[t - 1, i] if t > 0 else h0[i]), out[t, i]
+            for j in range(hidden):
+                row[j] = a[j] * prev[j] + b[j]
+
+
+@jit
+def minimal_backward(p, s, h0, h, lstm, grad_h, grad_p):
+    """Fill grad_p (T, B, G*H) = dL/dp from grad_h = dL/dh (T, B, H), the forward's h and
+    s = sigmoid(p); return dL/dh0 (B, H)."""
+    steps, batch, _ = p.shape
+    hidden = h0.shape[1]
+    carry = np.zeros_like(h0)  # a_{t+1} * g_{t+1} per sequence
+    a = np.empty(hidden, dtype=h.dtype)
+    b = np.empty(hidden, dtype=h.dtype)
+    for t in range(steps - 1, -1, -1):
+        for i in range(batch):
+            p_row, s_row, grad_row = p[t, i], s[t, i], grad_p[t, i]
+            _coefficients(p_row, s_row, lstm, a, b)
+            prev, upstream, carried = (h[t - 1, i] if t > 0 else h0[i]), grad_h[t, i], carry[i]
+            first = (1 + lstm) * hidden  # where p_h starts
+            p_h, s_h, grad_h_block = p_row[first:], s_row[first:], grad_row[first:]
+            s_i, grad_i = s_row[hidden:], grad_row[hidden:]
+            for j in range(hidden):
+                g = upstream[j] + carried[j]
+                grad_a, grad_b = g * prev[j], g
+                carried[j] = a[j] * g
+                v, sig_h = p_h[j], s_h[j]
+                h_tilde = v + 0.5 if v >= 0 else sig_h
+                slope = 1.0 if v >= 0 else sig_h * (1 - sig_h)  # g'(p_h)
+                if lstm:
+                    s_f, s_i_j = s_row[j], s_i[j]
+                    total = s_f + s_i_j
+                    mixed = (grad_a - h_tilde * grad_b) / (total * total)
+                    grad_row[j] = s_i_j * mixed * s_f * (1 - s_f)
+                    grad_i[j] = -s_f * mixed * s_i_j * (1 - s_i_j)
+                    grad_h_block[j] = s_i_j / total * slope * grad_b
+                else:
+                    s_z = s_row[j]
+                    grad_row[j] = (h_tilde * grad_b - grad_a) * s_z * (1 - s_z)
+                    grad_h_block[j] = s_z * slope * grad_b
+    return carry
+
+
+def _minimal_forward(p: Tensor, h0: Tensor, lstm: bool, keep: bool) -> tuple[Tensor, Tensor]:
+    """(h (T, B, H), sigmoid(p) (T, B, G*H), or one step's scratch unless `keep`)."""
+    steps, batch, width = p.shape
+    h = p.new_empty(steps, batch, h0.shape[1])
+    s = p.new_empty(steps if keep else 1, batch, width)
+    minimal_forward(numpy_view(p), numpy_view(h0), lstm, s.numpy(), h.numpy())
+    return h, s
+
+
+class MinimalSequence(torch.autograd.Function):
+    """h (T, B, H) of minGRU or minLSTM from the preactivations p (T, B, G*H) and h0 (B, H)."""
+
+    @staticmethod
+    def forward(ctx, p: Tensor, h0: Tensor, lstm: bool) -> Tensor:
+        h, s = _minimal_forward(p, h0, lstm, keep=True)
+        ctx.save_for_backward(p, h0, h, s)  # s = sigmoid(p) for the backward pass
+        ctx.lstm = lstm
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h: Tensor):
+        p, h0, h, s = ctx.saved_tensors
+        grad_p = p.new_empty(p.shape)
+        grad_h0 = minimal_backward(
+            numpy_view(p), s.numpy(), numpy_view(h0), h.numpy(), ctx.lstm,
+            numpy_view(grad_h), grad_p.numpy(),
+        )  # fmt: skip
+        return grad_p, torch.from_numpy(grad_h0), None
+
+
+def minimal_scan(preactivations: Tensor, h0: Tensor, lstm: bool) -> Tensor:
+    """Every h_t of minGRU (`lstm` False: blocks z|h) or minLSTM (True: f|i|h) from the
+    preactivations W_ih x_t + b_ih (T, B, G*H) and h0 (B, H), gates and recurrence in one
+    compiled pass: (T, B, H), CPU float32 or float64 tensors of one dtype, differentiable in
+    both (once)."""
+    gates = 3 if lstm else 2
+    steps, batch, width = preactivations.shape
+    if width % gates or h0.shape != (batch, width // gates):
+        shapes = f"{tuple(preactivations.shape)}, {tuple(h0.shape)}"
+        raise ValueError(f"preactivations (T, B, {gates}*H) and h0 (B, H) expected, got {shapes}")
+    if needs_grad((preactivations, h0)):
+        return MinimalSequence.apply(preactivations, h0, lstm)
+    return _minimal_forward(preactivations, h0, lstm, keep=False)[0]
