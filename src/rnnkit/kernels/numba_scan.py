@@ -94,8 +94,8 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
 # ---- minGRU and minLSTM whole: gates and recurrence in one pass ------------------------------
 #
 # From the preactivations P = W_ih x + b_ih (T, B, G*H), blocks z|h (minGRU) or f|i|h (minLSTM),
-# with s = sigmoid(P) computed once over all of P (one vectorised call) and g(v) = v + 1/2 for
-# v >= 0, sigmoid(v) below (the paper's positive candidate state):
+# with s = sigmoid(P) (one vectorised call per step, over all its sequences) and g(v) = v + 1/2
+# for v >= 0, sigmoid(v) below (the paper's positive candidate state):
 #
 #     minGRU:  a = 1 - s_z,             b = s_z * g(p_h)
 #     minLSTM: a = s_f / (s_f + s_i),   b = s_i / (s_f + s_i) * g(p_h)
