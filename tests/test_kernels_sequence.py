@@ -243,6 +243,10 @@ def test_dispatch_thresholds_by_kind_and_mode():
         assert not dispatch.numba_is_faster("gru", batch, hidden, 7, training=True)
         assert dispatch.numba_is_faster("gru", batch, hidden, 8, training=True)
     assert not dispatch.numba_is_faster("rnn_relu", 64, 64, 1000, training=False)
+    assert not dispatch.numba_is_faster("rnn_relu", 32, 64, 1000, training=True)
+    assert dispatch.numba_is_faster("rnn_relu", 128, 128, 50, training=True)  # above H = 64
+    assert dispatch.numba_is_faster("rnn_relu", 64, 128, 50, training=False)
+    assert not dispatch.numba_is_faster("rnn_relu", 128, 128, 50, training=False)
     assert not dispatch.numba_is_faster("lstm", 1, 64, 1000)
 
 

@@ -5,8 +5,9 @@ torch runs GRU and Elman layers on the CPU one step at a time, a few operator ca
 product that is efficient once batch * hidden is large. The Numba kernels pay no per-step
 overhead (their per-step products are OpenBLAS calls, or register-blocked tiles on a weight
 packed once per call for large ones and from batch 16), so they win at small batches, by
-5-10x at batch 1, and by 11-68% still at batch 16-128 for the GRU and tanh Elman (the relu
-Elman's inference is even there at H = 64, so it keeps the limits measured before the tiles).
+5-10x at batch 1, and by 11-68% still at batch 16-128 for the GRU and tanh Elman, and for the
+relu Elman above H = 64 (at H = 64 its inference is even there, so it keeps the limits measured
+before the tiles).
 The backward pass costs torch more per step than the forward, so the kernels keep winning to
 larger batches when training.
 
@@ -42,6 +43,9 @@ MAX_BATCH_TRAINING = 16  # when autograd will run the backward pass
 MAX_BATCH_INFERENCE = 8
 WIDE_KINDS = ("gru", "rnn_tanh")  # with the packed products they win at larger batches too:
 WIDE_MAX_BATCH = 128  # 0.32-0.89 at batch 16-128, T = 50, H 64-1024 (docs/kernels.md)
+# The relu Elman above H = 64: 0.82-0.96 in training to batch 128 (T 12-50), 0.77-0.93 in
+# inference to batch 64 (T = 32), 0.89-1.01 at 128; at H = 64 it loses from batch 32-64.
+RELU_WIDE_MAX_BATCH_INFERENCE = 64
 VARIANT_MIN_STEPS = 4  # the variant cells' kernel against the reference loop over them
 VARIANT_MAX_BATCH = 64  # LSTM and GRU, and Elman in inference
 VARIANT_MAX_BATCH_ELMAN_TRAINING = 128  # the largest batch measured
@@ -57,7 +61,8 @@ def numba_is_faster(
     what the kernels need: CPU tensors of float32 or float64, and no cell variant.
     True from `MIN_STEPS[kind, training]` steps (4-32, by hidden size; the GRU's training from
     8 steps above batch 8 or hidden 128 unless at batch 1), hidden <= 1024, and batch <= 128
-    for the GRU and tanh Elman, 16 in training and 8 in inference for the relu Elman.
+    for the GRU and tanh Elman; for the relu Elman batch <= 128 in training and 64 in
+    inference above hidden 64, 16 and 8 up to it.
     """
     if kind not in KINDS or hidden > MAX_HIDDEN:
         return False
@@ -69,6 +74,8 @@ def numba_is_faster(
         return False
     if kind in WIDE_KINDS:
         return batch <= WIDE_MAX_BATCH
+    if hidden > SMALL_HIDDEN:  # the relu Elman
+        return batch <= (WIDE_MAX_BATCH if training else RELU_WIDE_MAX_BATCH_INFERENCE)
     return batch <= (MAX_BATCH_TRAINING if training else MAX_BATCH_INFERENCE)
 
 
