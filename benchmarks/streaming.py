@@ -6,8 +6,10 @@ For the LSTM and GRU at H = 256, H_in = 64 and 256, inference (`torch.no_grad()`
 it times one step of `kernels.LSTMStep` / `GRUStep` (the kernel with its tensor <-> NumPy
 conversion), of `rnnkit.LSTM(...).step(x, state)` / `GRU` (what a user calls: checks, the
 state in torch.nn's layout, the kernel), and of torch.nn.LSTMCell / GRUCell for contrast, each
-feeding back the state it returned. Processor time of this thread per step, `calls` steps per
-timing, the three in turn (alternating order), after `--warmup` untimed rounds (without them
+feeding back the state it returned; and for a layer-norm LSTM (`layer_norm=True`) the same
+with `kernels.VariantLSTMStep` plus the cell's own step in torch ops (`step()` on backend
+"reference"). Processor time of this thread per step, `calls` steps per timing, the
+contenders in turn (alternating order), after `--warmup` untimed rounds (without them
 the first case's timings split between two levels 40% apart); the median of the repeats and
 the 10th-90th percentile spread. Results: benchmarks/RESULTS.md.
 """
@@ -49,8 +51,38 @@ def timings(functions: dict, repeats: int, calls: int) -> dict[str, dict[str, fl
     return result
 
 
+def variant_contenders(input_size: int) -> dict:
+    """A layer-norm LSTM's step: the compiled `VariantLSTMStep` alone, `step()` (on it), the
+    cell's own step in torch ops (`step()` on backend "reference") and torch.nn.LSTMCell."""
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(input_size, HIDDEN, layer_norm=True).eval()
+    loop = rnnkit.LSTM(input_size, HIDDEN, layer_norm=True, backend="reference").eval()
+    loop.load_state_dict(layer.state_dict())
+    step = kernels.VariantLSTMStep(layer.cells[0])
+    torch_cell = torch.nn.LSTMCell(input_size, HIDDEN)
+    x, h = torch.randn(1, input_size), torch.zeros(1, HIDDEN)
+    states = {"kernel": (h, h.clone()), "layer": None, "loop": None, "torch": (h, h.clone())}
+
+    def kernel_step() -> None:
+        states["kernel"] = step(x, states["kernel"])
+
+    def layer_step() -> None:
+        states["layer"] = layer.step(x, states["layer"])[1]
+
+    def loop_step() -> None:
+        states["loop"] = loop.step(x, states["loop"])[1]
+
+    def torch_step() -> None:
+        states["torch"] = torch_cell(x, states["torch"])
+
+    return {"kernel": kernel_step, "step()": layer_step, "loop step()": loop_step,
+            "torch cell": torch_step}  # fmt: skip
+
+
 def contenders(kind: str, input_size: int) -> dict:
     """The three ways to take one step, each a no-argument function carrying its own state."""
+    if kind == "lstm_layer_norm":
+        return variant_contenders(input_size)
     torch.manual_seed(0)
     layer = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[kind](input_size, HIDDEN).eval()
     cell = layer.cells[0]
@@ -87,7 +119,7 @@ def main() -> None:
     torch.set_num_threads(1)
     records = []
     with torch.no_grad():
-        for kind in ("lstm", "gru"):
+        for kind in ("lstm", "gru", "lstm_layer_norm"):
             for input_size in INPUT_SIZES:
                 functions = contenders(kind, input_size)
                 for function in functions.values():
@@ -97,7 +129,7 @@ def main() -> None:
                     shape = {"batch": 1, "input_size": input_size, "hidden": HIDDEN}
                     records.append({"kind": kind, "route": name, "shape": shape, **times})
                     print(
-                        f"{kind} H_in={input_size:<4d} {name:<11s} {times['median_us']:7.2f} "
+                        f"{kind} H_in={input_size:<4d} {name:<12s} {times['median_us']:7.2f} "
                         f"us/step  (p10-p90 {times['p10_us']:.2f}-{times['p90_us']:.2f})",
                         flush=True,
                     )

@@ -207,3 +207,77 @@ def _map(state, function):
 
 def _clone(state):
     return _map(state, torch.clone)
+
+
+# ---- the variant LSTM's compiled step ------------------------------------------------------
+
+
+def variant_pair(options: dict, layers: int, dtype: torch.dtype, seed: int):
+    """A variant LSTM in eval on its default route and the same layer on the reference loop."""
+    torch.manual_seed(seed)
+    layer = rnnkit.LSTM(3, 5, layers, dtype=dtype, **options).eval()
+    reference = rnnkit.LSTM(3, 5, layers, dtype=dtype, backend="reference", **options).eval()
+    reference.load_state_dict(layer.state_dict())
+    return layer, reference
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    layer_norm=st.booleans(),
+    peephole=st.booleans(),
+    proj_size=st.sampled_from([0, 2]),
+    zoneout=st.sampled_from([0.0, 0.3]),
+    zoneout_cell=st.sampled_from([None, 0.0, 0.6]),
+    dropouts=st.booleans(),
+    layers=st.integers(1, 2),
+    batch=st.integers(1, 5),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_variant_lstm_step_equals_the_reference_loop(
+    layer_norm, peephole, proj_size, zoneout, zoneout_cell, dropouts, layers, batch, dtype, seed
+):  # fmt: skip
+    """`step()` of a variant LSTM in eval runs the compiled `VariantLSTMStep` and equals the
+    reference loop over the same sequence (every option; recurrent dropout and weight drop are
+    off in eval, zoneout mixes by its rates), output and state at every step."""
+    options = {"layer_norm": layer_norm, "peephole": peephole, "proj_size": proj_size}
+    options |= {"zoneout": zoneout, "zoneout_cell": zoneout_cell}
+    if dropouts:
+        options |= {"recurrent_dropout": 0.3, "weight_drop": 0.4}
+    if not (layer_norm or peephole or zoneout or zoneout_cell or dropouts):
+        options["peephole"] = True  # a variant layer, not torch.nn's
+    layer, reference = variant_pair(options, layers, dtype, seed)
+    x = 2 * torch.randn(4, batch, 3, dtype=dtype)
+    with torch.no_grad():
+        expected_out, _ = reference(x)
+        state = None
+        for t in range(4):
+            out, state = layer.step(x[t], state)
+            torch.testing.assert_close(out, expected_out[t])
+            torch.testing.assert_close(state, reference(x[: t + 1])[1])
+    steps = layer.__dict__["_compiled"].steps  # the compiled route ran
+    assert [type(s).__name__ for s in steps] == ["VariantLSTMStep"] * layers
+
+
+def test_variant_lstm_step_follows_its_parameters_and_keeps_the_loop_for_training():
+    layer, reference = variant_pair({"layer_norm": True, "peephole": True}, 1, torch.float32, 9)
+    x = torch.randn(2, 3)
+    with torch.no_grad():
+        layer.step(x)
+        first = layer.__dict__["_compiled"]
+        layer.cells[0].ln_hh_weight.mul_(3.0)  # in place: the step reads the same memory
+        reference.load_state_dict(layer.state_dict())
+        torch.testing.assert_close(layer.step(x)[0], reference(x[None])[0][0])
+        assert layer.__dict__["_compiled"] is first
+        layer.cells[0].weight_ci.data = torch.randn(5)  # new memory: the steps are rebuilt
+        reference.load_state_dict(layer.state_dict())
+        torch.testing.assert_close(layer.step(x)[0], reference(x[None])[0][0])
+        assert layer.__dict__["_compiled"] is not first
+        out, _ = layer.step(x, reset=torch.tensor([True, False]))  # the general path, on the
+        torch.testing.assert_close(out, reference(x[None])[0][0])  # same compiled cell steps
+    layer.__dict__.pop("_compiled")
+    layer.step(x)  # eval, but the parameters want gradients: the cells' own step
+    layer.train()
+    with torch.no_grad():
+        layer.step(x)  # training: the cells' step with its draws
+    assert "_compiled" not in layer.__dict__

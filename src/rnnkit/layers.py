@@ -421,14 +421,13 @@ class Recurrent(nn.Module):
 
     def _compiled_steps(self, x: object):
         """The compiled streaming steps (`rnnkit.kernels.numba_step.StackStep`) when they serve:
-        inference (no gradient wanted) of a plain LSTM or GRU on the CPU in float32/float64.
-        They hold views of the parameters, rebuilt when a parameter's memory is replaced."""
+        inference (no gradient wanted) of a plain LSTM or GRU, or of variant LSTM cells (in eval,
+        any options), on the CPU in float32/float64. They hold views of the parameters, rebuilt
+        when a parameter's memory is replaced."""
         if self.training or self.backend == "reference" or not isinstance(x, Tensor):
             return None
-        lstm = self.fused_mode == "LSTM"
-        if not (lstm or self.fused_mode == "GRU") or (lstm and self.proj_size):
-            return None
-        if x.dtype not in _NUMBA_DTYPES or not x.is_cpu:
+        kind = self._compiled_step_kind()
+        if kind is None or x.dtype not in _NUMBA_DTYPES or not x.is_cpu:
             return None
         if torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.parameters())
@@ -439,9 +438,19 @@ class Recurrent(nn.Module):
         if cached is None or not cached.uses(cells):
             from rnnkit.kernels.numba_step import StackStep  # imports Numba: not at import time
 
-            cached = StackStep(cells, lstm)
+            cached = StackStep(cells, kind)
             self.__dict__["_compiled"] = cached
         return cached
+
+    def _compiled_step_kind(self) -> str | None:
+        """The kind ("lstm", "gru", "variant_lstm") of `StackStep` for these cells, or None."""
+        if self.fused_mode == "LSTM" and not self.proj_size:
+            return "lstm"
+        if self.fused_mode == "GRU":
+            return "gru"
+        if all(type(c) is VariantLSTMCell for c in self._modules["cells"]._modules.values()):
+            return "variant_lstm"
+        return None
 
     def _stream_steps(self, batch: int, like: Tensor, new: bool) -> list[Callable]:
         """Each cell's step function for `step()`. In training, cells with per-sequence draws

@@ -240,32 +240,47 @@ class GRUStep(_CellStep):
 
 
 class StackStep:
-    """Inference-only streaming steps through a stack of plain LSTM or GRU cells (the compiled
-    route of `rnnkit.layers.Recurrent.step`), with states in torch.nn's layout.
+    """Inference-only streaming steps through a stack of plain LSTM or GRU cells, or of variant
+    LSTM cells (the compiled route of `rnnkit.layers.Recurrent.step`), with states in torch.nn's
+    layout.
 
-    `out, state = stack(x, state)`: x (B, H_in), state (L, B, H) (a pair (h, c) for the LSTM)
-    or None for zeros; out (B, H) is the top layer's new h. Every call returns new memory, so a
-    state or output the caller holds stays valid after the next step; the state returned last
-    keeps its NumPy arrays, so passing it back costs no conversion. `steps` are the cells'
-    `LSTMStep` / `GRUStep`, for callers that hold one state per cell.
+    `out, state = stack(x, state)`: x (B, H_in), state (L, B, H) (a pair (h, c) for the LSTM,
+    h (L, B, P) with a variant's projection) or None for zeros; out (B, P) is the top layer's
+    new h. Every call returns new memory, so a state or output the caller holds stays valid
+    after the next step; the state returned last keeps its NumPy arrays, so passing it back
+    costs no conversion. `steps` are the cells' `LSTMStep` / `GRUStep` / `VariantLSTMStep`,
+    for callers that hold one state per cell. `kind`: "lstm", "gru" or "variant_lstm".
     """
 
-    def __init__(self, cells: Sequence[torch.nn.Module], lstm: bool):
-        make = LSTMStep if lstm else GRUStep
+    def __init__(self, cells: Sequence[torch.nn.Module], kind: str):
         self.cells = tuple(cells)
-        self.steps = [make(c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh) for c in cells]
-        self.kernel = lstm_layer_step if lstm else gru_layer_step
-        self.parts = 2 if lstm else 1  # state tensors: (h, c) or h
+        if kind == "variant_lstm":
+            from rnnkit.kernels.numba_variant_step import (
+                PARAMETERS,
+                VariantLSTMStep,
+                variant_lstm_layer_step,
+            )
+
+            self.steps = [VariantLSTMStep(c) for c in cells]
+            self.kernel, names = variant_lstm_layer_step, PARAMETERS
+        else:
+            make = LSTMStep if kind == "lstm" else GRUStep
+            self.steps = [make(c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh) for c in cells]
+            self.kernel, names = (lstm_layer_step if kind == "lstm" else gru_layer_step), _NAMES
+        weight_hh = cells[0].weight_hh  # (G * H, P)
+        out_size = weight_hh.shape[1]
+        hidden = weight_hh.shape[0] // (3 if kind == "gru" else 4)
+        self.sizes = (out_size,) if kind == "gru" else (out_size, hidden)  # of h (and c)
+        self.parts = len(self.sizes)  # state tensors: (h, c) or h
         self.dtype = self.steps[0].dtype
         self.array_dtype = self.steps[0].views[1].dtype
         self.input_size = cells[0].weight_ih.shape[1]
-        self.hidden = cells[0].weight_hh.shape[1]
         self._watched = [  # (where the parameter lives, its name, the tensor, its memory)
-            (cell._parameters, name, cell._parameters[name], pointer)
+            (cell._parameters, name, cell._parameters.get(name), pointer)
             for cell, step in zip(cells, self.steps, strict=True)
-            for name, pointer in zip(_NAMES, step.pointers, strict=True)
+            for name, pointer in zip(names, step.pointers, strict=True)
         ]
-        self._last: tuple = (None, None, None, (None, None))  # state, shape, arrays, memory
+        self._last: tuple = (None, None, None, (None, None))  # state, shapes, arrays, memory
 
     def uses(self, cells: Sequence[torch.nn.Module]) -> bool:
         """Whether `cells` are still these cells with the same parameters in the same memory
@@ -274,7 +289,7 @@ class StackStep:
         if tuple(modules) != self.cells:
             return False
         for parameters, name, tensor, pointer in self._watched:
-            now = parameters[name]
+            now = parameters.get(name)
             if now is not tensor or (now is not None and now.data_ptr() != pointer):
                 return False
         return True
@@ -287,37 +302,39 @@ class StackStep:
         batch, features = x.shape
         if features != self.input_size or batch == 0:
             return None
-        shape = (len(self.steps), batch, self.hidden)  # (L, B, H)
-        arrays = self._state_arrays(state, shape)
+        shapes = tuple((len(self.steps), batch, size) for size in self.sizes)  # (L, B, P|H)
+        arrays = self._state_arrays(state, shapes)
         if arrays is None:
             return None
-        new = [np.empty(shape, self.array_dtype) for _ in range(self.parts)]
-        out = np.empty((batch, self.hidden), self.array_dtype)  # not a view of the state
+        new = [np.empty(shape, self.array_dtype) for shape in shapes]
+        out = np.empty((batch, self.sizes[0]), self.array_dtype)  # not a view of the state
         inputs = _array(x)
         for layer, step in enumerate(self.steps):
             self.kernel(inputs, *arrays, layer, *step.views, *new, out)
-            inputs = new[0][layer]  # (B, H), the next layer's input
+            inputs = new[0][layer]  # (B, P), the next layer's input
         if self.parts == 2:
             state = (torch.from_numpy(new[0]), torch.from_numpy(new[1]))
             pointers = (state[0].data_ptr(), state[1].data_ptr())
         else:
             state = torch.from_numpy(new[0])
             pointers = (state.data_ptr(), None)
-        self._last = (state, shape, new, pointers)
+        self._last = (state, shapes, new, pointers)
         return torch.from_numpy(out), state
 
-    def _state_arrays(self, state, shape: tuple[int, int, int]) -> list[np.ndarray] | None:
+    def _state_arrays(self, state, shapes: tuple) -> list[np.ndarray] | None:
         """NumPy arrays of `state` (zeros for None), or None if it is not of the usual form."""
         if state is None:
-            return [np.zeros(shape, self.array_dtype)] * self.parts
-        last, last_shape, arrays, (h, c) = self._last
-        if state is last and shape == last_shape:  # the state this returned last, if its
+            return [np.zeros(shape, self.array_dtype) for shape in shapes]
+        last, last_shapes, arrays, (h, c) = self._last
+        if state is last and shapes == last_shapes:  # the state this returned last, if its
             if self.parts == 1 and state.data_ptr() == h:  # memory is still the arrays'
                 return arrays  # (no `set_` since)
             if self.parts == 2 and state[0].data_ptr() == h and state[1].data_ptr() == c:
                 return arrays
         parts = state if isinstance(state, tuple) else (state,)
-        if len(parts) != self.parts or not all(self._usual(p, shape) for p in parts):
+        if len(parts) != self.parts:
+            return None
+        if not all(self._usual(p, shape) for p, shape in zip(parts, shapes, strict=True)):
             return None
         return [_array(p) for p in parts]
 

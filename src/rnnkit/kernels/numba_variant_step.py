@@ -1,0 +1,163 @@
+"""Streaming single steps of the variant LSTM cell for inference (Numba, CPU).
+
+`rnnkit.variants.VariantLSTMCell` in eval mode, one step: layer norm, peepholes, projection and
+zoneout (in eval the convex mix with its rate; recurrent dropout and weight drop are off in
+eval), as one compiled call instead of a dozen torch operators. The equations are the cell's
+(gate order i|f|g|o; LN per gate group with gain and shift; a = (LN_x(W_ih x) + b_ih) +
+(LN_h(W_hh h) + b_hh)):
+
+    i, f  = sigmoid(a_i + w_ci * c), sigmoid(a_f + w_cf * c);  g = tanh(a_g)
+    c_hat = f * c + i * g;  o = sigmoid(a_o + w_co * c_hat)
+    h_hat = W_hr (o * tanh(LN_c(c_hat)))
+    c' = (1 - p_c) * c_hat + p_c * c;  h' = (1 - p_h) * h_hat + p_h * h
+
+As `numba_step`, the parameters are read through NumPy views of their own memory (in-place
+updates show through), and every step returns new memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rnnkit.kernels._numba_common import copy_rows, jit, numpy_view, sigmoid_, tanh_
+from rnnkit.kernels.numba_lstm import group_moments
+from rnnkit.kernels.numba_step import _array, add_matvec1, add_products
+
+
+@jit
+def _layer_norm_(v, groups, gain, shift, eps, moments):
+    """v = LN(v) * gain + shift in place, per group of v (G*H,) (`group_moments`' float64
+    moments); moments: scratch (2, groups)."""
+    group_moments(v, groups, moments[0], moments[1], eps)
+    size = len(v) // groups
+    for k in range(groups):
+        part, gain_k, shift_k = v[k * size : (k + 1) * size], gain[k * size :], shift[k * size :]
+        mean, rstd = v.dtype.type(moments[0, k]), v.dtype.type(moments[1, k])
+        for j in range(size):
+            part[j] = shift_k[j] + (part[j] - mean) * rstd * gain_k[j]
+
+
+@jit
+def variant_lstm_cell_into(
+    x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift, ln_hh_gain,
+    ln_hh_shift, weight_ci, weight_cf, weight_co, ln_c_gain, ln_c_shift, weight_hr, zone_h,
+    zone_c, eps, h_out, c_out,
+):  # fmt: skip
+    """One step for x (B, H_in), h (B, P), c (B, H) into h_out (B, P), c_out (B, H). An option
+    that is off arrives as an empty array (a bias as zeros); zone_h, zone_c are the rates."""
+    batch, hidden = c.shape
+    layer_norm, peep, proj = ln_ih_gain.shape[0] > 0, weight_ci.shape[0] > 0, weight_hr.shape[0] > 0
+    x_part = np.zeros((batch, 4 * hidden), dtype=c.dtype)
+    h_part = np.zeros((batch, 4 * hidden), dtype=c.dtype)
+    add_products(weight_ih, x, weight_hh, h, x_part, h_part)
+    gates = np.empty(4 * hidden, dtype=c.dtype)
+    c_hat = np.empty(hidden, dtype=c.dtype)
+    y = np.empty(hidden, dtype=c.dtype)  # tanh(LN_c(c_hat)), then o * that
+    h_hat = np.zeros(h.shape[1], dtype=c.dtype)
+    moments = np.empty((2, 4))
+    work = np.empty(8 * hidden)  # scratch of the nonlinearities
+    for b in range(batch):
+        xp, hp, c_row = x_part[b], h_part[b], c[b]
+        if layer_norm:
+            _layer_norm_(xp, 4, ln_ih_gain, ln_ih_shift, eps, moments)
+            _layer_norm_(hp, 4, ln_hh_gain, ln_hh_shift, eps, moments)
+        for j in range(4 * hidden):
+            gates[j] = (xp[j] + bias_ih[j]) + (hp[j] + bias_hh[j])
+        if peep:
+            for j in range(hidden):
+                gates[j] += weight_ci[j] * c_row[j]
+                gates[hidden + j] += weight_cf[j] * c_row[j]
+        sigmoid_(gates, 0, 2 * hidden, work)  # i, f
+        tanh_(gates, 2 * hidden, 3 * hidden, work)  # g
+        f, g = gates[hidden:], gates[2 * hidden :]
+        for j in range(hidden):
+            c_hat[j] = f[j] * c_row[j] + gates[j] * g[j]
+        o = gates[3 * hidden :]
+        if peep:
+            for j in range(hidden):
+                o[j] += weight_co[j] * c_hat[j]
+        sigmoid_(gates, 3 * hidden, 4 * hidden, work)  # o
+        for j in range(hidden):
+            y[j] = c_hat[j]
+        if layer_norm:
+            _layer_norm_(y, 1, ln_c_gain, ln_c_shift, eps, moments)
+        tanh_(y, 0, hidden, work)
+        for j in range(hidden):
+            y[j] = o[j] * y[j]
+        if proj:
+            h_hat[:] = 0
+            add_matvec1(weight_hr, y, h_hat)
+        else:
+            for j in range(hidden):
+                h_hat[j] = y[j]
+        c_new, h_new, h_row = c_out[b], h_out[b], h[b]
+        for j in range(hidden):
+            c_new[j] = c_hat[j] if zone_c == 0 else (1 - zone_c) * c_hat[j] + zone_c * c_row[j]
+        for j in range(len(h_new)):
+            h_new[j] = h_hat[j] if zone_h == 0 else (1 - zone_h) * h_hat[j] + zone_h * h_row[j]
+
+
+@jit
+def variant_lstm_layer_step(
+    x, h, c, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
+    ln_hh_gain, ln_hh_shift, weight_ci, weight_cf, weight_co, ln_c_gain, ln_c_shift, weight_hr,
+    zone_h, zone_c, eps, h_out, c_out, out,
+):  # fmt: skip
+    """Layer `layer` of a stack, states h, h_out (L, B, P) and c, c_out (L, B, H) in torch.nn's
+    layout; the top layer's new h is copied to out (B, P) too (`numba_step.lstm_layer_step`)."""
+    variant_lstm_cell_into(
+        x, h[layer], c[layer], weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
+        ln_hh_gain, ln_hh_shift, weight_ci, weight_cf, weight_co, ln_c_gain, ln_c_shift,
+        weight_hr, zone_h, zone_c, eps, h_out[layer], c_out[layer],
+    )  # fmt: skip
+    if layer == h.shape[0] - 1:
+        copy_rows(h_out[layer], out, out.shape[0])
+
+
+PARAMETERS = (
+    "weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_ih_weight", "ln_ih_bias", "ln_hh_weight",
+    "ln_hh_bias", "weight_ci", "weight_cf", "weight_co", "ln_c_weight", "ln_c_bias", "weight_hr",
+)  # fmt: skip
+
+
+class VariantLSTMStep:
+    """Inference-only streaming steps of a `VariantLSTMCell` (any options; in eval mode, where
+    recurrent dropout and weight drop are off and zoneout mixes by its rate):
+    `h, c = step(x, (h, c))`, x (B, H_in), h (B, P), c (B, H), CPU tensors of the cell's dtype.
+    Holds views of the cell's parameters; `uses(cell)` says whether they are still its memory."""
+
+    def __init__(self, cell: torch.nn.Module):
+        self.cell = cell
+        self.pointers = self._pointers(cell)
+        self.dtype = cell.weight_hh.dtype
+        size = cell.weight_hh.shape[0]
+        empty = torch.empty(0, dtype=self.dtype).numpy()  # an option that is off
+        views = []
+        for name in PARAMETERS:
+            tensor = getattr(cell, name, None)
+            if tensor is None and name.startswith("bias"):
+                tensor = cell.weight_hh.new_zeros(size)
+            views.append(empty if tensor is None else numpy_view(tensor))
+        if views[-1].shape[0] == 0:
+            views[-1] = empty.reshape(0, 0)  # weight_hr is a matrix when present
+        variant = cell.variant
+        self.views = (*views, variant.zoneout, variant.cell_zoneout, cell.layer_norm_eps)
+
+    @staticmethod
+    def _pointers(cell: torch.nn.Module) -> tuple[int | None, ...]:
+        parameters = [getattr(cell, name, None) for name in PARAMETERS]
+        return tuple(None if p is None else p.data_ptr() for p in parameters)
+
+    def uses(self, cell: torch.nn.Module) -> bool:
+        """Whether this step still reads `cell`'s parameters (False once one was replaced)."""
+        return cell is self.cell and self.pointers == self._pointers(cell)
+
+    def __call__(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        if x.dtype != self.dtype or not x.is_cpu:
+            raise TypeError(f"x must be a CPU {self.dtype} tensor, got {x.dtype} on {x.device}")
+        h, c = _array(state[0]), _array(state[1])
+        h_new, c_new = np.empty_like(h), np.empty_like(c)
+        variant_lstm_cell_into(_array(x), h, c, *self.views, h_new, c_new)
+        return torch.from_numpy(h_new), torch.from_numpy(c_new)
