@@ -212,17 +212,20 @@ def _clone(state):
 # ---- the variant LSTM's compiled step ------------------------------------------------------
 
 
-def variant_pair(options: dict, layers: int, dtype: torch.dtype, seed: int):
-    """A variant LSTM in eval on its default route and the same layer on the reference loop."""
+def variant_pair(options: dict, layers: int, dtype: torch.dtype, seed: int, kind: str = "lstm"):
+    """A variant LSTM or GRU in eval on its default route and the same layer on the reference
+    loop."""
     torch.manual_seed(seed)
-    layer = rnnkit.LSTM(3, 5, layers, dtype=dtype, **options).eval()
-    reference = rnnkit.LSTM(3, 5, layers, dtype=dtype, backend="reference", **options).eval()
+    make = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[kind]
+    layer = make(3, 5, layers, dtype=dtype, **options).eval()
+    reference = make(3, 5, layers, dtype=dtype, backend="reference", **options).eval()
     reference.load_state_dict(layer.state_dict())
     return layer, reference
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
+    kind=st.sampled_from(["lstm", "gru"]),
     layer_norm=st.booleans(),
     peephole=st.booleans(),
     proj_size=st.sampled_from([0, 2]),
@@ -234,19 +237,22 @@ def variant_pair(options: dict, layers: int, dtype: torch.dtype, seed: int):
     dtype=st.sampled_from([torch.float32, torch.float64]),
     seed=st.integers(0, 2**16),
 )
-def test_variant_lstm_step_equals_the_reference_loop(
-    layer_norm, peephole, proj_size, zoneout, zoneout_cell, dropouts, layers, batch, dtype, seed
+def test_variant_step_equals_the_reference_loop(
+    kind, layer_norm, peephole, proj_size, zoneout, zoneout_cell, dropouts, layers, batch,
+    dtype, seed,
 ):  # fmt: skip
-    """`step()` of a variant LSTM in eval runs the compiled `VariantLSTMStep` and equals the
-    reference loop over the same sequence (every option; recurrent dropout and weight drop are
-    off in eval, zoneout mixes by its rates), output and state at every step."""
-    options = {"layer_norm": layer_norm, "peephole": peephole, "proj_size": proj_size}
-    options |= {"zoneout": zoneout, "zoneout_cell": zoneout_cell}
+    """`step()` of a variant LSTM or GRU in eval runs the compiled `VariantLSTMStep` /
+    `VariantGRUStep` and equals the reference loop over the same sequence (every option;
+    recurrent dropout and weight drop are off in eval, zoneout mixes by its rates), output and
+    state at every step."""
+    options = {"layer_norm": layer_norm, "proj_size": proj_size, "zoneout": zoneout}
+    if kind == "lstm":
+        options |= {"peephole": peephole, "zoneout_cell": zoneout_cell}
     if dropouts:
         options |= {"recurrent_dropout": 0.3, "weight_drop": 0.4}
-    if not (layer_norm or peephole or zoneout or zoneout_cell or dropouts):
-        options["peephole"] = True  # a variant layer, not torch.nn's
-    layer, reference = variant_pair(options, layers, dtype, seed)
+    if not (layer_norm or zoneout or dropouts or options.get("peephole")):
+        options["layer_norm"] = True  # a variant layer, not torch.nn's
+    layer, reference = variant_pair(options, layers, dtype, seed, kind)
     x = 2 * torch.randn(4, batch, 3, dtype=dtype)
     with torch.no_grad():
         expected_out, _ = reference(x)
@@ -256,7 +262,8 @@ def test_variant_lstm_step_equals_the_reference_loop(
             torch.testing.assert_close(out, expected_out[t])
             torch.testing.assert_close(state, reference(x[: t + 1])[1])
     steps = layer.__dict__["_compiled"].steps  # the compiled route ran
-    assert [type(s).__name__ for s in steps] == ["VariantLSTMStep"] * layers
+    expected = {"lstm": "VariantLSTMStep", "gru": "VariantGRUStep"}[kind]
+    assert [type(s).__name__ for s in steps] == [expected] * layers
 
 
 def test_variant_lstm_step_follows_its_parameters_and_keeps_the_loop_for_training():

@@ -421,9 +421,9 @@ class Recurrent(nn.Module):
 
     def _compiled_steps(self, x: object):
         """The compiled streaming steps (`rnnkit.kernels.numba_step.StackStep`) when they serve:
-        inference (no gradient wanted) of a plain LSTM or GRU, or of variant LSTM cells (in eval,
-        any options), on the CPU in float32/float64. They hold views of the parameters, rebuilt
-        when a parameter's memory is replaced."""
+        inference (no gradient wanted) of a plain LSTM or GRU, or of variant LSTM or GRU cells
+        (in eval, any options), on the CPU in float32/float64. They hold views of the
+        parameters, rebuilt when a parameter's memory is replaced."""
         if self.training or self.backend == "reference" or not isinstance(x, Tensor):
             return None
         kind = self._compiled_step_kind()
@@ -443,13 +443,16 @@ class Recurrent(nn.Module):
         return cached
 
     def _compiled_step_kind(self) -> str | None:
-        """The kind ("lstm", "gru", "variant_lstm") of `StackStep` for these cells, or None."""
+        """The kind of `StackStep` ("lstm", "gru", "variant_lstm", "variant_gru") or None."""
         if self.fused_mode == "LSTM" and not self.proj_size:
             return "lstm"
         if self.fused_mode == "GRU":
             return "gru"
-        if all(type(c) is VariantLSTMCell for c in self._modules["cells"]._modules.values()):
+        cells = self._modules["cells"]._modules.values()
+        if all(type(c) is VariantLSTMCell for c in cells):
             return "variant_lstm"
+        if all(type(c) is VariantGRUCell for c in cells):
+            return "variant_gru"
         return None
 
     def _stream_steps(self, batch: int, like: Tensor, new: bool) -> list[Callable]:

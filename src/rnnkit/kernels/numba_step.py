@@ -241,36 +241,43 @@ class GRUStep(_CellStep):
 
 class StackStep:
     """Inference-only streaming steps through a stack of plain LSTM or GRU cells, or of variant
-    LSTM cells (the compiled route of `rnnkit.layers.Recurrent.step`), with states in torch.nn's
-    layout.
+    LSTM or GRU cells (the compiled route of `rnnkit.layers.Recurrent.step`), with states in
+    torch.nn's layout.
 
     `out, state = stack(x, state)`: x (B, H_in), state (L, B, H) (a pair (h, c) for the LSTM,
-    h (L, B, P) with a variant's projection) or None for zeros; out (B, P) is the top layer's
+    h (L, B, P) with a variant's projection; (s, h) for a variant GRU with one) or None for
+    zeros; out (B, P) is the top layer's
     new h. Every call returns new memory, so a state or output the caller holds stays valid
     after the next step; the state returned last keeps its NumPy arrays, so passing it back
     costs no conversion. `steps` are the cells' `LSTMStep` / `GRUStep` / `VariantLSTMStep`,
-    for callers that hold one state per cell. `kind`: "lstm", "gru" or "variant_lstm".
+    for callers that hold one state per cell. `kind`: "lstm", "gru", "variant_lstm" or
+    "variant_gru".
     """
 
     def __init__(self, cells: Sequence[torch.nn.Module], kind: str):
         self.cells = tuple(cells)
-        if kind == "variant_lstm":
-            from rnnkit.kernels.numba_variant_step import (
-                PARAMETERS,
-                VariantLSTMStep,
-                variant_lstm_layer_step,
-            )
+        weight_hh = cells[0].weight_hh  # (G * H, P)
+        out_size = weight_hh.shape[1]
+        hidden = weight_hh.shape[0] // (3 if kind.endswith("gru") else 4)
+        self.sizes = (out_size,) if kind == "gru" else (out_size, hidden)  # of h (and c)
+        if kind.startswith("variant"):
+            from rnnkit.kernels import numba_variant_step as variant  # imports Numba
 
-            self.steps = [VariantLSTMStep(c) for c in cells]
-            self.kernel, names = variant_lstm_layer_step, PARAMETERS
+            if kind == "variant_lstm":
+                self.steps = [variant.VariantLSTMStep(c) for c in cells]
+                self.kernel, names = variant.variant_lstm_layer_step, variant.LSTM_PARAMETERS
+            else:  # the GRU's state: h (L, B, H), or (s, h) with s (L, B, P) and a projection
+                self.steps = [variant.VariantGRUStep(c) for c in cells]
+                projected = cells[0].proj_size > 0
+                self.sizes = (out_size, hidden) if projected else (hidden,)
+                self.kernel = variant.variant_gru_proj_layer_step
+                if not projected:
+                    self.kernel = variant.variant_gru_layer_step
+                names = variant.GRU_PARAMETERS
         else:
             make = LSTMStep if kind == "lstm" else GRUStep
             self.steps = [make(c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh) for c in cells]
             self.kernel, names = (lstm_layer_step if kind == "lstm" else gru_layer_step), _NAMES
-        weight_hh = cells[0].weight_hh  # (G * H, P)
-        out_size = weight_hh.shape[1]
-        hidden = weight_hh.shape[0] // (3 if kind == "gru" else 4)
-        self.sizes = (out_size,) if kind == "gru" else (out_size, hidden)  # of h (and c)
         self.parts = len(self.sizes)  # state tensors: (h, c) or h
         self.dtype = self.steps[0].dtype
         self.array_dtype = self.steps[0].views[1].dtype

@@ -1,15 +1,19 @@
-"""Streaming single steps of the variant LSTM cell for inference (Numba, CPU).
+"""Streaming single steps of the variant LSTM and GRU cells for inference (Numba, CPU).
 
-`rnnkit.variants.VariantLSTMCell` in eval mode, one step: layer norm, peepholes, projection and
-zoneout (in eval the convex mix with its rate; recurrent dropout and weight drop are off in
-eval), as one compiled call instead of a dozen torch operators. The equations are the cell's
-(gate order i|f|g|o; LN per gate group with gain and shift; a = (LN_x(W_ih x) + b_ih) +
-(LN_h(W_hh h) + b_hh)):
+`rnnkit.variants.VariantLSTMCell` and `VariantGRUCell` in eval mode, one step: layer norm,
+peepholes, projection and zoneout (in eval the convex mix with its rate; recurrent dropout and
+weight drop are off in eval), as one compiled call instead of a dozen torch operators. The
+equations are the cells' (LN per gate group with gain and shift; a^x = LN_x(W_ih x) + b_ih,
+a^h = LN_h(W_hh s) + b_hh with s the recurrent input, h or its projection):
 
-    i, f  = sigmoid(a_i + w_ci * c), sigmoid(a_f + w_cf * c);  g = tanh(a_g)
-    c_hat = f * c + i * g;  o = sigmoid(a_o + w_co * c_hat)
-    h_hat = W_hr (o * tanh(LN_c(c_hat)))
-    c' = (1 - p_c) * c_hat + p_c * c;  h' = (1 - p_h) * h_hat + p_h * h
+    LSTM (i|f|g|o, a = a^x + a^h):
+          i, f  = sigmoid(a_i + w_ci * c), sigmoid(a_f + w_cf * c);  g = tanh(a_g)
+          c_hat = f * c + i * g;  o = sigmoid(a_o + w_co * c_hat)
+          h_hat = W_hr (o * tanh(LN_c(c_hat)))
+          c' = (1 - p_c) * c_hat + p_c * c;  h' = (1 - p_h) * h_hat + p_h * h
+    GRU (r|z|n):
+          r, z = sigmoid(a^x_r + a^h_r), sigmoid(a^x_z + a^h_z);  n = tanh(a^x_n + r * a^h_n)
+          h' = (1 - p_h) * ((1 - z) * n + z * h) + p_h * h;  s' = W_hr h'
 
 As `numba_step`, the parameters are read through NumPy views of their own memory (in-place
 updates show through), and every step returns new memory.
@@ -116,48 +120,158 @@ def variant_lstm_layer_step(
         copy_rows(h_out[layer], out, out.shape[0])
 
 
-PARAMETERS = (
+@jit
+def variant_gru_cell_into(
+    x, s, h, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift, ln_hh_gain,
+    ln_hh_shift, weight_hr, zone_h, eps, s_out, h_out,
+):  # fmt: skip
+    """One `VariantGRUCell` step for x (B, H_in), the recurrent input s (B, P) (h itself
+    without a projection) and h (B, H) into h_out (B, H) and, with a projection (weight_hr
+    (P, H) not empty), s_out = W_hr h_out (B, P); zone_h the zoneout rate."""
+    batch, hidden = h.shape
+    layer_norm, proj = ln_ih_gain.shape[0] > 0, weight_hr.shape[0] > 0
+    x_part = np.zeros((batch, 3 * hidden), dtype=h.dtype)
+    h_part = np.zeros((batch, 3 * hidden), dtype=h.dtype)
+    add_products(weight_ih, x, weight_hh, s, x_part, h_part)
+    gates = np.empty(3 * hidden, dtype=h.dtype)  # r|z, then n
+    moments = np.empty((2, 3))
+    work = np.empty(6 * hidden)  # scratch of the nonlinearities
+    for b in range(batch):
+        xp, hp, h_row, h_new = x_part[b], h_part[b], h[b], h_out[b]
+        if layer_norm:
+            _layer_norm_(xp, 3, ln_ih_gain, ln_ih_shift, eps, moments)
+            _layer_norm_(hp, 3, ln_hh_gain, ln_hh_shift, eps, moments)
+        for j in range(3 * hidden):
+            xp[j] += bias_ih[j]
+            hp[j] += bias_hh[j]
+        for j in range(2 * hidden):
+            gates[j] = xp[j] + hp[j]
+        sigmoid_(gates, 0, 2 * hidden, work)  # r, z
+        x_n, h_n, n = xp[2 * hidden :], hp[2 * hidden :], gates[2 * hidden :]
+        for j in range(hidden):
+            n[j] = x_n[j] + gates[j] * h_n[j]
+        tanh_(gates, 2 * hidden, 3 * hidden, work)  # n
+        z = gates[hidden:]
+        for j in range(hidden):
+            h_hat = (1 - z[j]) * n[j] + z[j] * h_row[j]
+            h_new[j] = h_hat if zone_h == 0 else (1 - zone_h) * h_hat + zone_h * h_row[j]
+        if proj:
+            s_new = s_out[b]
+            s_new[:] = 0
+            add_matvec1(weight_hr, h_new, s_new)
+
+
+@jit
+def variant_gru_layer_step(
+    x, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift, ln_hh_gain,
+    ln_hh_shift, weight_hr, zone_h, eps, h_out, out,
+):  # fmt: skip
+    """Layer `layer` of a stack without a projection, h and h_out (L, B, H)."""
+    variant_gru_cell_into(
+        x, h[layer], h[layer], weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
+        ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, h_out[layer], h_out[layer],
+    )  # fmt: skip
+    if layer == h.shape[0] - 1:
+        copy_rows(h_out[layer], out, out.shape[0])
+
+
+@jit
+def variant_gru_proj_layer_step(
+    x, s, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
+    ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, s_out, h_out, out,
+):  # fmt: skip
+    """Layer `layer` of a stack with a projection: s, s_out (L, B, P), h, h_out (L, B, H)."""
+    variant_gru_cell_into(
+        x, s[layer], h[layer], weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
+        ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, s_out[layer], h_out[layer],
+    )  # fmt: skip
+    if layer == s.shape[0] - 1:
+        copy_rows(s_out[layer], out, out.shape[0])
+
+
+LSTM_PARAMETERS = (
     "weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_ih_weight", "ln_ih_bias", "ln_hh_weight",
     "ln_hh_bias", "weight_ci", "weight_cf", "weight_co", "ln_c_weight", "ln_c_bias", "weight_hr",
 )  # fmt: skip
+GRU_PARAMETERS = (
+    "weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_ih_weight", "ln_ih_bias", "ln_hh_weight",
+    "ln_hh_bias", "weight_hr",
+)  # fmt: skip
 
 
-class VariantLSTMStep:
-    """Inference-only streaming steps of a `VariantLSTMCell` (any options; in eval mode, where
-    recurrent dropout and weight drop are off and zoneout mixes by its rate):
-    `h, c = step(x, (h, c))`, x (B, H_in), h (B, P), c (B, H), CPU tensors of the cell's dtype.
-    Holds views of the cell's parameters; `uses(cell)` says whether they are still its memory."""
+class _VariantStep:
+    """Views of a variant cell's parameters (`parameters`, in the kernel's order; an option that
+    is off as an empty array, a missing bias as zeros), taken once, and the cell's constants."""
+
+    parameters: tuple[str, ...] = ()
 
     def __init__(self, cell: torch.nn.Module):
         self.cell = cell
         self.pointers = self._pointers(cell)
         self.dtype = cell.weight_hh.dtype
-        size = cell.weight_hh.shape[0]
         empty = torch.empty(0, dtype=self.dtype).numpy()  # an option that is off
         views = []
-        for name in PARAMETERS:
+        for name in self.parameters:
             tensor = getattr(cell, name, None)
             if tensor is None and name.startswith("bias"):
-                tensor = cell.weight_hh.new_zeros(size)
+                tensor = cell.weight_hh.new_zeros(cell.weight_hh.shape[0])
             views.append(empty if tensor is None else numpy_view(tensor))
         if views[-1].shape[0] == 0:
             views[-1] = empty.reshape(0, 0)  # weight_hr is a matrix when present
-        variant = cell.variant
-        self.views = (*views, variant.zoneout, variant.cell_zoneout, cell.layer_norm_eps)
+        self.views = (*views, *self._constants(cell))
 
-    @staticmethod
-    def _pointers(cell: torch.nn.Module) -> tuple[int | None, ...]:
-        parameters = [getattr(cell, name, None) for name in PARAMETERS]
+    def _constants(self, cell: torch.nn.Module) -> tuple[float, ...]:
+        raise NotImplementedError
+
+    def _pointers(self, cell: torch.nn.Module) -> tuple[int | None, ...]:
+        parameters = [getattr(cell, name, None) for name in self.parameters]
         return tuple(None if p is None else p.data_ptr() for p in parameters)
 
     def uses(self, cell: torch.nn.Module) -> bool:
         """Whether this step still reads `cell`'s parameters (False once one was replaced)."""
         return cell is self.cell and self.pointers == self._pointers(cell)
 
-    def __call__(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    def _input(self, x: Tensor) -> np.ndarray:
         if x.dtype != self.dtype or not x.is_cpu:
             raise TypeError(f"x must be a CPU {self.dtype} tensor, got {x.dtype} on {x.device}")
+        return _array(x)
+
+
+class VariantLSTMStep(_VariantStep):
+    """Inference-only streaming steps of a `VariantLSTMCell` (any options; in eval mode, where
+    recurrent dropout and weight drop are off and zoneout mixes by its rate):
+    `h, c = step(x, (h, c))`, x (B, H_in), h (B, P), c (B, H), CPU tensors of the cell's dtype.
+    Holds views of the cell's parameters; `uses(cell)` says whether they are still its memory."""
+
+    parameters = LSTM_PARAMETERS
+
+    def _constants(self, cell: torch.nn.Module) -> tuple[float, ...]:
+        return cell.variant.zoneout, cell.variant.cell_zoneout, cell.layer_norm_eps
+
+    def __call__(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        inputs = self._input(x)
         h, c = _array(state[0]), _array(state[1])
         h_new, c_new = np.empty_like(h), np.empty_like(c)
-        variant_lstm_cell_into(_array(x), h, c, *self.views, h_new, c_new)
+        variant_lstm_cell_into(inputs, h, c, *self.views, h_new, c_new)
         return torch.from_numpy(h_new), torch.from_numpy(c_new)
+
+
+class VariantGRUStep(_VariantStep):
+    """Inference-only streaming steps of a `VariantGRUCell` in eval mode (as `VariantLSTMStep`):
+    `h = step(x, h)`, or `(s, h) = step(x, (s, h))` with a projection (s (B, P) = W_hr h)."""
+
+    parameters = GRU_PARAMETERS
+
+    def _constants(self, cell: torch.nn.Module) -> tuple[float, ...]:
+        return cell.variant.zoneout, cell.layer_norm_eps
+
+    def __call__(self, x: Tensor, state: Tensor | tuple[Tensor, Tensor]):
+        inputs = self._input(x)
+        projected = isinstance(state, tuple)
+        s, h = (_array(state[0]), _array(state[1])) if projected else (_array(state),) * 2
+        h_new = np.empty_like(h)
+        s_new = np.empty_like(s) if projected else h_new
+        variant_gru_cell_into(inputs, s, h, *self.views, s_new, h_new)
+        if projected:
+            return torch.from_numpy(s_new), torch.from_numpy(h_new)
+        return torch.from_numpy(h_new)
