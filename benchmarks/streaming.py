@@ -6,12 +6,12 @@ For the LSTM and GRU at H = 256, H_in = 64 and 256, inference (`torch.no_grad()`
 it times one step of `kernels.LSTMStep` / `GRUStep` (the kernel with its tensor <-> NumPy
 conversion), of `rnnkit.LSTM(...).step(x, state)` / `GRU` (what a user calls: checks, the
 state in torch.nn's layout, the kernel), and of torch.nn.LSTMCell / GRUCell for contrast, each
-feeding back the state it returned; and for a layer-norm LSTM (`layer_norm=True`) the same
-with `kernels.VariantLSTMStep` plus the cell's own step in torch ops (`step()` on backend
-"reference"). Processor time of this thread per step, `calls` steps per timing, the
-contenders in turn (alternating order), after `--warmup` untimed rounds (without them
-the first case's timings split between two levels 40% apart); the median of the repeats and
-the 10th-90th percentile spread. Results: benchmarks/RESULTS.md.
+feeding back the state it returned; and for a layer-norm LSTM and GRU (`layer_norm=True`) the
+same with `kernels.VariantLSTMStep` / `VariantGRUStep` plus the cell's own step in torch ops
+(`step()` on backend "reference"). Processor time of this thread per step, `calls` steps per
+timing, the contenders in turn (alternating order), after `--warmup` untimed rounds (without
+them the first case's timings split between two levels 40% apart); the median of the repeats
+and the 10th-90th percentile spread. Results: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -51,17 +51,21 @@ def timings(functions: dict, repeats: int, calls: int) -> dict[str, dict[str, fl
     return result
 
 
-def variant_contenders(input_size: int) -> dict:
-    """A layer-norm LSTM's step: the compiled `VariantLSTMStep` alone, `step()` (on it), the
-    cell's own step in torch ops (`step()` on backend "reference") and torch.nn.LSTMCell."""
+def variant_contenders(kind: str, input_size: int) -> dict:
+    """A layer-norm LSTM's or GRU's step: the compiled `VariantLSTMStep` / `VariantGRUStep`
+    alone, `step()` (on it), the cell's own step in torch ops (`step()` on backend "reference")
+    and torch.nn.LSTMCell / GRUCell."""
     torch.manual_seed(0)
-    layer = rnnkit.LSTM(input_size, HIDDEN, layer_norm=True).eval()
-    loop = rnnkit.LSTM(input_size, HIDDEN, layer_norm=True, backend="reference").eval()
+    lstm = kind == "lstm_layer_norm"
+    make = rnnkit.LSTM if lstm else rnnkit.GRU
+    layer = make(input_size, HIDDEN, layer_norm=True).eval()
+    loop = make(input_size, HIDDEN, layer_norm=True, backend="reference").eval()
     loop.load_state_dict(layer.state_dict())
-    step = kernels.VariantLSTMStep(layer.cells[0])
-    torch_cell = torch.nn.LSTMCell(input_size, HIDDEN)
+    step = (kernels.VariantLSTMStep if lstm else kernels.VariantGRUStep)(layer.cells[0])
+    torch_cell = (torch.nn.LSTMCell if lstm else torch.nn.GRUCell)(input_size, HIDDEN)
     x, h = torch.randn(1, input_size), torch.zeros(1, HIDDEN)
-    states = {"kernel": (h, h.clone()), "layer": None, "loop": None, "torch": (h, h.clone())}
+    start = (h, h.clone()) if lstm else h
+    states = {"kernel": start, "layer": None, "loop": None, "torch": start}
 
     def kernel_step() -> None:
         states["kernel"] = step(x, states["kernel"])
@@ -81,8 +85,8 @@ def variant_contenders(input_size: int) -> dict:
 
 def contenders(kind: str, input_size: int) -> dict:
     """The three ways to take one step, each a no-argument function carrying its own state."""
-    if kind == "lstm_layer_norm":
-        return variant_contenders(input_size)
+    if kind.endswith("layer_norm"):
+        return variant_contenders(kind, input_size)
     torch.manual_seed(0)
     layer = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[kind](input_size, HIDDEN).eval()
     cell = layer.cells[0]
@@ -119,7 +123,7 @@ def main() -> None:
     torch.set_num_threads(1)
     records = []
     with torch.no_grad():
-        for kind in ("lstm", "gru", "lstm_layer_norm"):
+        for kind in ("lstm", "gru", "lstm_layer_norm", "gru_layer_norm"):
             for input_size in INPUT_SIZES:
                 functions = contenders(kind, input_size)
                 for function in functions.values():
