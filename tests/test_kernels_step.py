@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -216,16 +218,18 @@ def variant_pair(options: dict, layers: int, dtype: torch.dtype, seed: int, kind
     """A variant LSTM or GRU in eval on its default route and the same layer on the reference
     loop."""
     torch.manual_seed(seed)
-    make = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[kind]
+    make = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn_tanh": rnnkit.RNN}.get(kind)
+    if kind == "rnn_relu":
+        make = functools.partial(rnnkit.RNN, nonlinearity="relu")
     layer = make(3, 5, layers, dtype=dtype, **options).eval()
     reference = make(3, 5, layers, dtype=dtype, backend="reference", **options).eval()
     reference.load_state_dict(layer.state_dict())
     return layer, reference
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(
-    kind=st.sampled_from(["lstm", "gru"]),
+    kind=st.sampled_from(["lstm", "gru", "rnn_tanh", "rnn_relu"]),
     layer_norm=st.booleans(),
     peephole=st.booleans(),
     proj_size=st.sampled_from([0, 2]),
@@ -241,17 +245,19 @@ def test_variant_step_equals_the_reference_loop(
     kind, layer_norm, peephole, proj_size, zoneout, zoneout_cell, dropouts, layers, batch,
     dtype, seed,
 ):  # fmt: skip
-    """`step()` of a variant LSTM or GRU in eval runs the compiled `VariantLSTMStep` /
-    `VariantGRUStep` and equals the reference loop over the same sequence (every option;
-    recurrent dropout and weight drop are off in eval, zoneout mixes by its rates), output and
-    state at every step."""
-    options = {"layer_norm": layer_norm, "proj_size": proj_size, "zoneout": zoneout}
+    """`step()` of a variant LSTM, GRU or Elman RNN in eval runs the compiled
+    `VariantLSTMStep` / `VariantGRUStep` / `VariantElmanStep` and equals the reference loop
+    over the same sequence (every option; recurrent dropout and weight drop are off in eval,
+    zoneout mixes by its rates), output and state at every step."""
+    options = {"proj_size": proj_size, "zoneout": zoneout}
+    if kind in ("lstm", "gru"):
+        options["layer_norm"] = layer_norm
     if kind == "lstm":
         options |= {"peephole": peephole, "zoneout_cell": zoneout_cell}
     if dropouts:
         options |= {"recurrent_dropout": 0.3, "weight_drop": 0.4}
-    if not (layer_norm or zoneout or dropouts or options.get("peephole")):
-        options["layer_norm"] = True  # a variant layer, not torch.nn's
+    if not (options.get("layer_norm") or zoneout or dropouts or options.get("peephole")):
+        options["zoneout"] = 0.5  # a variant layer, not torch.nn's
     layer, reference = variant_pair(options, layers, dtype, seed, kind)
     x = 2 * torch.randn(4, batch, 3, dtype=dtype)
     with torch.no_grad():
@@ -262,7 +268,7 @@ def test_variant_step_equals_the_reference_loop(
             torch.testing.assert_close(out, expected_out[t])
             torch.testing.assert_close(state, reference(x[: t + 1])[1])
     steps = layer.__dict__["_compiled"].steps  # the compiled route ran
-    expected = {"lstm": "VariantLSTMStep", "gru": "VariantGRUStep"}[kind]
+    expected = {"lstm": "VariantLSTMStep", "gru": "VariantGRUStep"}.get(kind, "VariantElmanStep")
     assert [type(s).__name__ for s in steps] == [expected] * layers
 
 

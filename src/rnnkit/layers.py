@@ -421,8 +421,8 @@ class Recurrent(nn.Module):
 
     def _compiled_steps(self, x: object):
         """The compiled streaming steps (`rnnkit.kernels.numba_step.StackStep`) when they serve:
-        inference (no gradient wanted) of a plain LSTM or GRU, or of variant LSTM or GRU cells
-        (in eval, any options), on the CPU in float32/float64. They hold views of the
+        inference (no gradient wanted) of a plain LSTM or GRU, or of variant LSTM, GRU or Elman
+        cells (in eval, any options), on the CPU in float32/float64. They hold views of the
         parameters, rebuilt when a parameter's memory is replaced."""
         if self.training or self.backend == "reference" or not isinstance(x, Tensor):
             return None
@@ -443,7 +443,7 @@ class Recurrent(nn.Module):
         return cached
 
     def _compiled_step_kind(self) -> str | None:
-        """The kind of `StackStep` ("lstm", "gru", "variant_lstm", "variant_gru") or None."""
+        """The kind of `StackStep` ("lstm", "gru", "variant_lstm|gru|elman") or None."""
         if self.fused_mode == "LSTM" and not self.proj_size:
             return "lstm"
         if self.fused_mode == "GRU":
@@ -453,6 +453,8 @@ class Recurrent(nn.Module):
             return "variant_lstm"
         if all(type(c) is VariantGRUCell for c in cells):
             return "variant_gru"
+        if all(type(c) is VariantElmanCell and c.nonlinearity in ("tanh", "relu") for c in cells):
+            return "variant_elman"
         return None
 
     def _stream_steps(self, batch: int, like: Tensor, new: bool) -> list[Callable]:

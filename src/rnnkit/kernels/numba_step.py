@@ -241,7 +241,7 @@ class GRUStep(_CellStep):
 
 class StackStep:
     """Inference-only streaming steps through a stack of plain LSTM or GRU cells, or of variant
-    LSTM or GRU cells (the compiled route of `rnnkit.layers.Recurrent.step`), with states in
+    LSTM, GRU or Elman cells (the compiled route of `rnnkit.layers.Recurrent.step`), with states in
     torch.nn's layout.
 
     `out, state = stack(x, state)`: x (B, H_in), state (L, B, H) (a pair (h, c) for the LSTM,
@@ -250,20 +250,24 @@ class StackStep:
     new h. Every call returns new memory, so a state or output the caller holds stays valid
     after the next step; the state returned last keeps its NumPy arrays, so passing it back
     costs no conversion. `steps` are the cells' `LSTMStep` / `GRUStep` / `VariantLSTMStep`,
-    for callers that hold one state per cell. `kind`: "lstm", "gru", "variant_lstm" or
-    "variant_gru".
+    for callers that hold one state per cell. `kind`: "lstm", "gru", "variant_lstm",
+    "variant_gru" or "variant_elman".
     """
 
     def __init__(self, cells: Sequence[torch.nn.Module], kind: str):
         self.cells = tuple(cells)
         weight_hh = cells[0].weight_hh  # (G * H, P)
         out_size = weight_hh.shape[1]
-        hidden = weight_hh.shape[0] // (3 if kind.endswith("gru") else 4)
+        hidden = weight_hh.shape[0] // {"gru": 3, "variant_gru": 3, "variant_elman": 1}.get(kind, 4)
         self.sizes = (out_size,) if kind == "gru" else (out_size, hidden)  # of h (and c)
         if kind.startswith("variant"):
             from rnnkit.kernels import numba_variant_step as variant  # imports Numba
 
-            if kind == "variant_lstm":
+            if kind == "variant_elman":  # h (L, B, P)
+                self.steps = [variant.VariantElmanStep(c) for c in cells]
+                self.kernel, names = variant.variant_elman_layer_step, variant.ELMAN_PARAMETERS
+                self.sizes = (out_size,)
+            elif kind == "variant_lstm":
                 self.steps = [variant.VariantLSTMStep(c) for c in cells]
                 self.kernel, names = variant.variant_lstm_layer_step, variant.LSTM_PARAMETERS
             else:  # the GRU's state: h (L, B, H), or (s, h) with s (L, B, P) and a projection

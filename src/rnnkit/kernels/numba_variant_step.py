@@ -1,6 +1,7 @@
-"""Streaming single steps of the variant LSTM and GRU cells for inference (Numba, CPU).
+"""Streaming single steps of the variant LSTM, GRU and Elman cells for inference (Numba, CPU).
 
-`rnnkit.variants.VariantLSTMCell` and `VariantGRUCell` in eval mode, one step: layer norm,
+`rnnkit.variants.VariantLSTMCell`, `VariantGRUCell` and `VariantElmanCell` (tanh or relu) in
+eval mode, one step: layer norm,
 peepholes, projection and zoneout (in eval the convex mix with its rate; recurrent dropout and
 weight drop are off in eval), as one compiled call instead of a dozen torch operators. The
 equations are the cells' (LN per gate group with gain and shift; a^x = LN_x(W_ih x) + b_ih,
@@ -14,6 +15,7 @@ a^h = LN_h(W_hh s) + b_hh with s the recurrent input, h or its projection):
     GRU (r|z|n):
           r, z = sigmoid(a^x_r + a^h_r), sigmoid(a^x_z + a^h_z);  n = tanh(a^x_n + r * a^h_n)
           h' = (1 - p_h) * ((1 - z) * n + z * h) + p_h * h;  s' = W_hr h'
+    Elman: h' = (1 - p_h) * W_hr f((W_ih x + b_ih) + (W_hh h + b_hh)) + p_h * h
 
 As `numba_step`, the parameters are read through NumPy views of their own memory (in-place
 updates show through), and every step returns new memory.
@@ -189,10 +191,56 @@ def variant_gru_proj_layer_step(
         copy_rows(s_out[layer], out, out.shape[0])
 
 
+@jit
+def variant_elman_cell_into(
+    x, h, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out
+):  # fmt: skip
+    """One `VariantElmanCell` step (tanh or relu) for x (B, H_in), h (B, P) into h_out (B, P):
+    h' = (1 - p_h) * W_hr f((W_ih x + b_ih) + (W_hh h + b_hh)) + p_h * h."""
+    batch, hidden = h.shape[0], weight_hh.shape[0]
+    proj = weight_hr.shape[0] > 0
+    x_part = np.zeros((batch, hidden), dtype=h.dtype)
+    h_part = np.zeros((batch, hidden), dtype=h.dtype)
+    add_products(weight_ih, x, weight_hh, h, x_part, h_part)
+    pre = np.empty(hidden, dtype=h.dtype)
+    h_hat = np.zeros(h.shape[1], dtype=h.dtype)
+    work = np.empty(2 * hidden)  # scratch of tanh
+    for b in range(batch):
+        xp, hp, h_row, h_new = x_part[b], h_part[b], h[b], h_out[b]
+        for j in range(hidden):
+            pre[j] = (xp[j] + bias_ih[j]) + (hp[j] + bias_hh[j])
+        if relu:
+            for j in range(hidden):
+                pre[j] = max(pre[j], 0)
+        else:
+            tanh_(pre, 0, hidden, work)
+        if proj:
+            h_hat[:] = 0
+            add_matvec1(weight_hr, pre, h_hat)
+        else:
+            for j in range(hidden):
+                h_hat[j] = pre[j]
+        for j in range(len(h_new)):
+            h_new[j] = h_hat[j] if zone_h == 0 else (1 - zone_h) * h_hat[j] + zone_h * h_row[j]
+
+
+@jit
+def variant_elman_layer_step(
+    x, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out, out
+):  # fmt: skip
+    """Layer `layer` of a stack, h and h_out (L, B, P)."""
+    variant_elman_cell_into(
+        x, h[layer], weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out[layer]
+    )
+    if layer == h.shape[0] - 1:
+        copy_rows(h_out[layer], out, out.shape[0])
+
+
 LSTM_PARAMETERS = (
     "weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_ih_weight", "ln_ih_bias", "ln_hh_weight",
     "ln_hh_bias", "weight_ci", "weight_cf", "weight_co", "ln_c_weight", "ln_c_bias", "weight_hr",
 )  # fmt: skip
+ELMAN_PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 GRU_PARAMETERS = (
     "weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_ih_weight", "ln_ih_bias", "ln_hh_weight",
     "ln_hh_bias", "weight_hr",
@@ -274,4 +322,20 @@ class VariantGRUStep(_VariantStep):
         variant_gru_cell_into(inputs, s, h, *self.views, s_new, h_new)
         if projected:
             return torch.from_numpy(s_new), torch.from_numpy(h_new)
+        return torch.from_numpy(h_new)
+
+
+class VariantElmanStep(_VariantStep):
+    """Inference-only streaming steps of a `VariantElmanCell` with tanh or relu in eval mode (as
+    `VariantLSTMStep`): `h = step(x, h)`, h (B, P)."""
+
+    parameters = ELMAN_PARAMETERS
+
+    def _constants(self, cell: torch.nn.Module) -> tuple[float, ...]:
+        return cell.nonlinearity == "relu", cell.variant.zoneout
+
+    def __call__(self, x: Tensor, h: Tensor) -> Tensor:
+        inputs, h = self._input(x), _array(h)
+        h_new = np.empty_like(h)
+        variant_elman_cell_into(inputs, h, *self.views, h_new)
         return torch.from_numpy(h_new)
