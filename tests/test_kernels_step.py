@@ -6,7 +6,7 @@ import functools
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import rnnkit
@@ -241,6 +241,19 @@ def variant_pair(options: dict, layers: int, dtype: torch.dtype, seed: int, kind
     dtype=st.sampled_from([torch.float32, torch.float64]),
     seed=st.integers(0, 2**16),
 )
+@example(
+    kind="lstm",
+    layer_norm=True,
+    peephole=False,
+    proj_size=0,
+    zoneout=0.0,
+    zoneout_cell=None,
+    dropouts=False,
+    layers=2,
+    batch=2,
+    dtype=torch.float32,
+    seed=10031,
+)  # 1.2e-5 apart in float32
 def test_variant_step_equals_the_reference_loop(
     kind, layer_norm, peephole, proj_size, zoneout, zoneout_cell, dropouts, layers, batch,
     dtype, seed,
@@ -260,13 +273,16 @@ def test_variant_step_equals_the_reference_loop(
         options["zoneout"] = 0.5  # a variant layer, not torch.nn's
     layer, reference = variant_pair(options, layers, dtype, seed, kind)
     x = 2 * torch.randn(4, batch, 3, dtype=dtype)
+    # float32: layer norm's moments (float64 sums here, float32 in torch) round differently,
+    # which 1/std amplifies (1e-5 seen); float64 is held to assert_close's default
+    tolerance = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {}
     with torch.no_grad():
         expected_out, _ = reference(x)
         state = None
         for t in range(4):
             out, state = layer.step(x[t], state)
-            torch.testing.assert_close(out, expected_out[t])
-            torch.testing.assert_close(state, reference(x[: t + 1])[1])
+            torch.testing.assert_close(out, expected_out[t], **tolerance)
+            torch.testing.assert_close(state, reference(x[: t + 1])[1], **tolerance)
     steps = layer.__dict__["_compiled"].steps  # the compiled route ran
     expected = {"lstm": "VariantLSTMStep", "gru": "VariantGRUStep"}.get(kind, "VariantElmanStep")
     assert [type(s).__name__ for s in steps] == [expected] * layers
