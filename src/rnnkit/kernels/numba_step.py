@@ -241,47 +241,21 @@ class GRUStep(_CellStep):
 
 class StackStep:
     """Inference-only streaming steps through a stack of plain LSTM or GRU cells, or of variant
-    LSTM, GRU or Elman cells (the compiled route of `rnnkit.layers.Recurrent.step`), with states in
-    torch.nn's layout.
+    LSTM, GRU or Elman cells (the compiled route of `rnnkit.layers.Recurrent.step`), with states
+    in torch.nn's layout.
 
     `out, state = stack(x, state)`: x (B, H_in), state (L, B, H) (a pair (h, c) for the LSTM,
     h (L, B, P) with a variant's projection; (s, h) for a variant GRU with one) or None for
-    zeros; out (B, P) is the top layer's
-    new h. Every call returns new memory, so a state or output the caller holds stays valid
-    after the next step; the state returned last keeps its NumPy arrays, so passing it back
-    costs no conversion. `steps` are the cells' `LSTMStep` / `GRUStep` / `VariantLSTMStep`,
-    for callers that hold one state per cell. `kind`: "lstm", "gru", "variant_lstm",
-    "variant_gru" or "variant_elman".
+    zeros; out (B, P) is the top layer's new h. Every call returns new memory, so a state or
+    output the caller holds stays valid after the next step; the state returned last keeps its
+    NumPy arrays, so passing it back costs no conversion. `steps` are the cells' step objects
+    (`LSTMStep`, `GRUStep`, `numba_variant_step.Variant*Step`), for callers that hold one state
+    per cell. `kind`: "lstm", "gru", "variant_lstm", "variant_gru" or "variant_elman".
     """
 
     def __init__(self, cells: Sequence[torch.nn.Module], kind: str):
         self.cells = tuple(cells)
-        weight_hh = cells[0].weight_hh  # (G * H, P)
-        out_size = weight_hh.shape[1]
-        hidden = weight_hh.shape[0] // {"gru": 3, "variant_gru": 3, "variant_elman": 1}.get(kind, 4)
-        self.sizes = (out_size,) if kind == "gru" else (out_size, hidden)  # of h (and c)
-        if kind.startswith("variant"):
-            from rnnkit.kernels import numba_variant_step as variant  # imports Numba
-
-            if kind == "variant_elman":  # h (L, B, P)
-                self.steps = [variant.VariantElmanStep(c) for c in cells]
-                self.kernel, names = variant.variant_elman_layer_step, variant.ELMAN_PARAMETERS
-                self.sizes = (out_size,)
-            elif kind == "variant_lstm":
-                self.steps = [variant.VariantLSTMStep(c) for c in cells]
-                self.kernel, names = variant.variant_lstm_layer_step, variant.LSTM_PARAMETERS
-            else:  # the GRU's state: h (L, B, H), or (s, h) with s (L, B, P) and a projection
-                self.steps = [variant.VariantGRUStep(c) for c in cells]
-                projected = cells[0].proj_size > 0
-                self.sizes = (out_size, hidden) if projected else (hidden,)
-                self.kernel = variant.variant_gru_proj_layer_step
-                if not projected:
-                    self.kernel = variant.variant_gru_layer_step
-                names = variant.GRU_PARAMETERS
-        else:
-            make = LSTMStep if kind == "lstm" else GRUStep
-            self.steps = [make(c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh) for c in cells]
-            self.kernel, names = (lstm_layer_step if kind == "lstm" else gru_layer_step), _NAMES
+        self.steps, self.kernel, names, self.sizes = _plan(kind, cells)
         self.parts = len(self.sizes)  # state tensors: (h, c) or h
         self.dtype = self.steps[0].dtype
         self.array_dtype = self.steps[0].views[1].dtype
@@ -359,3 +333,32 @@ class StackStep:
 
 
 _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _plan(kind: str, cells: Sequence[torch.nn.Module]) -> tuple[list, object, tuple, tuple]:
+    """(the cells' step objects, the layer kernel, the parameter names they read, the sizes of
+    the state's parts (h, or h and c / s and h)) for a `StackStep` of `kind`."""
+    weight_hh = cells[0].weight_hh  # (G * H, P)
+    out_size = weight_hh.shape[1]
+    if kind in ("lstm", "gru"):
+        make = LSTMStep if kind == "lstm" else GRUStep
+        steps = [make(c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh) for c in cells]
+        if kind == "lstm":
+            return steps, lstm_layer_step, _NAMES, (out_size, out_size)
+        return steps, gru_layer_step, _NAMES, (out_size,)
+    from rnnkit.kernels import numba_variant_step as variant  # imports Numba
+
+    if kind == "variant_lstm":
+        steps = [variant.VariantLSTMStep(c) for c in cells]
+        sizes = (out_size, weight_hh.shape[0] // 4)  # h (L, B, P), c (L, B, H)
+        return steps, variant.variant_lstm_layer_step, variant.LSTM_PARAMETERS, sizes
+    if kind == "variant_gru":
+        steps = [variant.VariantGRUStep(c) for c in cells]
+        hidden = weight_hh.shape[0] // 3
+        if cells[0].proj_size:  # (s, h): s (L, B, P), h (L, B, H)
+            kernel, sizes = variant.variant_gru_proj_layer_step, (out_size, hidden)
+        else:
+            kernel, sizes = variant.variant_gru_layer_step, (hidden,)
+        return steps, kernel, variant.GRU_PARAMETERS, sizes
+    steps = [variant.VariantElmanStep(c) for c in cells]  # "variant_elman": h (L, B, P)
+    return steps, variant.variant_elman_layer_step, variant.ELMAN_PARAMETERS, (out_size,)
