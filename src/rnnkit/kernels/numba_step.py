@@ -149,7 +149,7 @@ def gru_layer_step(x, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, h_out, o
         copy_rows(h_out[layer], out, out.shape[0])
 
 
-def _array(tensor: Tensor) -> np.ndarray:
+def tensor_array(tensor: Tensor) -> np.ndarray:
     """A NumPy view of `tensor`, at the least cost in the usual case (contiguous, no grad)."""
     if tensor.is_contiguous() and not tensor.requires_grad:
         return tensor.numpy()
@@ -186,7 +186,7 @@ class _CellStep:
     def _input(self, x: Tensor) -> np.ndarray:
         if x.dtype != self.dtype or not x.is_cpu:
             raise TypeError(f"x must be a CPU {self.dtype} tensor, got {x.dtype} on {x.device}")
-        return _array(x)
+        return tensor_array(x)
 
     def _state(self, tensor: Tensor, part: int) -> np.ndarray:
         """The array of state part `part`: the one returned last when `tensor` is that tensor
@@ -194,7 +194,7 @@ class _CellStep:
         last = self._last[part]
         if last is not None and tensor is last[0] and tensor.data_ptr() == last[1]:
             return last[2]
-        return _array(tensor)
+        return tensor_array(tensor)
 
     def _returned(self, array: np.ndarray, part: int) -> Tensor:
         tensor = torch.from_numpy(array)
@@ -293,7 +293,7 @@ class StackStep:
             return None
         new = [np.empty(shape, self.array_dtype) for shape in shapes]
         out = np.empty((batch, self.sizes[0]), self.array_dtype)  # not a view of the state
-        inputs = _array(x)
+        inputs = tensor_array(x)
         for layer, step in enumerate(self.steps):
             self.kernel(inputs, *arrays, layer, *step.views, *new, out)
             inputs = new[0][layer]  # (B, P), the next layer's input
@@ -321,7 +321,7 @@ class StackStep:
             return None
         if not all(self._usual(p, shape) for p, shape in zip(parts, shapes, strict=True)):
             return None
-        return [_array(p) for p in parts]
+        return [tensor_array(p) for p in parts]
 
     def _usual(self, part: object, shape: tuple[int, int, int]) -> bool:
         return (

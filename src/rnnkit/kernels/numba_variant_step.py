@@ -29,7 +29,7 @@ from torch import Tensor
 
 from rnnkit.kernels._numba_common import copy_rows, jit, numpy_view, sigmoid_, tanh_
 from rnnkit.kernels.numba_lstm import group_moments
-from rnnkit.kernels.numba_step import _array, add_matvec1, add_products
+from rnnkit.kernels.numba_step import add_matvec1, add_products, tensor_array
 
 
 @jit
@@ -282,7 +282,7 @@ class _VariantStep:
     def _input(self, x: Tensor) -> np.ndarray:
         if x.dtype != self.dtype or not x.is_cpu:
             raise TypeError(f"x must be a CPU {self.dtype} tensor, got {x.dtype} on {x.device}")
-        return _array(x)
+        return tensor_array(x)
 
 
 class VariantLSTMStep(_VariantStep):
@@ -298,7 +298,7 @@ class VariantLSTMStep(_VariantStep):
 
     def __call__(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         inputs = self._input(x)
-        h, c = _array(state[0]), _array(state[1])
+        h, c = tensor_array(state[0]), tensor_array(state[1])
         h_new, c_new = np.empty_like(h), np.empty_like(c)
         variant_lstm_cell_into(inputs, h, c, *self.views, h_new, c_new)
         return torch.from_numpy(h_new), torch.from_numpy(c_new)
@@ -316,7 +316,8 @@ class VariantGRUStep(_VariantStep):
     def __call__(self, x: Tensor, state: Tensor | tuple[Tensor, Tensor]):
         inputs = self._input(x)
         projected = isinstance(state, tuple)
-        s, h = (_array(state[0]), _array(state[1])) if projected else (_array(state),) * 2
+        parts = state if projected else (state, state)
+        s, h = tensor_array(parts[0]), tensor_array(parts[1])
         h_new = np.empty_like(h)
         s_new = np.empty_like(s) if projected else h_new
         variant_gru_cell_into(inputs, s, h, *self.views, s_new, h_new)
@@ -335,7 +336,7 @@ class VariantElmanStep(_VariantStep):
         return cell.nonlinearity == "relu", cell.variant.zoneout
 
     def __call__(self, x: Tensor, h: Tensor) -> Tensor:
-        inputs, h = self._input(x), _array(h)
+        inputs, h = self._input(x), tensor_array(h)
         h_new = np.empty_like(h)
         variant_elman_cell_into(inputs, h, *self.views, h_new)
         return torch.from_numpy(h_new)
