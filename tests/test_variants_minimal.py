@@ -25,6 +25,15 @@ def g(v):
     return torch.where(v >= 0, v + 0.5, torch.sigmoid(v))
 
 
+def written_out(a, b, h0):
+    """h_t = a_t * h_{t-1} + b_t over dim 0, a step at a time in torch."""
+    hs, state = [], h0
+    for t in range(a.shape[0]):
+        state = a[t] * state + b[t]
+        hs.append(state)
+    return torch.stack(hs)
+
+
 def test_min_gru_step_follows_the_equations():
     torch.manual_seed(0)
     cell = MinGRUCell(3, 4, dtype=F64)
@@ -91,11 +100,7 @@ def test_compiled_recurrence_solves_it_with_its_gradients(steps, batch, hidden, 
         if compiled:
             h = kernels.linear_scan(a, b, h0)
         else:
-            hs, state = [], h0
-            for t in range(steps):
-                state = a[t] * state + b[t]
-                hs.append(state)
-            h = torch.stack(hs)
+            h = written_out(a, b, h0)
         results.append((h, *torch.autograd.grad((h * weight).sum(), [a, b, h0])))
     for name, got, want in zip(["h", "da", "db", "dh0"], *results, strict=True):
         torch.testing.assert_close(got, want, msg=name)
@@ -137,11 +142,7 @@ def test_fused_minimal_scan_equals_the_cells_coefficients(lstm, steps, batch, hi
         else:
             with mock.patch.object(cell, "preactivations", lambda x: p.chunk(gates, dim=-1)):
                 a, b = cell.coefficients(None)
-            hs, state = [], h0
-            for t in range(steps):
-                state = a[t] * state + b[t]
-                hs.append(state)
-            h = torch.stack(hs)
+            h = written_out(a, b, h0)
         results.append((h, *torch.autograd.grad((h * weight).sum(), [p, h0])))
     for name, got, want in zip(["h", "dp", "dh0"], *results, strict=True):
         torch.testing.assert_close(got, want, msg=name)
