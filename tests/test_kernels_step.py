@@ -219,6 +219,7 @@ def variant_pair(options: dict, layers: int, dtype: torch.dtype, seed: int, kind
     loop."""
     torch.manual_seed(seed)
     make = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn_tanh": rnnkit.RNN}.get(kind)
+    make = {"mingru": rnnkit.MinGRU, "minlstm": rnnkit.MinLSTM}.get(kind, make)
     if kind == "rnn_relu":
         make = functools.partial(rnnkit.RNN, nonlinearity="relu")
     layer = make(3, 5, layers, dtype=dtype, **options).eval()
@@ -229,7 +230,7 @@ def variant_pair(options: dict, layers: int, dtype: torch.dtype, seed: int, kind
 
 @settings(max_examples=50, deadline=None)
 @given(
-    kind=st.sampled_from(["lstm", "gru", "rnn_tanh", "rnn_relu"]),
+    kind=st.sampled_from(["lstm", "gru", "rnn_tanh", "rnn_relu", "mingru", "minlstm"]),
     layer_norm=st.booleans(),
     peephole=st.booleans(),
     proj_size=st.sampled_from([0, 2]),
@@ -258,18 +259,20 @@ def test_variant_step_equals_the_reference_loop(
     kind, layer_norm, peephole, proj_size, zoneout, zoneout_cell, dropouts, layers, batch,
     dtype, seed,
 ):  # fmt: skip
-    """`step()` of a variant LSTM, GRU or Elman RNN in eval runs the compiled
-    `VariantLSTMStep` / `VariantGRUStep` / `VariantElmanStep` and equals the reference loop
+    """`step()` of a variant LSTM, GRU or Elman RNN, or of minGRU / minLSTM, in eval runs the
+    compiled `Variant*Step` / `MinimalStep` and equals the reference loop
     over the same sequence (every option; recurrent dropout and weight drop are off in eval,
     zoneout mixes by its rates), output and state at every step."""
-    options = {"proj_size": proj_size, "zoneout": zoneout}
+    options = {"proj_size": proj_size, "zoneout": zoneout} if kind[:3] != "min" else {}
     if kind in ("lstm", "gru"):
         options["layer_norm"] = layer_norm
     if kind == "lstm":
         options |= {"peephole": peephole, "zoneout_cell": zoneout_cell}
     if dropouts:
         options |= {"recurrent_dropout": 0.3, "weight_drop": 0.4}
-    if not (options.get("layer_norm") or zoneout or dropouts or options.get("peephole")):
+    if kind[:3] == "min":
+        options = {}  # minGRU and minLSTM have no options
+    elif not (options.get("layer_norm") or zoneout or dropouts or options.get("peephole")):
         options["zoneout"] = 0.5  # a variant layer, not torch.nn's
     layer, reference = variant_pair(options, layers, dtype, seed, kind)
     x = 2 * torch.randn(4, batch, 3, dtype=dtype)
@@ -285,6 +288,7 @@ def test_variant_step_equals_the_reference_loop(
             torch.testing.assert_close(state, reference(x[: t + 1])[1], **tolerance)
     steps = layer.__dict__["_compiled"].steps  # the compiled route ran
     expected = {"lstm": "VariantLSTMStep", "gru": "VariantGRUStep"}.get(kind, "VariantElmanStep")
+    expected = "MinimalStep" if kind[:3] == "min" else expected
     assert [type(s).__name__ for s in steps] == [expected] * layers
 
 

@@ -434,13 +434,15 @@ def test_variant_kernels_load_lazily_and_compile_nothing_until_called():
 
 def test_bench_times_a_variant_against_lstm_and_the_loop(tmp_path):
     path = tmp_path / "bench.json"
-    cases = bench.cases_from_names(["lstm_layer_norm:train:2:6:3:4", "mingru:infer:2:6:3:4"])
+    names = ["lstm_layer_norm:train:2:6:3:4", "mingru:infer:2:6:3:4", "gru_proj:stream:1:1:3:4"]
+    cases = bench.cases_from_names(names)
     bench.run_bench(cases, repeats=1, json_path=str(path), compile=False, log=lambda line: None)
     records = json.loads(path.read_text())
-    assert [r["route"] for r in records] == ["numba", "scan"]
-    for record in records:
-        assert record["reference"] == "torch.nn.LSTM"
+    assert [r["route"] for r in records] == ["numba", "scan", "numba"]
+    references = ["torch.nn.LSTM", "torch.nn.LSTM", "torch.nn.LSTMCell"]
+    for record, reference in zip(records, references, strict=True):
+        assert record["reference"] == reference
         assert record["ratio"] == pytest.approx(record["ours_ms"] / record["reference_ms"])
         assert record["loop_ratio"] == pytest.approx(record["ours_ms"] / record["loop_ms"])
     with pytest.raises(ValueError, match="kind:mode"):
-        bench.cases_from_names(["lstm_zoneout:stream:1:1:3:4"])
+        bench.cases_from_names(["lstm_fancy:stream:1:1:3:4"])

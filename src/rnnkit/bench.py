@@ -109,13 +109,14 @@ def tiny_cases() -> list[Case]:
 
 
 def variant_cases() -> list[Case]:
-    """Every variant in `VARIANTS`, training and inference, at the default shapes."""
+    """Every variant in `VARIANTS`, training and inference, at the default shapes, and its
+    streaming step at batch 1, H = 256."""
     return [
         Case(kind, mode, *shape)
         for kind in VARIANTS
         for mode in ("train", "infer")
         for shape in SHAPES
-    ]
+    ] + [Case(kind, "stream", 1, 1, 64, 256) for kind in VARIANTS]
 
 
 def quick_cases() -> list[Case]:
@@ -253,6 +254,8 @@ def variant_layer(case: Case, backend: str) -> torch.nn.Module:
 def measure_variant(case: Case, repeats: int, peak_gflops: float) -> dict:
     """Time a variant layer on its "auto" route, torch.nn.LSTM of the same size and the same
     layer on the reference loop; the JSON record (ratio: ours / torch.nn.LSTM)."""
+    if case.mode == "stream":
+        return measure_variant_stream(case, repeats, peak_gflops)
     torch.manual_seed(0)
     ours_layer, loop_layer = variant_layer(case, "auto"), variant_layer(case, "reference")
     loop_layer.load_state_dict(ours_layer.state_dict())
@@ -274,6 +277,41 @@ def measure_variant(case: Case, repeats: int, peak_gflops: float) -> dict:
     result = record(case, "torch.nn.LSTM", seconds, peak_gflops, route)
     result |= {"loop_ms": seconds["loop"] * 1e3, "loop_ratio": seconds["ours"] / seconds["loop"]}
     return result | {"loop_wall_ms": seconds["loop_wall"] * 1e3}
+
+
+def measure_variant_stream(case: Case, repeats: int, peak_gflops: float) -> dict:
+    """Time a variant layer's `step()` in eval (each call feeding back the state it returned),
+    torch.nn.LSTMCell of the same size, and the same layer's `step()` on the reference loop (its
+    cells' torch operators); the JSON record (ratio: ours / torch.nn.LSTMCell)."""
+    torch.manual_seed(0)
+    ours_layer, loop_layer = variant_layer(case, "auto"), variant_layer(case, "reference")
+    loop_layer.load_state_dict(ours_layer.state_dict())
+    cell = torch.nn.LSTMCell(case.input_size, case.hidden)
+    x = torch.randn(case.batch, case.input_size)
+    zeros = torch.zeros(case.batch, case.hidden)
+    functions = {
+        "ours": stepping(lambda x, state: ours_layer.step(x, state)[1], x, None),
+        "reference": stepping(cell, x, (zeros, zeros)),
+        "loop": stepping(lambda x, state: loop_layer.step(x, state)[1], x, None),
+    }
+    median_times(functions, STREAM_WARMUP, 200)  # untimed: compile, caches, clock
+    seconds = median_times(functions, repeats, calls=200)
+    route = "numba" if ours_layer.__dict__.get("_compiled") is not None else "reference"
+    result = record(case, "torch.nn.LSTMCell", seconds, peak_gflops, route)
+    result |= {"loop_ms": seconds["loop"] * 1e3, "loop_ratio": seconds["ours"] / seconds["loop"]}
+    return result | {"loop_wall_ms": seconds["loop_wall"] * 1e3}
+
+
+def stepping(step: Callable, x: torch.Tensor, state) -> Callable[[], None]:
+    """One streaming step of `step(x, state) -> state` without gradients, fed the state it
+    returned last."""
+    box = [state]
+
+    def call() -> None:
+        with torch.no_grad():
+            box[0] = step(x, box[0])
+
+    return call
 
 
 def record(
@@ -390,7 +428,8 @@ def format_row(record: dict) -> str:
     )
     loop = ""
     if "loop_ms" in record:
-        loop = f"  loop {record['loop_ms']:9.2f} ms ratio {record['loop_ratio']:5.2f}"
+        loop_time = record["loop_ms"] * scale
+        loop = f"  loop {loop_time:9.2f} {unit} ratio {record['loop_ratio']:5.2f}"
     return (
         f"{record['name']:<44} {record['route']:<9} ours {ours:9.2f} {unit}  "
         f"torch {reference:9.2f} {unit}  ratio {record['ratio']:5.2f}  "
@@ -443,7 +482,7 @@ def cases_from_names(names: Sequence[str]) -> list[Case]:
     cases = []
     for name in names:
         kind, mode, *sizes = name.split(":")
-        known = kind in GATES or (kind in VARIANTS and mode != "stream")
+        known = kind in GATES or kind in VARIANTS
         if not known or mode not in MODES or len(sizes) != 4:
             kinds = [*GATES, *VARIANTS]
             expected = f"kind:mode:B:T:H_in:H with kind in {kinds} and mode in {MODES}"

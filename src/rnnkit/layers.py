@@ -421,9 +421,9 @@ class Recurrent(nn.Module):
 
     def _compiled_steps(self, x: object):
         """The compiled streaming steps (`rnnkit.kernels.numba_step.StackStep`) when they serve:
-        inference (no gradient wanted) of a plain LSTM or GRU, or of variant LSTM, GRU or Elman
-        cells (in eval, any options), on the CPU in float32/float64. They hold views of the
-        parameters, rebuilt when a parameter's memory is replaced."""
+        inference (no gradient wanted) of a plain LSTM or GRU, of variant LSTM, GRU or Elman
+        cells (in eval, any options) or of minGRU / minLSTM, on the CPU in float32/float64.
+        They hold views of the parameters, rebuilt when a parameter's memory is replaced."""
         if self.training or self.backend == "reference" or not isinstance(x, Tensor):
             return None
         kind = self._compiled_step_kind()
@@ -443,7 +443,7 @@ class Recurrent(nn.Module):
         return cached
 
     def _compiled_step_kind(self) -> str | None:
-        """The kind of `StackStep` ("lstm", "gru", "variant_lstm|gru|elman") or None."""
+        """The kind of `StackStep` ("lstm", "gru", "variant_lstm|gru|elman", "minimal") or None."""
         if self.fused_mode == "LSTM" and not self.proj_size:
             return "lstm"
         if self.fused_mode == "GRU":
@@ -455,6 +455,10 @@ class Recurrent(nn.Module):
             return "variant_gru"
         if all(type(c) is VariantElmanCell and c.nonlinearity in ("tanh", "relu") for c in cells):
             return "variant_elman"
+        from rnnkit.minimal import MinGRUCell, MinLSTMCell  # builds on this module
+
+        if all(type(c) in (MinGRUCell, MinLSTMCell) for c in cells):
+            return "minimal"
         return None
 
     def _stream_steps(self, batch: int, like: Tensor, new: bool) -> list[Callable]:

@@ -11,7 +11,8 @@
   h_t = a_t h_{t-1} + b_t, compiled and sequential, for the CPU; `minimal_scan` computes their
   gates in the same pass.
 - `LSTMStep`, `GRUStep` (`numba_step`), `VariantLSTMStep`, `VariantGRUStep`,
-  `VariantElmanStep` (`numba_variant_step`): streaming single steps for inference.
+  `VariantElmanStep`, `MinimalStep` (`numba_variant_step`): streaming single steps for
+  inference.
 - `numba_is_faster`, `variant_numba_is_faster` (`dispatch`): where the compiled kernels beat
   torch's kernels and the reference loop, measured.
 
@@ -36,6 +37,7 @@ _NUMBA_MODULES = {
     "VariantLSTMStep": "rnnkit.kernels.numba_variant_step",
     "VariantGRUStep": "rnnkit.kernels.numba_variant_step",
     "VariantElmanStep": "rnnkit.kernels.numba_variant_step",
+    "MinimalStep": "rnnkit.kernels.numba_variant_step",
 }
 
 __all__ = ["numba_is_faster", "variant_kind", "variant_numba_is_faster", *_NUMBA_MODULES]

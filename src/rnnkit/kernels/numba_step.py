@@ -250,7 +250,8 @@ class StackStep:
     output the caller holds stays valid after the next step; the state returned last keeps its
     NumPy arrays, so passing it back costs no conversion. `steps` are the cells' step objects
     (`LSTMStep`, `GRUStep`, `numba_variant_step.Variant*Step`), for callers that hold one state
-    per cell. `kind`: "lstm", "gru", "variant_lstm", "variant_gru" or "variant_elman".
+    per cell. `kind`: "lstm", "gru", "variant_lstm", "variant_gru", "variant_elman" or "minimal"
+    (minGRU, minLSTM).
     """
 
     def __init__(self, cells: Sequence[torch.nn.Module], kind: str):
@@ -338,6 +339,12 @@ _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 def _plan(kind: str, cells: Sequence[torch.nn.Module]) -> tuple[list, object, tuple, tuple]:
     """(the cells' step objects, the layer kernel, the parameter names they read, the sizes of
     the state's parts (h, or h and c / s and h)) for a `StackStep` of `kind`."""
+    if kind == "minimal":  # minGRU, minLSTM: h (L, B, H)
+        from rnnkit.kernels import numba_variant_step as variant  # imports Numba
+
+        steps = [variant.MinimalStep(c) for c in cells]
+        sizes = (cells[0].hidden_size,)
+        return steps, variant.minimal_layer_step, variant.MINIMAL_PARAMETERS, sizes
     weight_hh = cells[0].weight_hh  # (G * H, P)
     out_size = weight_hh.shape[1]
     if kind in ("lstm", "gru"):

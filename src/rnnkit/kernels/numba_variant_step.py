@@ -1,4 +1,4 @@
-"""Streaming single steps of the variant LSTM, GRU and Elman cells for inference (Numba, CPU).
+"""Streaming single steps of the variant and minimal cells for inference (Numba, CPU).
 
 `rnnkit.variants.VariantLSTMCell`, `VariantGRUCell` and `VariantElmanCell` (tanh or relu) in
 eval mode, one step: layer norm,
@@ -16,6 +16,7 @@ a^h = LN_h(W_hh s) + b_hh with s the recurrent input, h or its projection):
           r, z = sigmoid(a^x_r + a^h_r), sigmoid(a^x_z + a^h_z);  n = tanh(a^x_n + r * a^h_n)
           h' = (1 - p_h) * ((1 - z) * n + z * h) + p_h * h;  s' = W_hr h'
     Elman: h' = (1 - p_h) * W_hr f((W_ih x + b_ih) + (W_hh h + b_hh)) + p_h * h
+    minGRU, minLSTM (`rnnkit.minimal`): h' = a * h + b from W_ih x + b_ih (`numba_scan`)
 
 As `numba_step`, the parameters are read through NumPy views of their own memory (in-place
 updates show through), and every step returns new memory.
@@ -27,8 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.kernels._numba_common import copy_rows, jit, numpy_view, sigmoid_, tanh_
+from rnnkit.kernels._numba_common import copy_, copy_rows, jit, numpy_view, sigmoid_, tanh_
 from rnnkit.kernels.numba_lstm import group_moments
+from rnnkit.kernels.numba_scan import _coefficients
 from rnnkit.kernels.numba_step import add_matvec1, add_products, tensor_array
 
 
@@ -236,11 +238,42 @@ def variant_elman_layer_step(
         copy_rows(h_out[layer], out, out.shape[0])
 
 
+@jit
+def minimal_cell_into(x, h, weight_ih, bias_ih, lstm, h_out):
+    """One minGRU (`lstm` False) or minLSTM step for x (B, H_in), h (B, H) into h_out (B, H),
+    from p = W_ih x + b_ih as `numba_scan.minimal_scan` computes each step."""
+    batch, hidden = h.shape
+    width = weight_ih.shape[0]
+    p = np.empty(width, dtype=h.dtype)
+    s = np.empty(width, dtype=h.dtype)
+    a = np.empty(hidden, dtype=h.dtype)
+    b = np.empty(hidden, dtype=h.dtype)
+    work = np.empty(2 * width)  # scratch of the sigmoid
+    for i in range(batch):
+        copy_(bias_ih, p)
+        add_matvec1(weight_ih, x[i], p)
+        copy_(p, s)
+        sigmoid_(s, 0, width, work)
+        _coefficients(p, s, lstm, a, b)
+        h_row, h_new = h[i], h_out[i]
+        for j in range(hidden):
+            h_new[j] = a[j] * h_row[j] + b[j]
+
+
+@jit
+def minimal_layer_step(x, h, layer, weight_ih, bias_ih, lstm, h_out, out):
+    """Layer `layer` of a stack, h and h_out (L, B, H)."""
+    minimal_cell_into(x, h[layer], weight_ih, bias_ih, lstm, h_out[layer])
+    if layer == h.shape[0] - 1:
+        copy_rows(h_out[layer], out, out.shape[0])
+
+
 LSTM_PARAMETERS = (
     "weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_ih_weight", "ln_ih_bias", "ln_hh_weight",
     "ln_hh_bias", "weight_ci", "weight_cf", "weight_co", "ln_c_weight", "ln_c_bias", "weight_hr",
 )  # fmt: skip
 ELMAN_PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+MINIMAL_PARAMETERS = ("weight_ih", "bias_ih")
 GRU_PARAMETERS = (
     "weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_ih_weight", "ln_ih_bias", "ln_hh_weight",
     "ln_hh_bias", "weight_hr",
@@ -256,15 +289,15 @@ class _VariantStep:
     def __init__(self, cell: torch.nn.Module):
         self.cell = cell
         self.pointers = self._pointers(cell)
-        self.dtype = cell.weight_hh.dtype
+        self.dtype = cell.weight_ih.dtype
         empty = torch.empty(0, dtype=self.dtype).numpy()  # an option that is off
         views = []
         for name in self.parameters:
             tensor = getattr(cell, name, None)
             if tensor is None and name.startswith("bias"):
-                tensor = cell.weight_hh.new_zeros(cell.weight_hh.shape[0])
+                tensor = cell.weight_ih.new_zeros(cell.weight_ih.shape[0])  # (G * H,)
             views.append(empty if tensor is None else numpy_view(tensor))
-        if views[-1].shape[0] == 0:
+        if self.parameters[-1] == "weight_hr" and views[-1].shape[0] == 0:
             views[-1] = empty.reshape(0, 0)  # weight_hr is a matrix when present
         self.views = (*views, *self._constants(cell))
 
@@ -339,4 +372,19 @@ class VariantElmanStep(_VariantStep):
         inputs, h = self._input(x), tensor_array(h)
         h_new = np.empty_like(h)
         variant_elman_cell_into(inputs, h, *self.views, h_new)
+        return torch.from_numpy(h_new)
+
+
+class MinimalStep(_VariantStep):
+    """Inference-only streaming steps of a `MinGRUCell` or `MinLSTMCell`: `h = step(x, h)`."""
+
+    parameters = MINIMAL_PARAMETERS
+
+    def _constants(self, cell: torch.nn.Module) -> tuple[float, ...]:
+        return (cell.gates == 3,)
+
+    def __call__(self, x: Tensor, h: Tensor) -> Tensor:
+        inputs, h = self._input(x), tensor_array(h)
+        h_new = np.empty_like(h)
+        minimal_cell_into(inputs, h, *self.views, h_new)
         return torch.from_numpy(h_new)
