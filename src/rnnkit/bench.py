@@ -9,7 +9,9 @@ backward; inference cases forward under `torch.no_grad()`; streaming cases one s
 against torch.nn's cell (its fastest single step). Variant cases (`VARIANTS`: layer norm,
 peepholes, dropouts, zoneout, projection, minGRU, minLSTM) run rnnkit's variant layer on its
 "auto" route against torch.nn.LSTM of the same size (the reference of the ratio) and against
-the same layer on the reference loop, a Python loop over torch ops (`loop_ms`, `loop_ratio`).
+the same layer on the reference loop, a Python loop over torch ops (`loop_ms`, `loop_ratio`);
+their streaming cases time the layer's `step()` in eval against torch.nn.LSTMCell and against
+the same layer's `step()` on the reference loop.
 Compile cases time the first call of each kernel in a fresh process with an empty Numba cache,
 then again with that cache on disk.
 
