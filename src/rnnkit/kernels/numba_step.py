@@ -156,6 +156,13 @@ def tensor_array(tensor: Tensor) -> np.ndarray:
     return numpy_view(tensor)
 
 
+def step_input(x: Tensor, dtype: torch.dtype) -> np.ndarray:
+    """The NumPy view of a step's input x, which must be a CPU tensor of the parameters' dtype."""
+    if x.dtype != dtype or not x.is_cpu:
+        raise TypeError(f"x must be a CPU {dtype} tensor, got {x.dtype} on {x.device}")
+    return tensor_array(x)
+
+
 class _CellStep:
     """Views of one cell's parameters, taken once; see `LSTMStep` and `GRUStep`."""
 
@@ -184,9 +191,7 @@ class _CellStep:
         return self.pointers == _pointers(weight_ih, weight_hh, bias_ih, bias_hh)
 
     def _input(self, x: Tensor) -> np.ndarray:
-        if x.dtype != self.dtype or not x.is_cpu:
-            raise TypeError(f"x must be a CPU {self.dtype} tensor, got {x.dtype} on {x.device}")
-        return tensor_array(x)
+        return step_input(x, self.dtype)
 
     def _state(self, tensor: Tensor, part: int) -> np.ndarray:
         """The array of state part `part`: the one returned last when `tensor` is that tensor

@@ -31,7 +31,7 @@ from torch import Tensor
 from rnnkit.kernels._numba_common import copy_, copy_rows, jit, numpy_view, sigmoid_, tanh_
 from rnnkit.kernels.numba_lstm import group_moments
 from rnnkit.kernels.numba_scan import _coefficients
-from rnnkit.kernels.numba_step import add_matvec1, add_products, tensor_array
+from rnnkit.kernels.numba_step import add_matvec1, add_products, step_input, tensor_array
 
 
 @jit
@@ -170,13 +170,12 @@ def variant_gru_layer_step(
     x, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift, ln_hh_gain,
     ln_hh_shift, weight_hr, zone_h, eps, h_out, out,
 ):  # fmt: skip
-    """Layer `layer` of a stack without a projection, h and h_out (L, B, H)."""
-    variant_gru_cell_into(
-        x, h[layer], h[layer], weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
-        ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, h_out[layer], h_out[layer],
+    """Layer `layer` of a stack without a projection, h and h_out (L, B, H): the projected
+    step with h as its own recurrent input s."""
+    variant_gru_proj_layer_step(
+        x, h, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
+        ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, h_out, h_out, out,
     )  # fmt: skip
-    if layer == h.shape[0] - 1:
-        copy_rows(h_out[layer], out, out.shape[0])
 
 
 @jit
@@ -313,9 +312,7 @@ class _VariantStep:
         return cell is self.cell and self.pointers == self._pointers(cell)
 
     def _input(self, x: Tensor) -> np.ndarray:
-        if x.dtype != self.dtype or not x.is_cpu:
-            raise TypeError(f"x must be a CPU {self.dtype} tensor, got {x.dtype} on {x.device}")
-        return tensor_array(x)
+        return step_input(x, self.dtype)
 
 
 class VariantLSTMStep(_VariantStep):
