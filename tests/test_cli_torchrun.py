@@ -21,7 +21,7 @@ from rnnkit.tasks import load_run
 def test_torchrun_trains_one_run_and_prints_once(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     command += ["-m", "rnnkit", "train", "classify", "--train-size", "96", "--hidden-size", "8"]
-    command += ["--embedding-dim", "8", "--epochs", "1", "--no-progress"]
+    command += ["--embedding-dim", "8", "--epochs", "1", "--no-progress", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300

@@ -25,6 +25,7 @@ from rnnkit.tasks import load_run
 
 torch.set_num_threads(1)
 SMALL = ["--hidden-size", "12", "--embedding-dim", "12", "--epochs", "2", "--no-progress"]
+SMALL += ["--device", "cpu"]  # metrics compared exactly with a CPU evaluation
 
 
 def _one_line_error(capsys) -> str:

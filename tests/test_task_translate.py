@@ -21,6 +21,7 @@ from rnnkit.tasks.translate import attention_figure, reverse_pairs, to_model, to
 
 torch.set_num_threads(1)
 SMALL = ["--hidden-size", "32", "--embedding-dim", "16", "--dropout", "0", "--no-progress"]
+SMALL += ["--device", "cpu"]  # metrics compared exactly with a CPU evaluation
 
 
 @pytest.fixture(autouse=True)
@@ -68,6 +69,7 @@ def test_reverse_reaches_99_percent_and_reloads_to_the_same_metrics(tmp_path, ca
 def test_tiny_bible_run_trains_reloads_predicts_and_plots(tmp_path, capsys):
     run_dir = tmp_path / "bible"
     tiny = ["--hidden-size", "16", "--embedding-dim", "16", "--no-progress", "--epochs", "1"]
+    tiny += ["--device", "cpu"]
     args = ["train", "translate", *tiny, "--train-size", "300", "--max-length", "12"]
     assert main([*args, "--run-dir", str(run_dir)]) == 0
     recorded = json.loads((run_dir / "metrics.json").read_text())["test"]

@@ -47,7 +47,7 @@ def _total_norm(model: nn.Module) -> float:
 
 
 def test_clipping_by_norm_is_on_by_default():
-    assert TrainConfig().clip_norm == 1.0
+    assert TrainConfig(device="cpu").clip_norm == 1.0
 
 
 def test_after_a_clipped_step_the_total_gradient_norm_is_at_most_max_norm():
@@ -60,6 +60,7 @@ def test_after_a_clipped_step_the_total_gradient_norm_is_at_most_max_norm():
     model = copy.deepcopy(reference)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     config = TrainConfig(
+        device="cpu",
         epochs=1,
         batch_size=4,
         optimizer="sgd",
@@ -79,7 +80,9 @@ def test_after_a_clipped_step_the_total_gradient_norm_is_at_most_max_norm():
 
 def test_clipping_by_value_bounds_every_gradient_element():
     model = ExplodingRNN()
-    config = TrainConfig(epochs=1, batch_size=4, clip_norm=None, clip_value=0.01, progress=False)
+    config = TrainConfig(
+        device="cpu", epochs=1, batch_size=4, clip_norm=None, clip_value=0.01, progress=False
+    )
     fit(model, _exploding_batch(), config=config)
     grads = torch.cat([p.grad.flatten() for p in model.parameters()])
     assert grads.abs().max() == pytest.approx(0.01)  # some elements were clipped, none exceed
@@ -113,7 +116,9 @@ def _dummy_data(n: int) -> Batch:
 
 def test_non_finite_steps_are_skipped_and_counted(tmp_path):
     model = ScriptedLoss(["ok", "nan", "ok", "inf", "nan_grad", "ok"])
-    config = TrainConfig(epochs=1, batch_size=1, lr=0.1, run_dir=str(tmp_path), progress=False)
+    config = TrainConfig(
+        device="cpu", epochs=1, batch_size=1, lr=0.1, run_dir=str(tmp_path), progress=False
+    )
     history = fit(model, _dummy_data(6), config=config)
 
     assert history[0]["skipped_steps"] == 3
@@ -125,14 +130,16 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path):
     fit(
         reference,
         _dummy_data(3),
-        config=TrainConfig(epochs=1, batch_size=1, lr=0.1, progress=False),
+        config=TrainConfig(device="cpu", epochs=1, batch_size=1, lr=0.1, progress=False),
     )
     assert torch.equal(model.w, reference.w)  # the skipped steps left no trace in AdamW
 
 
 def test_too_many_non_finite_steps_in_a_row_stop_with_advice():
     model = ScriptedLoss(["ok", "nan"] + ["nan_grad"] * 10)
-    config = TrainConfig(epochs=1, batch_size=1, max_nonfinite_steps=4, progress=False)
+    config = TrainConfig(
+        device="cpu", epochs=1, batch_size=1, max_nonfinite_steps=4, progress=False
+    )
     with pytest.raises(NonFiniteLossError, match=r"4 steps in a row.*learning rate.*clip"):
         fit(model, _dummy_data(12), config=config)
     assert model.calls == 5  # one good step, then four bad ones in a row: the fourth stops

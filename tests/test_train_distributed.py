@@ -69,13 +69,21 @@ def train_both(out: Path) -> dict:
     seed_everything(0)
     model = Regressor()
     config = TrainConfig(
-        epochs=2, batch_size=16, lr=0.01, metrics=("mae",), run_dir=str(out / "run"), progress=False
+        device="cpu",
+        epochs=2,
+        batch_size=16,
+        lr=0.01,
+        metrics=("mae",),
+        run_dir=str(out / "run"),
+        progress=False,
     )
     history = fit(model, adding_problem(64, 10, seed=1), adding_problem(30, 10, seed=2), config)
 
     seed_everything(1)
     stream_model = Regressor()
-    stream_config = TrainConfig(epochs=2, bptt_k1=5, bptt_k2=3, lr=0.01, progress=False)
+    stream_config = TrainConfig(
+        device="cpu", epochs=2, bptt_k1=5, bptt_k2=3, lr=0.01, progress=False
+    )
     stream_history = fit(stream_model, _stream(), _stream(), stream_config)
 
     # the same stream run, crashed mid-epoch 2 (12 calls an epoch) and resumed from step 8
@@ -152,3 +160,21 @@ def test_torchrun_two_processes_train_like_one(tmp_path):
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+
+
+def test_more_processes_than_cuda_devices_is_a_clear_error(monkeypatch):
+    """torchrun with two processes on a one-GPU machine: the second process has no device of
+    its own; it says so (and how to fix it) instead of CUDA's 'invalid device ordinal'."""
+    from rnnkit.train import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"1 CUDA device\(s\) for 2 processes.*--device cpu"):
+        distributed.setup(None)
+    with pytest.raises(ValueError, match="nproc_per_node=1"):
+        distributed.setup("cuda")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.setup("cpu").device == torch.device("cpu")  # the CPU needs no device

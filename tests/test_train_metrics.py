@@ -61,6 +61,7 @@ def test_classification_metrics_and_perplexity_equal_hand_computed_values():
     model = Classifier()
     val = _classes(50, seed=2)
     config = TrainConfig(
+        device="cpu",
         epochs=3,
         batch_size=16,
         eval_batch_size=16,  # four batches of 16, 16, 16, 2: the metrics accumulate
@@ -84,7 +85,9 @@ def test_classification_metrics_and_perplexity_equal_hand_computed_values():
     assert last["val_perplexity"] == pytest.approx(math.exp(loss), rel=1e-5)
     assert last["val_accuracy"] > 0.5  # and it learned something
     assert (
-        TrainConfig(metrics=("accuracy",), num_classes=3, monitor="val_accuracy").monitor_mode
+        TrainConfig(
+            device="cpu", metrics=("accuracy",), num_classes=3, monitor="val_accuracy"
+        ).monitor_mode
         == "max"
     )
 
@@ -114,7 +117,7 @@ def test_samples_with_collate_train_exactly_like_the_same_data_as_one_batch():
     def collate(items: list) -> Batch:
         return Batch(torch.stack([x for x, _ in items]), None, torch.tensor([y for _, y in items]))
 
-    config = TrainConfig(epochs=2, batch_size=10, lr=0.02, progress=False)
+    config = TrainConfig(device="cpu", epochs=2, batch_size=10, lr=0.02, progress=False)
     seed_everything(0)
     from_batch = Classifier()
     history_batch = fit(from_batch, data, config=config)
@@ -128,11 +131,17 @@ def test_samples_with_collate_train_exactly_like_the_same_data_as_one_batch():
 
 def test_progress_bar_shows_loss_and_throughput_on_a_terminal(monkeypatch, capsys):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    fit(Classifier(), _classes(32, seed=1), config=TrainConfig(epochs=1, batch_size=8))
+    fit(
+        Classifier(), _classes(32, seed=1), config=TrainConfig(device="cpu", epochs=1, batch_size=8)
+    )
     shown = capsys.readouterr().err
     assert "epoch 1/1" in shown and "loss=" in shown and "ex_per_s=" in shown
 
-    fit(Classifier(), _classes(32, seed=1), config=TrainConfig(epochs=1, progress=False))
+    fit(
+        Classifier(),
+        _classes(32, seed=1),
+        config=TrainConfig(device="cpu", epochs=1, progress=False),
+    )
     assert capsys.readouterr().err == ""
 
 
@@ -161,10 +170,12 @@ def test_evaluate_weights_batches_by_what_the_loss_averages_over():
     valid = torch.arange(9)[None, :] < lengths[:, None]
     exact = float(((inputs - 0.5) ** 2)[valid].mean())
     for batch_size in (1, 2, 5):
-        config = TrainConfig(batch_size=batch_size)
+        config = TrainConfig(device="cpu", batch_size=batch_size)
         got = evaluate(TokenMean(counts_tokens=True), data, (), config)["loss"]
         assert got == pytest.approx(exact, rel=1e-6)
     per_batch = [float(((inputs[i] - 0.5) ** 2)[valid[i]].mean()) for i in range(5)]
-    sequences = evaluate(TokenMean(counts_tokens=False), data, (), TrainConfig(batch_size=1))
+    sequences = evaluate(
+        TokenMean(counts_tokens=False), data, (), TrainConfig(device="cpu", batch_size=1)
+    )
     assert sequences["loss"] == pytest.approx(sum(per_batch) / 5, rel=1e-6)
     assert abs(sequences["loss"] - exact) > 0.01  # the two weightings differ on this data

@@ -69,7 +69,7 @@ def test_no_gradient_reaches_inputs_older_than_k2(k1, k2):
 def test_fit_backpropagates_only_the_last_k2_steps_of_every_window():
     torch.manual_seed(0)
     stream = _stream(rows=2, length=20, requires_grad=True)  # fit accumulates .grad on inputs
-    config = TrainConfig(epochs=1, bptt_k1=5, bptt_k2=2, progress=False)
+    config = TrainConfig(device="cpu", epochs=1, bptt_k1=5, bptt_k2=2, progress=False)
     fit(StreamRegressor(), stream, config=config)
     reached = stream.inputs.grad.abs().sum(dim=(0, 2)) > 0  # (L,)
     expected = torch.tensor([t % 5 >= 3 for t in range(20)])
@@ -116,7 +116,7 @@ def test_evaluate_on_a_stream_equals_the_unbroken_pass():
     torch.manual_seed(0)
     model = StreamRegressor()
     stream = _stream(length=30)
-    scores = evaluate(model, stream, ("mae",), TrainConfig(bptt_k1=4))
+    scores = evaluate(model, stream, ("mae",), TrainConfig(device="cpu", bptt_k1=4))
     preds, _ = model.run(stream.as_batch(), None)
     assert scores["loss"] == pytest.approx(F.mse_loss(preds, stream.targets).item(), rel=1e-5)
     assert scores["mae"] == pytest.approx(F.l1_loss(preds, stream.targets).item(), rel=1e-5)
@@ -133,7 +133,7 @@ def test_fit_on_a_stream_learns_what_crosses_window_boundaries():
     seed_everything(0)
     model = StreamRegressor(input_size=1, hidden_size=16)
     train, val = _delay_stream(8, 400, delay=3, seed=1), _delay_stream(4, 200, delay=3, seed=2)
-    config = TrainConfig(epochs=6, bptt_k1=8, bptt_k2=8, lr=0.02, progress=False)
+    config = TrainConfig(device="cpu", epochs=6, bptt_k1=8, bptt_k2=8, lr=0.02, progress=False)
     history = fit(model, train, val, config)
     # without the carried state, 3 steps in 8 of every window are unpredictable: MSE >= 0.3
     assert history[-1]["train_loss"] < 0.05, history[-1]
@@ -157,7 +157,13 @@ def _stream_run(run_dir, crash_at: int | None = None) -> StreamRegressor:
 
         model.loss = crashing_loss
     config = TrainConfig(
-        epochs=2, bptt_k1=6, bptt_k2=4, lr=0.02, run_dir=str(run_dir), checkpoint_every=3
+        device="cpu",
+        epochs=2,
+        bptt_k1=6,
+        bptt_k2=4,
+        lr=0.02,
+        run_dir=str(run_dir),
+        checkpoint_every=3,
     )
     fit(model, _delay_stream(4, 60, delay=2, seed=1), config=config)
     return model
@@ -170,6 +176,7 @@ def test_a_stream_run_resumes_mid_epoch_with_its_carried_state(tmp_path):
     seed_everything(123)  # the checkpoint's RNG state, not this, must count
     model = StreamRegressor(input_size=1, hidden_size=8)
     config = TrainConfig(
+        device="cpu",
         epochs=2,
         bptt_k1=6,
         bptt_k2=4,

@@ -13,6 +13,7 @@ layout live in `rnnkit._sequence`; the math of one step in `rnnkit.cells`.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 import warnings
 from collections.abc import Callable
@@ -266,8 +267,12 @@ class Recurrent(nn.Module):
     def _plain_in_eval(self) -> bool:
         """Whether this variant layer, in its current mode, computes torch.nn's layer `self.mode`:
         in eval with no option on but recurrent dropout, weight drop (and LSTM's projection)."""
+        return not self.training and self._plain_variant()
+
+    def _plain_variant(self) -> bool:
+        """Whether this variant layer computes torch.nn's layer `self.mode` in eval."""
         variant = getattr(self, "variant", None)
-        if self.training or variant is None or getattr(self, "mode", None) is None:
+        if variant is None or getattr(self, "mode", None) is None:
             return False
         on = {name.split("=")[0] for name in variant.on()}
         plain_proj = self.mode == "LSTM" or not getattr(self, "proj_size", 0)
@@ -464,7 +469,13 @@ class Recurrent(nn.Module):
     def _stream_steps(self, batch: int, like: Tensor, new: bool) -> list[Callable]:
         """Each cell's step function for `step()`. In training, cells with per-sequence draws
         (`cell.begin`: recurrent dropout, weight drop) draw them when a stream starts (state=None)
-        or the batch size changes, and keep them until then; in eval nothing is drawn."""
+        or the batch size changes, and keep them until then; in eval nothing is drawn.
+        A torch.nn configuration (not on backend "reference") steps through torch.nn.LSTMCell's
+        (GRUCell's, RNNCell's) kernel, one fused kernel on CUDA (`torch_fused.cell_step`)."""
+        if self.fused_mode is not None and self.backend != "reference":
+            mode, cells = self.fused_mode, self._modules["cells"]._modules.values()
+            if mode != "LSTM" or not self.proj_size:  # torch's LSTM cell has no projection
+                return [functools.partial(torch_fused.cell_step, mode, c) for c in cells]
         if not self.training:
             return list(self.cells)
         if new or self._stream is None or self._stream[0] != batch:
@@ -560,7 +571,49 @@ class _TorchLayout(Recurrent):
         return torch_fused.flat_weights(list(self.cells))
 
     def flatten_parameters(self) -> None:
-        """Accepted for torch.nn compatibility; rnnkit keeps no flattened copy to refresh."""
+        """As torch.nn's: on CUDA with cuDNN, make the gate weights views of one contiguous
+        buffer, the layout cuDNN reads (without it cuDNN copies them on every call, and warns).
+        Called after construction and after every move (`.to()`, `.cuda()`). Nothing to do on
+        the CPU, for a layer that never reaches cuDNN, or when a weight is not a parameter of
+        its own (weight drop, shared or tied weights)."""
+        if self.fused_mode is None and not self._plain_variant():
+            return  # never reaches torch's fused kernel
+        weights = self._flat_weights
+        cells = self._modules["cells"]._modules.values()
+        names = [
+            n for c in cells for n in torch_fused.FLAT_NAMES if c._parameters.get(n) is not None
+        ]
+        first = weights[0]
+        if len(names) != len(weights) or not all(isinstance(w, nn.Parameter) for w in weights):
+            return
+        if any(
+            w.dtype != first.dtype or not w.is_cuda or not torch.backends.cudnn.is_acceptable(w)
+            for w in weights
+        ):
+            return
+        if len({w.data_ptr() for w in weights}) != len(weights):
+            return
+        from torch.backends.cudnn import rnn as cudnn_rnn
+
+        proj_size = getattr(self, "proj_size", 0)
+        with torch.cuda.device_of(first), torch.no_grad():
+            if torch._use_cudnn_rnn_flatten_weight():
+                torch._cudnn_rnn_flatten_weight(
+                    weights,
+                    (4 if self.bias else 2) + (proj_size > 0),
+                    self.input_size,
+                    cudnn_rnn.get_cudnn_mode(self.mode),
+                    self.hidden_size,
+                    proj_size,
+                    self.num_layers,
+                    self.batch_first,
+                    self.bidirectional,
+                )
+
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        self.flatten_parameters()
+        return result
 
 
 def _to_torch_keys(module: _TorchLayout, state_dict, prefix: str, local_metadata) -> None:
@@ -661,6 +714,7 @@ class RNN(_TorchLayout):
         )
         self.bias = bias
         self.proj_size = proj_size
+        self.flatten_parameters()
 
 
 class LSTM(_TorchLayout):
@@ -734,6 +788,7 @@ class LSTM(_TorchLayout):
         )
         self.bias = bias
         self.proj_size = proj_size
+        self.flatten_parameters()
 
 
 class GRU(_TorchLayout):
@@ -799,3 +854,4 @@ class GRU(_TorchLayout):
         )
         self.bias = bias
         self.proj_size = proj_size
+        self.flatten_parameters()

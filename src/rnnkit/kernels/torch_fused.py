@@ -18,6 +18,20 @@ MODES = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU":
 
 
 FLAT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+CELL_KERNELS = {
+    "LSTM": _VF.lstm_cell,
+    "GRU": _VF.gru_cell,
+    "RNN_TANH": _VF.rnn_tanh_cell,
+    "RNN_RELU": _VF.rnn_relu_cell,
+}
+
+
+def cell_step(mode: str, cell: torch.nn.Module, x: Tensor, state):
+    """One step of a cell in torch.nn's layout (LSTM without projection, GRU, Elman) through
+    the kernel of torch.nn.LSTMCell / GRUCell / RNNCell: x (B, H_in), state (B, H) or (h, c)."""
+    p = cell._parameters
+    weights = (p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"])
+    return CELL_KERNELS[mode](x, state, *weights)
 
 
 def flat_weights(cells: Iterable[torch.nn.Module]) -> list[Tensor]:
@@ -93,6 +107,11 @@ def fused_forward(
     (output (T, B, D*H_out), final state in the layout of hx)."""
     kernel = MODES[mode]
     hx_list = list(hx) if isinstance(hx, tuple) else hx
+    if not training and x.is_cuda and _wants_grad(x, hx, weights):
+        # cuDNN differentiates only what it ran in training mode (torch.nn raises "cudnn RNN
+        # backward can only be called in training mode"); with no dropout that is the same
+        # function, so an eval-mode layer still gives gradients (saliency, adversarial inputs).
+        training, dropout = True, 0.0
     if lengths is None:
         result = kernel(
             x, hx_list, weights, bias, num_layers, dropout, training, bidirectional, False
@@ -120,6 +139,13 @@ def fused_forward(
     output, _ = pad_packed_sequence(out_packed, total_length=x.shape[0])
     finals = tuple(h.index_select(1, restore) for h in result[1:])
     return output, _state(finals)
+
+
+def _wants_grad(x: Tensor, hx: Tensor | tuple[Tensor, Tensor], weights: list[Tensor]) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    parts = hx if isinstance(hx, tuple) else (hx,)
+    return any(t.requires_grad for t in (x, *parts, *weights))
 
 
 def _state(parts: tuple[Tensor, ...]) -> Tensor | tuple[Tensor, Tensor]:

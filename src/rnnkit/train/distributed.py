@@ -43,12 +43,20 @@ class Context:
 def setup(device: str | None) -> Context:
     """Join (or start, under torchrun) the process group and pick this process's device."""
     wanted_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if wanted_cuda and local_rank >= torch.cuda.device_count():
+        raise ValueError(
+            f"this machine has {torch.cuda.device_count()} CUDA device(s) for "
+            f"{os.environ.get('LOCAL_WORLD_SIZE', local_rank + 1)} processes (local rank "
+            f"{local_rank} has none); start one process per device "
+            f"(torchrun --nproc_per_node={torch.cuda.device_count()}) or train on the CPU "
+            "(device='cpu', --device cpu)"
+        )
     if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group(backend="nccl" if wanted_cuda else "gloo")
         atexit.register(_destroy_group)  # kept for later fit/evaluate calls
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     if wanted_cuda and world > 1:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)
         chosen = torch.device("cuda", local_rank)
     else:
