@@ -182,6 +182,29 @@ def test_bench_runs_the_named_cases_and_writes_json(tmp_path, capsys):
     assert "a case is kind:mode:B:T:H_in:H" in _one_line_error(capsys)
 
 
+@pytest.mark.parametrize(
+    "kind", ["lstm", "gru", "rnn_tanh", "lstm_layer_norm", "gru_proj", "rnn_proj", "mingru"]
+)
+def test_bench_counts_the_flops_of_the_layers_own_matrix_products(kind):
+    """case_flops equals the multiply-adds torch's profiler counts in the layer's products
+    (x2), forward only: input and recurrent gates, the projection, none recurrent for minGRU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from rnnkit import bench
+
+    case = bench.Case(kind, "infer", 2, 3, 5, 8)
+    if kind in bench.VARIANTS:
+        layer = bench.variant_layer(case, "reference")
+    else:  # rnnkit's layer on the loop over its cells, whose products the profiler sees
+        layer = bench.rnnkit_route(case, bench.torch_module(case))
+        layer.backend = "reference"
+    x = torch.randn(3, 2, 5)
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        layer(x)
+    counted = sum(e.flops for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm"))
+    assert counted == bench.case_flops(case)
+
+
 def test_default_run_directory_is_named_by_task_and_time(tmp_path):
     first = cli.default_run_dir("classify")
     assert re.fullmatch(r"runs/classify-\d{8}-\d{6}", first.as_posix())

@@ -119,6 +119,26 @@ def test_step_reset_zeroes_exactly_the_chosen_samples():
     torch.testing.assert_close(state[1][:, ~reset], kept_state[1])
 
 
+def test_step_with_a_state_builds_no_zero_states_and_still_checks_it(monkeypatch):
+    """A step fed a state checks it against zero states kept from the first such step (none
+    allocated per step); a state for another batch size or of the wrong shape is still refused."""
+    layer = rnnkit.GRU(3, 4, num_layers=2)  # training: the route through torch's cell kernel
+    calls = []
+    for cell in layer.cells:
+        original = cell.zero_state
+        monkeypatch.setattr(
+            cell, "zero_state", lambda b, like, f=original: calls.append(b) or f(b, like)
+        )
+    out, state = layer.step(torch.randn(5, 3))  # a new stream: zeros, one per cell
+    for _ in range(4):
+        out, state = layer.step(torch.randn(5, 3), state)
+    assert calls == [5, 5, 5, 5]  # the first step's zeros, and once the shapes to check against
+    with pytest.raises(ValueError, match=r"state must have shape \(2, 3, 4\)"):
+        layer.step(torch.randn(3, 3), state)  # batch 3 with batch 5's state
+    with pytest.raises(ValueError, match=r"state must have shape \(2, 5, 4\)"):
+        layer.step(torch.randn(5, 3), state[:1])
+
+
 def test_step_refuses_bidirectional():
     with pytest.raises(ValueError, match="bidirectional"):
         rnnkit.GRU(3, 4, bidirectional=True).step(torch.randn(2, 3))

@@ -217,10 +217,18 @@ def matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
 
 
 def case_flops(case: Case) -> float:
-    """FLOPs of the gate matrix products (x and h projections); training adds the backward's
-    two products (input and weight gradients) per forward one."""
-    gates = VARIANTS[case.kind][2] if case.kind in VARIANTS else GATES[case.kind]
-    per_step = 2 * gates * case.hidden * (case.input_size + case.hidden) * case.batch
+    """FLOPs of the layer's matrix products: the gates' input and recurrent ones (none recurrent
+    for minGRU / minLSTM; from the projected state, and the projection itself, with proj_size);
+    training adds the backward's two products (input and weight gradients) per forward one."""
+    gates, recurrent, projection = GATES.get(case.kind, 0), case.hidden, 0
+    if case.kind in VARIANTS:
+        layer_class, options, gates = VARIANTS[case.kind]
+        if layer_class in (MinGRU, MinLSTM):
+            recurrent = 0
+        elif options.get("proj_size"):
+            recurrent = case.hidden // 2
+            projection = recurrent * case.hidden
+    per_step = 2 * (gates * case.hidden * (case.input_size + recurrent) + projection) * case.batch
     return per_step * case.seq_len * (3 if case.mode == "train" else 1)
 
 

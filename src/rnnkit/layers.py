@@ -404,9 +404,8 @@ class Recurrent(nn.Module):
         )  # x as a one-step sequence: (1, B, H_in)
         x_t = seq.x[0]
         batch = x_t.shape[0]
-        states = seqs.split_state(
-            state, self._zero_states(batch, x_t), batched=seq.batched, name="state"
-        )
+        zero = self._zero_states(batch, x_t) if state is None else self._state_shapes(batch, x_t)
+        states = seqs.split_state(state, zero, batched=seq.batched, name="state")
         if reset is not None:
             states = [_first_dim_reset(s, reset) for s in states]
         new_states = []
@@ -423,6 +422,17 @@ class Recurrent(nn.Module):
                 x_t = F.dropout(x_t, self.dropout, training=True)
         out = x_t if seq.batched else x_t.squeeze(0)
         return out, seqs.stack_state(new_states, batched=seq.batched)
+
+    def _state_shapes(self, batch: int, like: Tensor) -> list[State]:
+        """Zero states that `split_state` checks a given state against (shapes, dtype, device)
+        and never returns: kept between steps, so that a step with a state allocates and fills
+        none (on a GPU, a kernel launch each)."""
+        key = (batch, like.dtype, like.device)
+        cached = self.__dict__.get("_state_check")
+        if cached is None or cached[0] != key:
+            cached = (key, self._zero_states(batch, like))
+            self.__dict__["_state_check"] = cached
+        return cached[1]
 
     def _compiled_steps(self, x: object):
         """The compiled streaming steps (`rnnkit.kernels.numba_step.StackStep`) when they serve:
