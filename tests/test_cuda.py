@@ -215,6 +215,33 @@ def test_weights_are_flattened_for_cudnn(name):
         torch.testing.assert_close(out, reference(x)[0])
 
 
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_tanh", *VARIANTS])
+def test_layers_under_bfloat16_autocast_on_the_device(name):
+    """Inside torch.autocast("cuda", bfloat16), as torch.nn's layers run there: forward, a
+    bfloat16 state fed back to forward and to step(), gradients for every parameter, and
+    outputs within bfloat16's precision of float32's."""
+    torch.manual_seed(6)
+    if name in PLAIN:
+        _, ours_cls, extra = PLAIN[name]
+        layer = ours_cls(5, 6, num_layers=2, device=CUDA, **extra).eval()
+    else:
+        layer = VARIANTS[name](num_layers=2).to(CUDA).eval()
+    x = torch.randn(6, 3, 5, device=CUDA)
+    with torch.no_grad():
+        expected, expected_state = layer(x)
+        expected_again, _ = layer(x, expected_state)
+        expected_step, _ = layer.step(x[0], expected_state)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out, state = layer(x)
+        again, _ = layer(x, state)
+        stepped, _ = layer.step(x[0], state)
+    (again.float().sum() + stepped.float().sum()).backward()
+    for pname, p in layer.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    for got, want in ((out, expected), (again, expected_again), (stepped, expected_step)):
+        torch.testing.assert_close(got.float(), want, rtol=0, atol=5e-2)
+
+
 def test_numba_backend_on_the_device_is_a_clear_error():
     layer = rnnkit.GRU(5, 6, backend="numba", device=CUDA)
     with pytest.raises(ValueError, match="backend='numba' runs float32/float64 on the CPU"):
@@ -253,3 +280,18 @@ def test_task_trains_on_the_device_and_evaluates_on_the_cpu(task, tmp_path, monk
     for key, value in recorded.items():
         if isinstance(value, float) and math.isfinite(value):
             assert evaluated[key] == pytest.approx(value, rel=1e-3, abs=1e-3), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["classify", "lm", "tag", "translate"])
+def test_task_trains_in_bfloat16_on_the_device(task, tmp_path, monkeypatch):
+    """`--precision bf16`: the training steps under bfloat16 autocast on the device finish and
+    evaluate (in float32) to finite metrics."""
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    argv = ["train", task, *TASKS[task], "--epochs", "2", "--seed", "0", "--no-progress"]
+    assert main([*argv, "--device", "cuda", "--precision", "bf16", "--run-dir", str(run_dir)]) == 0
+    recorded = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert recorded and all(math.isfinite(v) for v in recorded.values() if isinstance(v, float))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["precision"] == "bf16"

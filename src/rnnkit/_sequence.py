@@ -176,6 +176,8 @@ def split_state(
                 f"{label} must have shape {want} (num_layers*directions, batch, size), got "
                 f"{tuple(part.shape)}"
             )
+        if part.dtype != ref.dtype and part.device == ref.device and autocast_enabled(ref.device):
+            part = part.to(ref.dtype)  # a state an autocast region computed in lower precision
         if part.dtype != ref.dtype or part.device != ref.device:
             raise TypeError(
                 f"{label} must be {ref.dtype} on {ref.device} like the input, "
@@ -185,6 +187,21 @@ def split_state(
     if len(expected) == 1:
         return [stacked[0][k] for k in range(cells)]
     return [tuple(s[k] for s in stacked) for k in range(cells)]
+
+
+def autocast_enabled(device: torch.device) -> bool:
+    """Whether `torch.autocast` is on for `device`'s type here."""
+    try:
+        return torch.is_autocast_enabled(device.type)
+    except TypeError:  # torch < 2.4: no device argument
+        cpu = device.type == "cpu"
+        return torch.is_autocast_cpu_enabled() if cpu else torch.is_autocast_enabled()
+
+
+def without_autocast(device: torch.device):
+    """A context that turns autocast off for `device`'s type: the compiled kernels compute in
+    the parameters' float32 / float64, and so must the torch operators around them."""
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def _kind(count: int) -> str:

@@ -321,6 +321,10 @@ class Recurrent(nn.Module):
             output, final = self._fused(seq, states)
         elif route == "plain":
             output, final = self._plain_fused(seq, states)
+        elif route == "numba" and seqs.autocast_enabled(seq.x.device):
+            with seqs.without_autocast(seq.x.device):  # the kernels compute in float32/64
+                output, finals = self._layers(self._numba_direction, seq.x, states, seq.lengths)
+            final = seqs.stack_state(finals, batched=True)
         else:
             run_one = self._numba_direction if route == "numba" else self._reference_direction
             output, finals = self._layers(run_one, seq.x, states, seq.lengths)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit import _sequence as seqs
 from rnnkit import init as rinit
 from rnnkit.cells import _check_size
 from rnnkit.layers import _TorchLayout
@@ -152,6 +153,9 @@ class _MinimalCell(nn.Module):
         """The whole sequence x (T, B, H_in) from h0 (B, H) with one scan; returns
         (outputs (T, B, H), final (B, H)) as `rnnkit.layers.run_cell` does: outputs past a
         sequence's length are zero, and in reverse each sequence starts at its own last step."""
+        if self._uses_compiled(x) and seqs.autocast_enabled(x.device):
+            with seqs.without_autocast(x.device):  # the kernel computes in float32/64
+                return self.sequence(x, h0.to(x.dtype), lengths, reverse)
         order = _scan_order(x.shape[0], lengths, reverse, x.device)  # (T, B) or None
         if order is not None:
             x = _take(x, order)  # each sequence in the order the scan visits it

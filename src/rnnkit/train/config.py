@@ -16,6 +16,7 @@ from rnnkit.train.metrics import check_metric, higher_is_better
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("plateau", "cosine")
+PRECISIONS = ("32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class TrainConfig:
     # --- reproducibility, devices, files
     seed: int = 0  # seeds torch, numpy and random, and the data order of every epoch
     device: str | None = None  # None: "cuda" when available (cuda:LOCAL_RANK under torchrun)
+    precision: str = "32"  # "32", or "bf16": training steps' forward under bfloat16 autocast
     run_dir: str | None = None  # the run directory to write; None writes nothing
     checkpoint_every: int | None = None  # checkpoint also every N steps (always each epoch)
     resume: bool = False  # continue from run_dir's last checkpoint when there is one
@@ -73,6 +75,8 @@ class TrainConfig:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 < self.plateau_factor < 1:
             raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule is not None and self.schedule not in SCHEDULES:

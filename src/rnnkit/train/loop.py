@@ -176,7 +176,8 @@ def _train_epoch(t: Training, data: Any, collate: Collate | None, epoch: int) ->
     for indices in order[t.progress.batch :]:
         batch = take(data, indices, collate).to(context.device)
         t.optimizer.zero_grad(set_to_none=True)
-        loss, _ = t.objective(batch)
+        with _autocast(t):
+            loss, _ = t.objective(batch)
         _update(t, loss)
         _after_batch(t, bar, loss, examples=len(batch) * context.world)
     bar.close()
@@ -193,11 +194,19 @@ def _train_stream_epoch(t: Training, stream: Stream, epoch: int) -> None:
         t.carry = None  # every epoch starts from a zero state
     for t0, t1 in spans[t.progress.batch :]:
         t.optimizer.zero_grad(set_to_none=True)
-        loss, t.carry = window_loss(t.objective, t.model, stream, t.carry, t0, t1, config.k2)
+        with _autocast(t):
+            loss, t.carry = window_loss(t.objective, t.model, stream, t.carry, t0, t1, config.k2)
         if not _update(t, loss):
             t.carry = None  # a NaN/Inf state would poison every later window
         _after_batch(t, bar, loss, examples=(t1 - t0) * stream.num_streams * context.world)
     bar.close()
+
+
+def _autocast(t: Training) -> torch.autocast:
+    """The training forward's precision: bfloat16 autocast with precision "bf16" (the backward
+    runs outside it, as autocast wants; bfloat16 keeps float32's range, so no loss scaling)."""
+    device_type = t.context.device.type
+    return torch.autocast(device_type, torch.bfloat16, enabled=t.config.precision == "bf16")
 
 
 def _update(t: Training, loss: torch.Tensor) -> bool:
