@@ -48,6 +48,29 @@ def test_step_equals_torch_cell(kind, batch, input_size, hidden, bias, dtype, se
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("batch", [1, 3, 6])
+def test_steps_read_the_weights_in_alternate_directions_with_the_same_result(kind, batch):
+    """Successive calls read the weights first-to-last and last-to-first (each row's sum the
+    same): the same input and state give bit-identical outputs on both calls, and both equal
+    torch's cell. H = 13: blocks of 8 rows and a remainder; batch 6: blocks of 4 and two more."""
+    torch.manual_seed(batch)
+    cell, step = cell_and_step(kind, 7, 13, True, torch.float32)
+    layer = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[kind](7, 13, num_layers=2).eval()
+    x = torch.randn(batch, 7)
+    h = torch.randn(batch, 13)
+    state = (h, torch.randn(batch, 13)) if kind == "lstm" else h
+    stacked = tuple(torch.stack([s, s]) for s in state) if kind == "lstm" else torch.stack([h, h])
+    with torch.no_grad():
+        first, second = step(x, state), step(x, state)
+        assert step._backward is False  # two calls: forward, then backward
+        torch.testing.assert_close(first, second, rtol=0, atol=0)
+        torch.testing.assert_close(first, cell(x, state))
+        layer_first, layer_second = layer.step(x, stacked), layer.step(x, stacked)
+        torch.testing.assert_close(layer_first, layer_second, rtol=0, atol=0)
+        torch.testing.assert_close(layer_first[0], layer(x[None], stacked)[0][0])
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_step_follows_in_place_updates_and_notices_replaced_parameters(kind):
     cell, step = cell_and_step(kind, 3, 4, True, torch.float32)
     parameters = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)

@@ -6,7 +6,8 @@ torch.nn's module on the same weights and inputs, alternating the two, and repor
 median of `repeats` timings, the ratio ours / torch, and GFLOP/s of the matrix products against
 the machine's measured single-thread matrix-multiply rate. Training cases time forward +
 backward; inference cases forward under `torch.no_grad()`; streaming cases one step at batch 1
-against torch.nn's cell (its fastest single step). Variant cases (`VARIANTS`: layer norm,
+against torch.nn's cell (its fastest single step), each step fed the state it returned and the
+whole timing under one `torch.no_grad()`, as a real-time loop runs. Variant cases (`VARIANTS`: layer norm,
 peepholes, dropouts, zoneout, projection, minGRU, minLSTM) run rnnkit's variant layer on its
 "auto" route against torch.nn.LSTM of the same size (the reference of the ratio) and against
 the same layer on the reference loop, a Python loop over torch ops (`loop_ms`, `loop_ratio`);
@@ -25,6 +26,7 @@ being paged in afresh on every call (`rnnkit.memory`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -241,14 +243,19 @@ def measure(case: Case, repeats: int, peak_gflops: float) -> dict:
         (1,) * (case.mode != "stream") + (case.batch, case.hidden)
     )  # torch.nn's layout
     state = (h0, h0) if case.kind == "lstm" else h0
-    ours = workload(case, rnnkit_route(case, module), x, state)
-    reference = workload(case, module, x, state)
-    ours(), reference()  # warm up: compile or load the kernel, fill caches
+    if case.mode == "stream":  # each step fed the state it returned, as a real-time loop runs
+        ours = stepping(rnnkit_route(case, module), x[0], state)
+        reference = stepping(module, x[0], state)
+    else:
+        ours = workload(case, rnnkit_route(case, module), x, state)
+        reference = workload(case, module, x, state)
     calls = 200 if case.mode == "stream" else 1 + 2000 // (case.seq_len * case.hidden)  # tiny: 13
     functions = {"ours": ours, "reference": reference}
-    if case.mode == "stream":  # untimed rounds first: without them a process's first streaming
-        median_times(functions, STREAM_WARMUP, calls)  # timings split 40% apart
-    seconds = median_times(functions, repeats, calls)
+    with torch.no_grad() if case.mode == "stream" else contextlib.nullcontext():
+        ours(), reference()  # warm up: compile or load the kernel, fill caches
+        if case.mode == "stream":  # untimed rounds first: without them a process's first
+            median_times(functions, STREAM_WARMUP, calls)  # streaming timings split 40% apart
+        seconds = median_times(functions, repeats, calls)
     return record(case, f"torch.nn.{type(module).__name__}", seconds, peak_gflops)
 
 
@@ -304,8 +311,9 @@ def measure_variant_stream(case: Case, repeats: int, peak_gflops: float) -> dict
         "reference": stepping(cell, x, (zeros, zeros)),
         "loop": stepping(lambda x, state: loop_layer.step(x, state)[1], x, None),
     }
-    median_times(functions, STREAM_WARMUP, 200)  # untimed: compile, caches, clock
-    seconds = median_times(functions, repeats, calls=200)
+    with torch.no_grad():
+        median_times(functions, STREAM_WARMUP, 200)  # untimed: compile, caches, clock
+        seconds = median_times(functions, repeats, calls=200)
     route = "numba" if ours_layer.__dict__.get("_compiled") is not None else "reference"
     result = record(case, "torch.nn.LSTMCell", seconds, peak_gflops, route)
     result |= {"loop_ms": seconds["loop"] * 1e3, "loop_ratio": seconds["ours"] / seconds["loop"]}
@@ -313,13 +321,12 @@ def measure_variant_stream(case: Case, repeats: int, peak_gflops: float) -> dict
 
 
 def stepping(step: Callable, x: torch.Tensor, state) -> Callable[[], None]:
-    """One streaming step of `step(x, state) -> state` without gradients, fed the state it
-    returned last."""
+    """One streaming step of `step(x, state) -> state`, fed the state it returned last; timed
+    under one `torch.no_grad()` around the whole timing, as a real-time loop runs."""
     box = [state]
 
     def call() -> None:
-        with torch.no_grad():
-            box[0] = step(x, box[0])
+        box[0] = step(x, box[0])
 
     return call
 

@@ -59,7 +59,7 @@ def variant_lstm_cell_into(
     layer_norm, peep, proj = ln_ih_gain.shape[0] > 0, weight_ci.shape[0] > 0, weight_hr.shape[0] > 0
     x_part = np.zeros((batch, 4 * hidden), dtype=c.dtype)
     h_part = np.zeros((batch, 4 * hidden), dtype=c.dtype)
-    add_products(weight_ih, x, weight_hh, h, x_part, h_part)
+    add_products(weight_ih, x, weight_hh, h, x_part, h_part, False)
     gates = np.empty(4 * hidden, dtype=c.dtype)
     c_hat = np.empty(hidden, dtype=c.dtype)
     y = np.empty(hidden, dtype=c.dtype)  # tanh(LN_c(c_hat)), then o * that
@@ -96,7 +96,7 @@ def variant_lstm_cell_into(
             y[j] = o[j] * y[j]
         if proj:
             h_hat[:] = 0
-            add_matvec1(weight_hr, y, h_hat)
+            add_matvec1(weight_hr, y, h_hat, False)
         else:
             for j in range(hidden):
                 h_hat[j] = y[j]
@@ -136,7 +136,7 @@ def variant_gru_cell_into(
     layer_norm, proj = ln_ih_gain.shape[0] > 0, weight_hr.shape[0] > 0
     x_part = np.zeros((batch, 3 * hidden), dtype=h.dtype)
     h_part = np.zeros((batch, 3 * hidden), dtype=h.dtype)
-    add_products(weight_ih, x, weight_hh, s, x_part, h_part)
+    add_products(weight_ih, x, weight_hh, s, x_part, h_part, False)
     gates = np.empty(3 * hidden, dtype=h.dtype)  # r|z, then n
     moments = np.empty((2, 3))
     work = np.empty(6 * hidden)  # scratch of the nonlinearities
@@ -162,7 +162,7 @@ def variant_gru_cell_into(
         if proj:
             s_new = s_out[b]
             s_new[:] = 0
-            add_matvec1(weight_hr, h_new, s_new)
+            add_matvec1(weight_hr, h_new, s_new, False)
 
 
 @jit
@@ -202,7 +202,7 @@ def variant_elman_cell_into(
     proj = weight_hr.shape[0] > 0
     x_part = np.zeros((batch, hidden), dtype=h.dtype)
     h_part = np.zeros((batch, hidden), dtype=h.dtype)
-    add_products(weight_ih, x, weight_hh, h, x_part, h_part)
+    add_products(weight_ih, x, weight_hh, h, x_part, h_part, False)
     pre = np.empty(hidden, dtype=h.dtype)
     h_hat = np.zeros(h.shape[1], dtype=h.dtype)
     work = np.empty(2 * hidden)  # scratch of tanh
@@ -217,7 +217,7 @@ def variant_elman_cell_into(
             tanh_(pre, 0, hidden, work)
         if proj:
             h_hat[:] = 0
-            add_matvec1(weight_hr, pre, h_hat)
+            add_matvec1(weight_hr, pre, h_hat, False)
         else:
             for j in range(hidden):
                 h_hat[j] = pre[j]
@@ -250,7 +250,7 @@ def minimal_cell_into(x, h, weight_ih, bias_ih, lstm, h_out):
     work = np.empty(2 * width)  # scratch of the sigmoid
     for i in range(batch):
         copy_(bias_ih, p)
-        add_matvec1(weight_ih, x[i], p)
+        add_matvec1(weight_ih, x[i], p, False)
         copy_(p, s)
         sigmoid_(s, 0, width, work)
         _coefficients(p, s, lstm, a, b)
