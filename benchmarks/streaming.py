@@ -6,7 +6,9 @@ For the LSTM and GRU at H = 256, H_in = 64 and 256, inference (`torch.no_grad()`
 it times one step of `kernels.LSTMStep` / `GRUStep` (the kernel with its tensor <-> NumPy
 conversion), of `rnnkit.LSTM(...).step(x, state)` / `GRU` (what a user calls: checks, the
 state in torch.nn's layout, the kernel), and of torch.nn.LSTMCell / GRUCell for contrast, each
-feeding back the state it returned; and for a layer-norm LSTM and GRU (`layer_norm=True`) the
+feeding back the state it returned, and the kernel held to reading its weights in one
+direction ("kernel, one way"; the kernel alternates directions from call to call, see
+docs/kernels.md); and for a layer-norm LSTM and GRU (`layer_norm=True`) the
 same with `kernels.VariantLSTMStep` / `VariantGRUStep` plus the cell's own step in torch ops
 (`step()` on backend "reference"). Processor time of this thread per step, `calls` steps per
 timing, the contenders in turn (alternating order), after `--warmup` untimed rounds (without
@@ -94,11 +96,16 @@ def contenders(kind: str, input_size: int) -> dict:
     step = {"lstm": kernels.LSTMStep, "gru": kernels.GRUStep}[kind](*weights)
     torch_cell = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}[kind](input_size, HIDDEN)
     x, h = torch.randn(1, input_size), torch.zeros(1, HIDDEN)
+    one_way = {"lstm": kernels.LSTMStep, "gru": kernels.GRUStep}[kind](*weights)
     states = {"kernel": (h, h.clone()) if kind == "lstm" else h, "layer": None, "torch": None}
-    states["torch"] = states["kernel"]
+    states["torch"] = states["one way"] = states["kernel"]
 
     def kernel_step() -> None:
         states["kernel"] = step(x, states["kernel"])
+
+    def one_way_step() -> None:  # the kernel held to reading the weights first to last
+        one_way._backward = True  # the call flips it: every call reads forward
+        states["one way"] = one_way(x, states["one way"])
 
     def layer_step() -> None:
         states["layer"] = layer.step(x, states["layer"])[1]
@@ -106,7 +113,8 @@ def contenders(kind: str, input_size: int) -> dict:
     def torch_step() -> None:
         states["torch"] = torch_cell(x, states["torch"])
 
-    return {"kernel": kernel_step, "step()": layer_step, "torch cell": torch_step}
+    return {"kernel": kernel_step, "kernel, one way": one_way_step, "step()": layer_step,
+            "torch cell": torch_step}  # fmt: skip
 
 
 def main() -> None:
@@ -133,7 +141,7 @@ def main() -> None:
                     shape = {"batch": 1, "input_size": input_size, "hidden": HIDDEN}
                     records.append({"kind": kind, "route": name, "shape": shape, **times})
                     print(
-                        f"{kind} H_in={input_size:<4d} {name:<12s} {times['median_us']:7.2f} "
+                        f"{kind} H_in={input_size:<4d} {name:<15s} {times['median_us']:7.2f} "
                         f"us/step  (p10-p90 {times['p10_us']:.2f}-{times['p90_us']:.2f})",
                         flush=True,
                     )
