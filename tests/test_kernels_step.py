@@ -70,6 +70,30 @@ def test_steps_read_the_weights_in_alternate_directions_with_the_same_result(kin
         torch.testing.assert_close(layer_first[0], layer(x[None], stacked)[0][0])
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rnnkit.LSTM(7, 13, num_layers=2, layer_norm=True, peephole=True, proj_size=5),
+        lambda: rnnkit.GRU(7, 13, num_layers=2, layer_norm=True, proj_size=6),
+        lambda: rnnkit.RNN(7, 13, nonlinearity="relu", proj_size=4, zoneout=0.2),
+        lambda: rnnkit.MinLSTM(7, 13, num_layers=2),
+    ],
+)
+@pytest.mark.parametrize("batch", [1, 6])
+def test_variant_steps_alternate_directions_with_the_same_result(make, batch):
+    """The variant and minimal steps alternate their weight reads too: two calls with the same
+    input and state are bit-identical, and equal the layer's forward."""
+    torch.manual_seed(batch)
+    layer = make().eval()
+    x = torch.randn(batch, 7)
+    with torch.no_grad():
+        _, state = layer(torch.randn(3, batch, 7))
+        first, second = layer.step(x, state), layer.step(x, state)
+        assert layer.__dict__["_compiled"] is not None  # the compiled steps ran
+        torch.testing.assert_close(first, second, rtol=0, atol=0)
+        torch.testing.assert_close(first[0], layer(x[None], state)[0][0])
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_step_follows_in_place_updates_and_notices_replaced_parameters(kind):
     cell, step = cell_and_step(kind, 3, 4, True, torch.float32)

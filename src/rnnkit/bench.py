@@ -7,10 +7,11 @@ median of `repeats` timings, the ratio ours / torch, and GFLOP/s of the matrix p
 the machine's measured single-thread matrix-multiply rate. Training cases time forward +
 backward; inference cases forward under `torch.no_grad()`; streaming cases one step at batch 1
 against torch.nn's cell (its fastest single step), each step fed the state it returned and the
-whole timing under one `torch.no_grad()`, as a real-time loop runs. Variant cases (`VARIANTS`: layer norm,
-peepholes, dropouts, zoneout, projection, minGRU, minLSTM) run rnnkit's variant layer on its
-"auto" route against torch.nn.LSTM of the same size (the reference of the ratio) and against
-the same layer on the reference loop, a Python loop over torch ops (`loop_ms`, `loop_ratio`);
+whole timing under one `torch.no_grad()`, as a real-time loop runs. Variant cases (`VARIANTS`:
+layer norm, peepholes, dropouts, zoneout, projection, minGRU, minLSTM) run rnnkit's variant
+layer on its "auto" route against torch.nn.LSTM of the same size (the reference of the ratio)
+and against the same layer on the reference loop, a Python loop over torch ops (`loop_ms`,
+`loop_ratio`);
 their streaming cases time the layer's `step()` in eval against torch.nn.LSTMCell and against
 the same layer's `step()` on the reference loop.
 Compile cases time the first call of each kernel in a fresh process with an empty Numba cache,

@@ -293,8 +293,7 @@ class StackStep:
             for name, pointer in zip(names, step.pointers, strict=True)
         ]
         self._last: tuple = (None, None, None, (None, None))  # state, shapes, arrays, memory
-        self._alternates = kind in ("lstm", "gru")  # kernels that read weights both ways
-        self._backward = False
+        self._backward = False  # the direction of this call's weight reads (`add_matvec1`)
 
     def uses(self, cells: Sequence[torch.nn.Module]) -> bool:
         """Whether `cells` are still these cells with the same parameters in the same memory
@@ -323,12 +322,9 @@ class StackStep:
         new = [np.empty(shape, self.array_dtype) for shape in shapes]
         out = np.empty((batch, self.sizes[0]), self.array_dtype)  # not a view of the state
         inputs = tensor_array(x)
-        direction = ()
-        if self._alternates:  # each call reads the weights the other way (`add_matvec1`)
-            self._backward = not self._backward
-            direction = (self._backward,)
+        self._backward = backward = not self._backward  # the other way from the last call
         for layer, step in enumerate(self.steps):
-            self.kernel(inputs, *arrays, layer, *step.views, *new, out, *direction)
+            self.kernel(inputs, *arrays, layer, *step.views, *new, out, backward)
             inputs = new[0][layer]  # (B, P), the next layer's input
         if self.parts == 2:
             state = (torch.from_numpy(new[0]), torch.from_numpy(new[1]))

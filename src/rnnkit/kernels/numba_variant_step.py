@@ -51,7 +51,7 @@ def _layer_norm_(v, groups, gain, shift, eps, moments):
 def variant_lstm_cell_into(
     x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift, ln_hh_gain,
     ln_hh_shift, weight_ci, weight_cf, weight_co, ln_c_gain, ln_c_shift, weight_hr, zone_h,
-    zone_c, eps, h_out, c_out,
+    zone_c, eps, h_out, c_out, backward,
 ):  # fmt: skip
     """One step for x (B, H_in), h (B, P), c (B, H) into h_out (B, P), c_out (B, H). An option
     that is off arrives as an empty array (a bias as zeros); zone_h, zone_c are the rates."""
@@ -59,7 +59,7 @@ def variant_lstm_cell_into(
     layer_norm, peep, proj = ln_ih_gain.shape[0] > 0, weight_ci.shape[0] > 0, weight_hr.shape[0] > 0
     x_part = np.zeros((batch, 4 * hidden), dtype=c.dtype)
     h_part = np.zeros((batch, 4 * hidden), dtype=c.dtype)
-    add_products(weight_ih, x, weight_hh, h, x_part, h_part, False)
+    add_products(weight_ih, x, weight_hh, h, x_part, h_part, backward)
     gates = np.empty(4 * hidden, dtype=c.dtype)
     c_hat = np.empty(hidden, dtype=c.dtype)
     y = np.empty(hidden, dtype=c.dtype)  # tanh(LN_c(c_hat)), then o * that
@@ -96,7 +96,7 @@ def variant_lstm_cell_into(
             y[j] = o[j] * y[j]
         if proj:
             h_hat[:] = 0
-            add_matvec1(weight_hr, y, h_hat, False)
+            add_matvec1(weight_hr, y, h_hat, backward)
         else:
             for j in range(hidden):
                 h_hat[j] = y[j]
@@ -111,14 +111,14 @@ def variant_lstm_cell_into(
 def variant_lstm_layer_step(
     x, h, c, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
     ln_hh_gain, ln_hh_shift, weight_ci, weight_cf, weight_co, ln_c_gain, ln_c_shift, weight_hr,
-    zone_h, zone_c, eps, h_out, c_out, out,
+    zone_h, zone_c, eps, h_out, c_out, out, backward,
 ):  # fmt: skip
     """Layer `layer` of a stack, states h, h_out (L, B, P) and c, c_out (L, B, H) in torch.nn's
     layout; the top layer's new h is copied to out (B, P) too (`numba_step.lstm_layer_step`)."""
     variant_lstm_cell_into(
         x, h[layer], c[layer], weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
         ln_hh_gain, ln_hh_shift, weight_ci, weight_cf, weight_co, ln_c_gain, ln_c_shift,
-        weight_hr, zone_h, zone_c, eps, h_out[layer], c_out[layer],
+        weight_hr, zone_h, zone_c, eps, h_out[layer], c_out[layer], backward,
     )  # fmt: skip
     if layer == h.shape[0] - 1:
         copy_rows(h_out[layer], out, out.shape[0])
@@ -127,7 +127,7 @@ def variant_lstm_layer_step(
 @jit
 def variant_gru_cell_into(
     x, s, h, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift, ln_hh_gain,
-    ln_hh_shift, weight_hr, zone_h, eps, s_out, h_out,
+    ln_hh_shift, weight_hr, zone_h, eps, s_out, h_out, backward,
 ):  # fmt: skip
     """One `VariantGRUCell` step for x (B, H_in), the recurrent input s (B, P) (h itself
     without a projection) and h (B, H) into h_out (B, H) and, with a projection (weight_hr
@@ -136,7 +136,7 @@ def variant_gru_cell_into(
     layer_norm, proj = ln_ih_gain.shape[0] > 0, weight_hr.shape[0] > 0
     x_part = np.zeros((batch, 3 * hidden), dtype=h.dtype)
     h_part = np.zeros((batch, 3 * hidden), dtype=h.dtype)
-    add_products(weight_ih, x, weight_hh, s, x_part, h_part, False)
+    add_products(weight_ih, x, weight_hh, s, x_part, h_part, backward)
     gates = np.empty(3 * hidden, dtype=h.dtype)  # r|z, then n
     moments = np.empty((2, 3))
     work = np.empty(6 * hidden)  # scratch of the nonlinearities
@@ -162,31 +162,31 @@ def variant_gru_cell_into(
         if proj:
             s_new = s_out[b]
             s_new[:] = 0
-            add_matvec1(weight_hr, h_new, s_new, False)
+            add_matvec1(weight_hr, h_new, s_new, backward)
 
 
 @jit
 def variant_gru_layer_step(
     x, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift, ln_hh_gain,
-    ln_hh_shift, weight_hr, zone_h, eps, h_out, out,
+    ln_hh_shift, weight_hr, zone_h, eps, h_out, out, backward,
 ):  # fmt: skip
     """Layer `layer` of a stack without a projection, h and h_out (L, B, H): the projected
     step with h as its own recurrent input s."""
     variant_gru_proj_layer_step(
         x, h, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
-        ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, h_out, h_out, out,
+        ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, h_out, h_out, out, backward,
     )  # fmt: skip
 
 
 @jit
 def variant_gru_proj_layer_step(
     x, s, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
-    ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, s_out, h_out, out,
+    ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, s_out, h_out, out, backward,
 ):  # fmt: skip
     """Layer `layer` of a stack with a projection: s, s_out (L, B, P), h, h_out (L, B, H)."""
     variant_gru_cell_into(
         x, s[layer], h[layer], weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
-        ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, s_out[layer], h_out[layer],
+        ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, s_out[layer], h_out[layer], backward,
     )  # fmt: skip
     if layer == s.shape[0] - 1:
         copy_rows(s_out[layer], out, out.shape[0])
@@ -194,7 +194,7 @@ def variant_gru_proj_layer_step(
 
 @jit
 def variant_elman_cell_into(
-    x, h, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out
+    x, h, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out, backward
 ):  # fmt: skip
     """One `VariantElmanCell` step (tanh or relu) for x (B, H_in), h (B, P) into h_out (B, P):
     h' = (1 - p_h) * W_hr f((W_ih x + b_ih) + (W_hh h + b_hh)) + p_h * h."""
@@ -202,7 +202,7 @@ def variant_elman_cell_into(
     proj = weight_hr.shape[0] > 0
     x_part = np.zeros((batch, hidden), dtype=h.dtype)
     h_part = np.zeros((batch, hidden), dtype=h.dtype)
-    add_products(weight_ih, x, weight_hh, h, x_part, h_part, False)
+    add_products(weight_ih, x, weight_hh, h, x_part, h_part, backward)
     pre = np.empty(hidden, dtype=h.dtype)
     h_hat = np.zeros(h.shape[1], dtype=h.dtype)
     work = np.empty(2 * hidden)  # scratch of tanh
@@ -217,7 +217,7 @@ def variant_elman_cell_into(
             tanh_(pre, 0, hidden, work)
         if proj:
             h_hat[:] = 0
-            add_matvec1(weight_hr, pre, h_hat, False)
+            add_matvec1(weight_hr, pre, h_hat, backward)
         else:
             for j in range(hidden):
                 h_hat[j] = pre[j]
@@ -227,18 +227,20 @@ def variant_elman_cell_into(
 
 @jit
 def variant_elman_layer_step(
-    x, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out, out
+    x, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out, out,
+    backward,
 ):  # fmt: skip
     """Layer `layer` of a stack, h and h_out (L, B, P)."""
     variant_elman_cell_into(
-        x, h[layer], weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out[layer]
-    )
+        x, h[layer], weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out[layer],
+        backward,
+    )  # fmt: skip
     if layer == h.shape[0] - 1:
         copy_rows(h_out[layer], out, out.shape[0])
 
 
 @jit
-def minimal_cell_into(x, h, weight_ih, bias_ih, lstm, h_out):
+def minimal_cell_into(x, h, weight_ih, bias_ih, lstm, h_out, backward):
     """One minGRU (`lstm` False) or minLSTM step for x (B, H_in), h (B, H) into h_out (B, H),
     from p = W_ih x + b_ih as `numba_scan.minimal_scan` computes each step."""
     batch, hidden = h.shape
@@ -250,7 +252,7 @@ def minimal_cell_into(x, h, weight_ih, bias_ih, lstm, h_out):
     work = np.empty(2 * width)  # scratch of the sigmoid
     for i in range(batch):
         copy_(bias_ih, p)
-        add_matvec1(weight_ih, x[i], p, False)
+        add_matvec1(weight_ih, x[i], p, backward)
         copy_(p, s)
         sigmoid_(s, 0, width, work)
         _coefficients(p, s, lstm, a, b)
@@ -260,9 +262,9 @@ def minimal_cell_into(x, h, weight_ih, bias_ih, lstm, h_out):
 
 
 @jit
-def minimal_layer_step(x, h, layer, weight_ih, bias_ih, lstm, h_out, out):
+def minimal_layer_step(x, h, layer, weight_ih, bias_ih, lstm, h_out, out, backward):
     """Layer `layer` of a stack, h and h_out (L, B, H)."""
-    minimal_cell_into(x, h[layer], weight_ih, bias_ih, lstm, h_out[layer])
+    minimal_cell_into(x, h[layer], weight_ih, bias_ih, lstm, h_out[layer], backward)
     if layer == h.shape[0] - 1:
         copy_rows(h_out[layer], out, out.shape[0])
 
@@ -314,6 +316,12 @@ class _VariantStep:
     def _input(self, x: Tensor) -> np.ndarray:
         return step_input(x, self.dtype)
 
+    def _direction(self) -> bool:
+        """This call's direction of the weight reads: the other one than the last call's
+        (`numba_step.add_matvec1`)."""
+        self._backward = backward = not getattr(self, "_backward", False)
+        return backward
+
 
 class VariantLSTMStep(_VariantStep):
     """Inference-only streaming steps of a `VariantLSTMCell` (any options; in eval mode, where
@@ -330,7 +338,7 @@ class VariantLSTMStep(_VariantStep):
         inputs = self._input(x)
         h, c = tensor_array(state[0]), tensor_array(state[1])
         h_new, c_new = np.empty_like(h), np.empty_like(c)
-        variant_lstm_cell_into(inputs, h, c, *self.views, h_new, c_new)
+        variant_lstm_cell_into(inputs, h, c, *self.views, h_new, c_new, self._direction())
         return torch.from_numpy(h_new), torch.from_numpy(c_new)
 
 
@@ -350,7 +358,7 @@ class VariantGRUStep(_VariantStep):
         s, h = tensor_array(parts[0]), tensor_array(parts[1])
         h_new = np.empty_like(h)
         s_new = np.empty_like(s) if projected else h_new
-        variant_gru_cell_into(inputs, s, h, *self.views, s_new, h_new)
+        variant_gru_cell_into(inputs, s, h, *self.views, s_new, h_new, self._direction())
         if projected:
             return torch.from_numpy(s_new), torch.from_numpy(h_new)
         return torch.from_numpy(h_new)
@@ -368,7 +376,7 @@ class VariantElmanStep(_VariantStep):
     def __call__(self, x: Tensor, h: Tensor) -> Tensor:
         inputs, h = self._input(x), tensor_array(h)
         h_new = np.empty_like(h)
-        variant_elman_cell_into(inputs, h, *self.views, h_new)
+        variant_elman_cell_into(inputs, h, *self.views, h_new, self._direction())
         return torch.from_numpy(h_new)
 
 
@@ -383,5 +391,5 @@ class MinimalStep(_VariantStep):
     def __call__(self, x: Tensor, h: Tensor) -> Tensor:
         inputs, h = self._input(x), tensor_array(h)
         h_new = np.empty_like(h)
-        minimal_cell_into(inputs, h, *self.views, h_new)
+        minimal_cell_into(inputs, h, *self.views, h_new, self._direction())
         return torch.from_numpy(h_new)
