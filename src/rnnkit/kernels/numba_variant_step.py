@@ -301,6 +301,7 @@ class _VariantStep:
         if self.parameters[-1] == "weight_hr" and views[-1].shape[0] == 0:
             views[-1] = empty.reshape(0, 0)  # weight_hr is a matrix when present
         self.views = (*views, *self._constants(cell))
+        self._backward = False  # the direction of this call's weight reads (`add_matvec1`)
 
     def _constants(self, cell: torch.nn.Module) -> tuple[float, ...]:
         raise NotImplementedError
@@ -319,7 +320,7 @@ class _VariantStep:
     def _direction(self) -> bool:
         """This call's direction of the weight reads: the other one than the last call's
         (`numba_step.add_matvec1`)."""
-        self._backward = backward = not getattr(self, "_backward", False)
+        self._backward = backward = not self._backward
         return backward
 
 
