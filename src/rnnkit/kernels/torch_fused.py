@@ -104,7 +104,20 @@ def fused_forward(
     lengths: Tensor | None,
 ) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
     """Run the stack over x (T, B, H_in) from hx (stacked (D*L, B, H)); returns
-    (output (T, B, D*H_out), final state in the layout of hx)."""
+    (output (T, B, D*H_out), final state in the layout of hx).
+
+    Under `torch.compile` this runs eagerly, a graph break, as torch.nn's RNN modules do
+    (Dynamo does not trace them unless `torch._dynamo.config.allow_rnn`; traced, torch's fused
+    RNN kernel fails in AOT autograd)."""
+    arguments = (mode, x, hx, weights, bias, num_layers, dropout, training, bidirectional, lengths)
+    if torch.compiler.is_compiling() and not torch._dynamo.config.allow_rnn:
+        return _eager_fused_forward(*arguments)
+    return _fused_forward(*arguments)
+
+
+def _fused_forward(
+    mode, x, hx, weights, bias, num_layers, dropout, training, bidirectional, lengths
+):
     kernel = MODES[mode]
     hx_list = list(hx) if isinstance(hx, tuple) else hx
     if not training and x.is_cuda and _wants_grad(x, hx, weights):
@@ -139,6 +152,9 @@ def fused_forward(
     output, _ = pad_packed_sequence(out_packed, total_length=x.shape[0])
     finals = tuple(h.index_select(1, restore) for h in result[1:])
     return output, _state(finals)
+
+
+_eager_fused_forward = torch.compiler.disable(_fused_forward)
 
 
 def _wants_grad(x: Tensor, hx: Tensor | tuple[Tensor, Tensor], weights: list[Tensor]) -> bool:
