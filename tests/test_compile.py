@@ -1,4 +1,4 @@
-"""rnnkit's layers inside `torch.compile`, as torch.nn's run there.
+"""rnnkit's layers inside `torch.compile` and `torch.export`, as torch.nn's run there.
 
 Dynamo does not trace torch.nn.RNN/LSTM/GRU (a graph break: they run eagerly); traced, torch's
 fused LSTM kernel fails in AOT autograd when its input needs no gradient ("expected all
@@ -73,3 +73,34 @@ def test_compiled_model_around_a_layer_gives_eager_gradients(name):
     got = torch.compile(model, backend="aot_eager")(x)
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(torch.autograd.grad(got, list(model.parameters())), expected_grads)
+
+
+EXPORTED = {
+    "lstm": lambda: rnnkit.LSTM(5, 6, num_layers=2),
+    "gru_auto": lambda: rnnkit.GRU(5, 6),  # on the CPU at this size: the Numba route
+    "rnn_relu_auto": lambda: rnnkit.RNN(5, 6, nonlinearity="relu"),
+    "lstm_layer_norm": lambda: rnnkit.LSTM(5, 6, layer_norm=True, peephole=True),
+    "gru_zoneout_proj": lambda: rnnkit.GRU(5, 6, zoneout=0.1, proj_size=3),
+    "minlstm_bidirectional": lambda: rnnkit.MinLSTM(5, 6, bidirectional=True),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPORTED))
+def test_torch_export_traces_every_route_with_torchs_operators(name):
+    """torch.export traces with fake tensors, which have no memory for the Numba kernels: the
+    layer then takes torch's kernel or its cells' operators, and the exported program gives the
+    eager layer's outputs (".numpy() is not supported for tensor subclasses" before)."""
+    torch.manual_seed(2)
+    layer = EXPORTED[name]().eval()
+    x = torch.randn(7, 3, 5)
+    program = torch.export.export(layer, (x,))
+    out, state = program.module()(x)
+    expected, expected_state = layer(x)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(state, expected_state)
+
+
+def test_exporting_with_backend_numba_is_a_clear_error():
+    layer = rnnkit.GRU(5, 6, backend="numba").eval()
+    with pytest.raises(ValueError, match="backend='numba' reads a plain tensor's memory, got a"):
+        torch.export.export(layer, (torch.randn(7, 3, 5),))
