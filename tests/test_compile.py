@@ -1,4 +1,5 @@
-"""rnnkit's layers inside `torch.compile` and `torch.export`, as torch.nn's run there.
+"""rnnkit's layers inside `torch.compile`, `torch.export` and `torch.func.grad`, as torch.nn's
+run there.
 
 Dynamo does not trace torch.nn.RNN/LSTM/GRU (a graph break: they run eagerly); traced, torch's
 fused LSTM kernel fails in AOT autograd when its input needs no gradient ("expected all
@@ -104,3 +105,21 @@ def test_exporting_with_backend_numba_is_a_clear_error():
     layer = rnnkit.GRU(5, 6, backend="numba").eval()
     with pytest.raises(ValueError, match="backend='numba' reads a plain tensor's memory, got a"):
         torch.export.export(layer, (torch.randn(7, 3, 5),))
+
+
+@pytest.mark.parametrize("name", ["gru_auto", "lstm_layer_norm", "minlstm_bidirectional"])
+def test_torch_func_grad_takes_torchs_operators(name):
+    """Under torch.func.grad the parameters are wrapped tensors that NumPy cannot read: the
+    layer takes torch's kernel or its cells' operators, and the gradients equal autograd's
+    (an autograd.Function without `setup_context` made functorch refuse the Numba route)."""
+    torch.manual_seed(3)
+    layer = EXPORTED[name]()
+    params = dict(layer.named_parameters())
+    x = torch.randn(7, 3, 5)
+
+    def loss(p):
+        return torch.func.functional_call(layer, p, (x,))[0].sum()
+
+    grads = torch.func.grad(loss)(params)
+    expected = torch.autograd.grad(layer(x)[0].sum(), list(params.values()))
+    torch.testing.assert_close(list(grads.values()), list(expected))

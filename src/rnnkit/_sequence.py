@@ -189,6 +189,27 @@ def split_state(
     return [tuple(s[k] for s in stacked) for k in range(cells)]
 
 
+def numba_can_read(x: Tensor) -> bool:
+    """Whether the Numba kernels can run on x: a plain CPU tensor of float32/64 (not a subclass,
+    such as the fake tensors of `torch.export`'s tracing, which have no memory to read) outside
+    torch.func's transforms (grad, vmap: their wrapped tensors and autograd do not reach into
+    NumPy)."""
+    if x.device.type != "cpu" or x.dtype not in _NUMBA_DTYPES or type(x) is not Tensor:
+        return False
+    return _functorch_interpreter() is None
+
+
+try:
+    _functorch_interpreter = torch._C._functorch.peek_interpreter_stack
+except AttributeError:  # a torch without functorch's C API: no transform can be active
+
+    def _functorch_interpreter() -> None:
+        return None
+
+
+_NUMBA_DTYPES = (torch.float32, torch.float64)
+
+
 def autocast_enabled(device: torch.device) -> bool:
     """Whether `torch.autocast` is on for `device`'s type here."""
     try:

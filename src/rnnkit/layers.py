@@ -222,7 +222,7 @@ class Recurrent(nn.Module):
                 _check_numba_input(x)
             return self.backend
         kind = _NUMBA_KINDS.get(self.fused_mode)
-        if kind is None or not _numba_can_read(x):
+        if kind is None or not seqs.numba_can_read(x):
             return "torch"
         training = torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.parameters())
@@ -254,7 +254,7 @@ class Recurrent(nn.Module):
         )
         steps, batch = x.shape[:2]
         kind, hidden = kinds.pop(), self.hidden_size
-        cpu = _numba_can_read(x)
+        cpu = seqs.numba_can_read(x)
         if self._plain_in_eval() and not (  # unless torch.nn's GRU or RNN would go to Numba
             cpu and kind != "lstm" and kernels.numba_is_faster(kind, batch, hidden, steps, training)
         ):
@@ -446,7 +446,7 @@ class Recurrent(nn.Module):
         if self.training or self.backend == "reference" or not isinstance(x, Tensor):
             return None
         kind = self._compiled_step_kind()
-        if kind is None or not _numba_can_read(x):
+        if kind is None or not seqs.numba_can_read(x):
             return None
         if torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.parameters())
@@ -511,22 +511,17 @@ class Recurrent(nn.Module):
 _NUMBA_DTYPES = (torch.float32, torch.float64)
 
 
-def _numba_can_read(x: Tensor) -> bool:
-    """Whether the Numba kernels can run on x: a plain CPU tensor (not a subclass, such as the
-    fake tensors of `torch.export`'s tracing, which have no memory to read) of float32/64."""
-    return x.device.type == "cpu" and x.dtype in _NUMBA_DTYPES and type(x) is Tensor
-
-
 def _check_numba_input(x: Tensor) -> None:
     if x.device.type != "cpu" or x.dtype not in _NUMBA_DTYPES:
         raise ValueError(
             f"backend='numba' runs float32/float64 on the CPU, got {x.dtype} on {x.device}; "
             f"use backend='auto'"
         )
-    if type(x) is not Tensor:
+    if not seqs.numba_can_read(x):
         raise ValueError(
-            f"backend='numba' reads a plain tensor's memory, got a {type(x).__name__} (as "
-            f"torch.export traces with); use backend='auto', which takes torch's operators then"
+            f"backend='numba' reads a plain tensor's memory, got a {type(x).__name__} under "
+            f"tracing or a torch.func transform (torch.export, grad, vmap); use backend='auto', "
+            f"which takes torch's operators then"
         )
 
 

@@ -145,8 +145,7 @@ class _MinimalCell(nn.Module):
         float64 (with scan "auto"; "compiled" insists, "log" takes the log-space scan)."""
         if self.scan != "auto":
             return self.scan == "compiled"
-        plain = type(x) is Tensor  # not the fake tensors of torch.export's tracing
-        return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and plain
+        return seqs.numba_can_read(x)
 
     def sequence(
         self, x: Tensor, h0: Tensor, lengths: Tensor | None, reverse: bool
