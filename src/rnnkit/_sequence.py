@@ -194,7 +194,7 @@ def numba_can_read(x: Tensor) -> bool:
     such as the fake tensors of `torch.export`'s tracing, which have no memory to read) outside
     torch.func's transforms (grad, vmap: their wrapped tensors and autograd do not reach into
     NumPy)."""
-    if x.device.type != "cpu" or x.dtype not in _NUMBA_DTYPES or type(x) is not Tensor:
+    if x.device.type != "cpu" or x.dtype not in NUMBA_DTYPES or type(x) is not Tensor:
         return False
     return _functorch_interpreter() is None
 
@@ -207,7 +207,7 @@ except AttributeError:  # a torch without functorch's C API: no transform can be
         return None
 
 
-_NUMBA_DTYPES = (torch.float32, torch.float64)
+NUMBA_DTYPES = (torch.float32, torch.float64)  # what the compiled kernels compute in
 
 
 def autocast_enabled(device: torch.device) -> bool:

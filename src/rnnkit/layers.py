@@ -508,11 +508,8 @@ class Recurrent(nn.Module):
         )
 
 
-_NUMBA_DTYPES = (torch.float32, torch.float64)
-
-
 def _check_numba_input(x: Tensor) -> None:
-    if x.device.type != "cpu" or x.dtype not in _NUMBA_DTYPES:
+    if x.device.type != "cpu" or x.dtype not in seqs.NUMBA_DTYPES:
         raise ValueError(
             f"backend='numba' runs float32/float64 on the CPU, got {x.dtype} on {x.device}; "
             f"use backend='auto'"
