@@ -255,8 +255,8 @@ def test_dispatch_thresholds_by_kind_and_mode():
 def test_nonlinearities_are_within_a_few_ulp_of_torch_float64(name, dtype):
     """The kernels' vectorised sigmoid and tanh (float32 computed in float32 with its own
     polynomial, float64 in float64) against torch's in float64: within 2 float32 ulp (torch's
-    float64 is exact at that resolution) and 4 float64 ulp (measured: 1.2 and 3); saturation,
-    signed zero, NaN and infinities as torch."""
+    float64 is exact at that resolution; measured 1.6 and 1.8, torch's own float32 sigmoid 1.9)
+    and 4 float64 ulp (measured: 2); saturation, signed zero, NaN and infinities as torch."""
     generator = torch.Generator().manual_seed(0)
     values = torch.cat(
         (
@@ -269,7 +269,7 @@ def test_nonlinearities_are_within_a_few_ulp_of_torch_float64(name, dtype):
     kernel = getattr(_numba_common, f"{name}_")
     reference = getattr(torch, name)
     array = torch.cat((values, special)).numpy().copy()
-    kernel(array, 0, len(array), torch.empty(2 * len(array), dtype=torch.float64).numpy())
+    kernel(array, 0, len(array))
     ours = torch.from_numpy(array)
     exact = reference(values.double())
     normal = exact.abs() >= torch.finfo(dtype).tiny  # ulps of denormal results mean little

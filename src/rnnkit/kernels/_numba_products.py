@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.kernels._numba_common import add_matvec, jit, numpy_view
+from rnnkit.kernels._numba_common import add_matvec, jit, jit_inline, numpy_view
 from rnnkit.kernels._numba_gemm import pack_panels, packed_product
 
 BLAS_MAX_WEIGHT_BYTES = 512 * 1024  # a weight this small stays in L2 between steps
@@ -80,7 +80,7 @@ def operand(matrix: Tensor | None, batch: int, like: Tensor) -> tuple[np.ndarray
     return product_operand(matrix, route), route
 
 
-@jit
+@jit_inline
 def _packed(operand, vectors, n_rows, out):
     """packed_product on panels given as (P * K, W), K = vectors.shape[1]."""
     inner = vectors.shape[1]
@@ -88,7 +88,7 @@ def _packed(operand, vectors, n_rows, out):
     packed_product(panels, vectors, n_rows, out)
 
 
-@jit
+@jit_inline
 def product_prefix(operand, route, vectors, n_rows, out, identity):
     """out[:n_rows] = vectors[:n_rows] @ M.T for sequences kept in rows 0..n_rows-1 (in the order
     of their lengths), M (G, K) as `product_operand` made it for `route`: the packed tiles or
@@ -119,7 +119,7 @@ def product_buffers(operand, route, batch, inner):
     return np.zeros((rows, inner), dtype=dtype), np.zeros((rows, outer), dtype=dtype)
 
 
-@jit
+@jit_inline
 def add_product(operand, route, vectors, order, n_rows, out, packed_in, packed_out):
     """out[b] += M @ vectors[b] for b in order[:n_rows], M (G, K) given as `product_operand`
     made it for `route`; packed_in, packed_out from `product_buffers`."""

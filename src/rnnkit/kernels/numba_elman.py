@@ -50,7 +50,6 @@ def elman_forward_loop(
     h = sort_rows(h0, order)  # (B, H), the running state, row i for sequence order[i]
     pre = np.empty_like(h)  # (B, H), the pre-activation of the current step
     pre_flat = pre.reshape(-1)
-    work = np.empty(2 * batch * hidden)  # scratch of tanh
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
@@ -64,7 +63,7 @@ def elman_forward_loop(
             for k in range(n_active * hidden):
                 pre_flat[k] = max(pre_flat[k], 0)
         else:
-            tanh_(pre_flat, 0, n_active * hidden, work)  # one call over all running rows
+            tanh_(pre_flat, 0, n_active * hidden)  # one call over all running rows
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)

@@ -25,6 +25,7 @@ from rnnkit.kernels._numba_common import (
     bias_or_zeros,
     check_sequence_args,
     jit,
+    jit_inline,
     lengths_and_order,
     needs_grad,
     numpy_view,
@@ -39,17 +40,17 @@ from rnnkit.kernels._numba_common import (
 from rnnkit.kernels._numba_products import operand, product_prefix, project, whole_product
 
 
-@jit
-def gru_gates(gates, x_proj, h_proj, work):
+@jit_inline
+def gru_gates(gates, x_proj, h_proj):
     """Fill gates (4H,) = r|z|n|h_proj_n of one sequence from its x_proj and h_proj (3H,)."""
     hidden = len(h_proj) // 3
     for j in range(2 * hidden):
         gates[j] = x_proj[j] + h_proj[j]
-    sigmoid_(gates, 0, 2 * hidden, work)  # r, z
+    sigmoid_(gates, 0, 2 * hidden)  # r, z
     for j in range(hidden):
         gates[3 * hidden + j] = h_proj[2 * hidden + j]
         gates[2 * hidden + j] = x_proj[2 * hidden + j] + gates[j] * h_proj[2 * hidden + j]
-    tanh_(gates, 2 * hidden, 3 * hidden, work)  # n
+    tanh_(gates, 2 * hidden, 3 * hidden)  # n
 
 
 @jit
@@ -73,7 +74,6 @@ def gru_forward_loop(
     rz = np.empty((batch, 2 * hidden), dtype=h0.dtype)  # (B, 2H): r|z of the step
     n_gate = np.empty((batch, hidden), dtype=h0.dtype)  # (B, H): n of the step
     rz_flat, n_flat = rz.reshape(-1), n_gate.reshape(-1)
-    work = np.empty(4 * batch * hidden)  # scratch of the nonlinearities
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
@@ -83,7 +83,7 @@ def gru_forward_loop(
             h_proj_row, rz_row = h_proj[i], rz[i]
             for j in range(2 * hidden):
                 rz_row[j] = x_row[j] + (h_proj_row[j] + bias_hh[j])
-        sigmoid_(rz_flat, 0, n_active * 2 * hidden, work)
+        sigmoid_(rz_flat, 0, n_active * 2 * hidden)
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)
@@ -93,7 +93,7 @@ def gru_forward_loop(
                 h_proj_n = h_proj_row[2 * hidden + j] + bias_hh[2 * hidden + j]
                 g[3 * hidden + j] = h_proj_n
                 n_row[j] = x_row[2 * hidden + j] + r_row[j] * h_proj_n
-        tanh_(n_flat, 0, n_active * hidden, work)
+        tanh_(n_flat, 0, n_active * hidden)
         for i in range(n_active):
             b = order[i]
             t = position(lengths, b, step, reverse)

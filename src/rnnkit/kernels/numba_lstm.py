@@ -41,7 +41,9 @@ from rnnkit.kernels._numba_common import (
     copy_,
     copy_rows,
     jit,
+    jit_inline,
     numpy_view,
+    offset,
     optional_view,
     position,
     running,
@@ -86,32 +88,36 @@ def tape_fields(tape, batch, hidden, out_size, layer_norm):
     return fields
 
 
-# The loops below run over one group's slice from 0, not over range(k * H, (k + 1) * H) of the
-# whole vector: an index that LLVM cannot prove >= 0 keeps Numba's negative-index wraparound,
-# which vectorises as gathers (3-7x slower).
+# The loops below index a gate group k of a whole vector as offset(k * H, j), unsigned: a signed
+# index that LLVM cannot prove >= 0 keeps Numba's negative-index wraparound, which vectorises as
+# gathers (3-7x slower), and a view of the group per loop costs two atomic reference counts.
 
 
-@jit
+@jit_inline
 def group_moments(v, groups, mean, rstd, eps):
     """mean[k] and rstd[k] = 1 / sqrt(var + eps) of v (G*H,)'s group k of `groups` (biased
     variance, as torch's layer norm) in one pass: float64 sums of v - v[first of the group], whose
     shift keeps var = E[d^2] - E[d]^2 from cancelling."""
     size = len(v) // groups
+    inv_size = 1.0 / size
+    one = rstd.dtype.type(1)
     for k in range(groups):
-        group = v[k * size : (k + 1) * size]
-        shift = np.float64(group[0])
+        start = k * size
+        shift = np.float64(v[start])
         total = 0.0
         squares = 0.0
         for j in range(size):
-            d = np.float64(group[j]) - shift
+            d = np.float64(v[offset(start, j)]) - shift
             total += d
             squares += d * d
-        mean_d = total / size
+        mean_d = total * inv_size
         mean[k] = shift + mean_d
-        rstd[k] = 1.0 / np.sqrt(max(squares / size - mean_d * mean_d, 0.0) + eps)
+        # 1 / sqrt in rstd's own dtype: for float32, a shorter chain of latencies per group
+        variance = rstd.dtype.type(max(squares * inv_size - mean_d * mean_d, 0.0) + eps)
+        rstd[k] = one / np.sqrt(variance)
 
 
-@jit
+@jit_inline
 def normed_gate_inputs(
     x_row, a_row, x_mean, x_rstd, hh_mean, hh_rstd, ln_ih, ln_hh, bias, hh_normed, out
 ):
@@ -119,18 +125,19 @@ def normed_gate_inputs(
     x_row = W_ih x and a_row = W_hh s (4H,) and the means and 1/stds of the 4 gate groups,
     bias = both LN shifts + b_ih + b_hh; LN_h's normalised W_hh s into hh_normed (4H,)."""
     size = len(a_row) // 4
+    gain_x, gain_h = ln_ih[0], ln_hh[0]
     for k in range(4):
-        lo, hi = k * size, (k + 1) * size
-        x, a, normed, a_out = x_row[lo:hi], a_row[lo:hi], hh_normed[lo:hi], out[k]
-        gain_x, gain_h, shift = ln_ih[0, lo:hi], ln_hh[0, lo:hi], bias[lo:hi]
+        a_out, start = out[k], k * size
         mean_x, rstd_x, rstd_h = x_mean[k], x_rstd[k], hh_rstd[k]
         mean_h = a_row.dtype.type(hh_mean[k])
         for j in range(size):
-            normed[j] = (a[j] - mean_h) * rstd_h
-            a_out[j] = (x[j] - mean_x) * rstd_x * gain_x[j] + normed[j] * gain_h[j] + shift[j]
+            u = offset(start, j)
+            normed = (a_row[u] - mean_h) * rstd_h
+            hh_normed[u] = normed
+            a_out[j] = (x_row[u] - mean_x) * rstd_x * gain_x[u] + normed * gain_h[u] + bias[u]
 
 
-@jit
+@jit_inline
 def add_biases(x, b_ih, a, b_hh, out):
     """out = (x + b_ih) + (a + b_hh) over out's length (the others may be longer), rounded as
     torch adds a gate's inputs."""
@@ -138,7 +145,7 @@ def add_biases(x, b_ih, a, b_hh, out):
         out[j] = (x[j] + b_ih[j]) + (a[j] + b_hh[j])
 
 
-@jit
+@jit_inline
 def layer_norm_backward(grad, v, mean, scale, gain, rstd, grad_gain, out):
     """out = dL/dv through y = normed * gain + shift from grad = dL/dy, per group k of
     len(rstd): normed = (v - mean[k]) * scale[k] (LN's normalised v; mean 0 and scale 1 where
@@ -146,22 +153,23 @@ def layer_norm_backward(grad, v, mean, scale, gain, rstd, grad_gain, out):
     q = grad * gain. Add grad * normed to grad_gain (float64)."""
     size = len(v) // len(rstd)
     for k in range(len(rstd)):
-        lo, hi = k * size, (k + 1) * size
-        dy, x, g, dg, dx = grad[lo:hi], v[lo:hi], gain[lo:hi], grad_gain[lo:hi], out[lo:hi]
+        start = k * size
         mean_k, scale_k = mean[k], scale[k]
         mean_q = 0.0
         mean_qn = 0.0
         for j in range(size):
-            normed = (x[j] - mean_k) * scale_k
-            dg[j] += dy[j] * normed
-            q = dy[j] * g[j]
+            u = offset(start, j)
+            normed = (v[u] - mean_k) * scale_k
+            grad_gain[u] += grad[u] * normed
+            q = grad[u] * gain[u]
             mean_q += q
             mean_qn += q * normed
         mean_q_k = out.dtype.type(mean_q / size)
         mean_qn_k = out.dtype.type(mean_qn / size)
         rstd_k = rstd[k]
         for j in range(size):
-            dx[j] = rstd_k * (dy[j] * g[j] - mean_q_k - (x[j] - mean_k) * scale_k * mean_qn_k)
+            u = offset(start, j)
+            out[u] = rstd_k * (grad[u] * gain[u] - mean_q_k - (v[u] - mean_k) * scale_k * mean_qn_k)
 
 
 @jit
@@ -194,7 +202,6 @@ def lstm_forward_loop(
     hh_mean = np.zeros(4)  # LN_h's means of one sequence
     h_hat = np.zeros_like(h) if zoned_h else h  # (B, P): W_hr u
     u = np.zeros((batch, hidden), dtype=dtype) if proj else h_hat  # (B, H): o * tanh(LN_c(c_hat))
-    work = np.empty(4 * batch * hidden)  # scratch of the nonlinearities
     last = lengths[order[0]]
     n = batch
     for step in range(last):
@@ -232,8 +239,12 @@ def lstm_forward_loop(
                 for j in range(hidden):
                     i_row[j] += w_ci[j] * c_row[j]
                     f_row[j] += w_cf[j] * c_row[j]
-        sigmoid_(i_f[k].reshape(-1), 0, n * 2 * hidden, work)
-        tanh_(g[k].reshape(-1), 0, n * hidden, work)
+        sigmoid_(i_f[k].reshape(-1), 0, n * 2 * hidden)
+        tanh_(
+            g[k].reshape(-1),
+            0,
+            n * hidden,
+        )
         if save:
             c_prev[k, :n] = c[:n]
         for i in range(n):
@@ -251,8 +262,9 @@ def lstm_forward_loop(
                 group_moments(c_hat_row, 1, hh_mean, stats[k, i, 4:5], eps)
                 mean, rstd = dtype.type(hh_mean[0]), stats[k, i, 4]
                 for j in range(hidden):
-                    normed[j] = (c_hat_row[j] - mean) * rstd
-                    y_row[j] = normed[j] * gain[j] + shift[j]
+                    n_j = (c_hat_row[j] - mean) * rstd
+                    normed[j] = n_j
+                    y_row[j] = n_j * gain[j] + shift[j]
             else:
                 copy_(c_hat_row, y_row)
             if zoned_c:
@@ -262,8 +274,16 @@ def lstm_forward_loop(
                     c_row[j] = (1 - d) * c_hat_row[j] + d * c_row[j]
             else:
                 copy_(c_hat_row, c_row)
-        sigmoid_(o[k].reshape(-1), 0, n * hidden, work)
-        tanh_(tanh_c[k].reshape(-1), 0, n * hidden, work)
+        sigmoid_(
+            o[k].reshape(-1),
+            0,
+            n * hidden,
+        )
+        tanh_(
+            tanh_c[k].reshape(-1),
+            0,
+            n * hidden,
+        )
         o_flat, y_flat, u_flat = o[k].reshape(-1), tanh_c[k].reshape(-1), u.reshape(-1)
         for j in range(n * hidden):
             u_flat[j] = o_flat[j] * y_flat[j]

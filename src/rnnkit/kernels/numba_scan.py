@@ -135,7 +135,6 @@ def minimal_forward(p, h0, lstm, s, out):
     no backward pass needs it."""
     steps, batch, width = p.shape
     hidden = h0.shape[1]
-    work = np.empty(2 * batch * width)  # scratch of the sigmoid
     a = np.empty(hidden, dtype=out.dtype)
     b = np.empty(hidden, dtype=out.dtype)
     for t in range(steps):
@@ -143,7 +142,7 @@ def minimal_forward(p, h0, lstm, s, out):
         flat_p, flat_s = p[t].reshape(-1), s_step.reshape(-1)
         for k in range(batch * width):
             flat_s[k] = flat_p[k]
-        sigmoid_(flat_s, 0, batch * width, work)
+        sigmoid_(flat_s, 0, batch * width)
         for i in range(batch):
             _coefficients(p[t, i], s_step[i], lstm, a, b)
             prev, row = (out[t - 1, i] if t > 0 else h0[i]), out[t, i]

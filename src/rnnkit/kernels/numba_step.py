@@ -31,6 +31,7 @@ from rnnkit.kernels._numba_common import (
     copy_,
     copy_rows,
     jit,
+    jit_inline,
     numpy_view,
     sigmoid_,
     tanh_,
@@ -76,7 +77,7 @@ def add_matvec1(weight, vector, out, backward):
         out[j] += acc
 
 
-@jit
+@jit_inline
 def add_products(weight_ih, x, weight_hh, h, out_x, out_h, backward):
     """out_x[b] += weight_ih @ x[b] and out_h[b] += weight_hh @ h[b] for every sequence b
     (two arrays: the order of the products is free). From four sequences up, blocks of four go
@@ -97,7 +98,7 @@ def add_products(weight_ih, x, weight_hh, h, out_x, out_h, backward):
             add_matvec1(weight_hh, h[b], out_h[b], False)
 
 
-@jit
+@jit_inline
 def lstm_cell_into(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out, backward):
     """One LSTM step for x (B, H_in), h and c (B, H), written to h_out and c_out (B, H);
     `backward`: the direction `add_matvec1` reads the weights (the result is the same)."""
@@ -111,21 +112,20 @@ def lstm_cell_into(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out
     for b in range(batch):
         for j in range(4 * hidden):
             gates[b, j] += h_part[b, j]
-    work = np.empty(4 * hidden)  # scratch of the nonlinearities
     for b in range(batch):
         g = gates[b]
-        sigmoid_(g, 0, 2 * hidden, work)  # i, f
-        tanh_(g, 2 * hidden, 3 * hidden, work)  # g
-        sigmoid_(g, 3 * hidden, 4 * hidden, work)  # o
+        sigmoid_(g, 0, 2 * hidden)  # i, f
+        tanh_(g, 2 * hidden, 3 * hidden)  # g
+        sigmoid_(g, 3 * hidden, 4 * hidden)  # o
         for j in range(hidden):
             c_out[b, j] = g[hidden + j] * c[b, j] + g[j] * g[2 * hidden + j]
             h_out[b, j] = c_out[b, j]
-        tanh_(h_out[b], 0, hidden, work)
+        tanh_(h_out[b], 0, hidden)
         for j in range(hidden):
             h_out[b, j] *= g[3 * hidden + j]
 
 
-@jit
+@jit_inline
 def gru_cell_into(x, h, weight_ih, weight_hh, bias_ih, bias_hh, h_out, backward):
     """One GRU step for x (B, H_in) and h (B, H), written to h_out (B, H); `backward` as in
     `lstm_cell_into`."""
@@ -137,9 +137,8 @@ def gru_cell_into(x, h, weight_ih, weight_hh, bias_ih, bias_hh, h_out, backward)
         copy_(bias_hh, h_proj[b])
     add_products(weight_ih, x, weight_hh, h, x_proj, h_proj, backward)
     gates = np.empty(4 * hidden, dtype=h.dtype)  # r|z|n|h_proj_n of one sequence
-    work = np.empty(4 * hidden)  # scratch of the nonlinearities
     for b in range(batch):
-        gru_gates(gates, x_proj[b], h_proj[b], work)
+        gru_gates(gates, x_proj[b], h_proj[b])
         for j in range(hidden):
             n = gates[2 * hidden + j]
             h_out[b, j] = n + gates[hidden + j] * (h[b, j] - n)

@@ -28,13 +28,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.kernels._numba_common import copy_, copy_rows, jit, numpy_view, sigmoid_, tanh_
+from rnnkit.kernels._numba_common import (
+    copy_,
+    copy_rows,
+    jit,
+    jit_inline,
+    numpy_view,
+    sigmoid_,
+    tanh_,
+)
 from rnnkit.kernels.numba_lstm import group_moments
 from rnnkit.kernels.numba_scan import _coefficients
 from rnnkit.kernels.numba_step import add_matvec1, add_products, step_input, tensor_array
 
 
-@jit
+@jit_inline
 def _layer_norm_(v, groups, gain, shift, eps, moments):
     """v = LN(v) * gain + shift in place, per group of v (G*H,) (`group_moments`' float64
     moments); moments: scratch (2, groups)."""
@@ -47,7 +55,7 @@ def _layer_norm_(v, groups, gain, shift, eps, moments):
             part[j] = shift_k[j] + (part[j] - mean) * rstd * gain_k[j]
 
 
-@jit
+@jit_inline
 def variant_lstm_cell_into(
     x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift, ln_hh_gain,
     ln_hh_shift, weight_ci, weight_cf, weight_co, ln_c_gain, ln_c_shift, weight_hr, zone_h,
@@ -65,7 +73,6 @@ def variant_lstm_cell_into(
     y = np.empty(hidden, dtype=c.dtype)  # tanh(LN_c(c_hat)), then o * that
     h_hat = np.zeros(h.shape[1], dtype=c.dtype)
     moments = np.empty((2, 4))
-    work = np.empty(8 * hidden)  # scratch of the nonlinearities
     for b in range(batch):
         xp, hp, c_row = x_part[b], h_part[b], c[b]
         if layer_norm:
@@ -77,8 +84,8 @@ def variant_lstm_cell_into(
             for j in range(hidden):
                 gates[j] += weight_ci[j] * c_row[j]
                 gates[hidden + j] += weight_cf[j] * c_row[j]
-        sigmoid_(gates, 0, 2 * hidden, work)  # i, f
-        tanh_(gates, 2 * hidden, 3 * hidden, work)  # g
+        sigmoid_(gates, 0, 2 * hidden)  # i, f
+        tanh_(gates, 2 * hidden, 3 * hidden)  # g
         f, g = gates[hidden:], gates[2 * hidden :]
         for j in range(hidden):
             c_hat[j] = f[j] * c_row[j] + gates[j] * g[j]
@@ -86,12 +93,12 @@ def variant_lstm_cell_into(
         if peep:
             for j in range(hidden):
                 o[j] += weight_co[j] * c_hat[j]
-        sigmoid_(gates, 3 * hidden, 4 * hidden, work)  # o
+        sigmoid_(gates, 3 * hidden, 4 * hidden)  # o
         for j in range(hidden):
             y[j] = c_hat[j]
         if layer_norm:
             _layer_norm_(y, 1, ln_c_gain, ln_c_shift, eps, moments)
-        tanh_(y, 0, hidden, work)
+        tanh_(y, 0, hidden)
         for j in range(hidden):
             y[j] = o[j] * y[j]
         if proj:
@@ -124,7 +131,7 @@ def variant_lstm_layer_step(
         copy_rows(h_out[layer], out, out.shape[0])
 
 
-@jit
+@jit_inline
 def variant_gru_cell_into(
     x, s, h, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift, ln_hh_gain,
     ln_hh_shift, weight_hr, zone_h, eps, s_out, h_out, backward,
@@ -139,7 +146,6 @@ def variant_gru_cell_into(
     add_products(weight_ih, x, weight_hh, s, x_part, h_part, backward)
     gates = np.empty(3 * hidden, dtype=h.dtype)  # r|z, then n
     moments = np.empty((2, 3))
-    work = np.empty(6 * hidden)  # scratch of the nonlinearities
     for b in range(batch):
         xp, hp, h_row, h_new = x_part[b], h_part[b], h[b], h_out[b]
         if layer_norm:
@@ -150,11 +156,11 @@ def variant_gru_cell_into(
             hp[j] += bias_hh[j]
         for j in range(2 * hidden):
             gates[j] = xp[j] + hp[j]
-        sigmoid_(gates, 0, 2 * hidden, work)  # r, z
+        sigmoid_(gates, 0, 2 * hidden)  # r, z
         x_n, h_n, n = xp[2 * hidden :], hp[2 * hidden :], gates[2 * hidden :]
         for j in range(hidden):
             n[j] = x_n[j] + gates[j] * h_n[j]
-        tanh_(gates, 2 * hidden, 3 * hidden, work)  # n
+        tanh_(gates, 2 * hidden, 3 * hidden)  # n
         z = gates[hidden:]
         for j in range(hidden):
             h_hat = (1 - z[j]) * n[j] + z[j] * h_row[j]
@@ -192,7 +198,7 @@ def variant_gru_proj_layer_step(
         copy_rows(s_out[layer], out, out.shape[0])
 
 
-@jit
+@jit_inline
 def variant_elman_cell_into(
     x, h, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out, backward
 ):  # fmt: skip
@@ -205,7 +211,6 @@ def variant_elman_cell_into(
     add_products(weight_ih, x, weight_hh, h, x_part, h_part, backward)
     pre = np.empty(hidden, dtype=h.dtype)
     h_hat = np.zeros(h.shape[1], dtype=h.dtype)
-    work = np.empty(2 * hidden)  # scratch of tanh
     for b in range(batch):
         xp, hp, h_row, h_new = x_part[b], h_part[b], h[b], h_out[b]
         for j in range(hidden):
@@ -214,7 +219,7 @@ def variant_elman_cell_into(
             for j in range(hidden):
                 pre[j] = max(pre[j], 0)
         else:
-            tanh_(pre, 0, hidden, work)
+            tanh_(pre, 0, hidden)
         if proj:
             h_hat[:] = 0
             add_matvec1(weight_hr, pre, h_hat, backward)
@@ -239,7 +244,7 @@ def variant_elman_layer_step(
         copy_rows(h_out[layer], out, out.shape[0])
 
 
-@jit
+@jit_inline
 def minimal_cell_into(x, h, weight_ih, bias_ih, lstm, h_out, backward):
     """One minGRU (`lstm` False) or minLSTM step for x (B, H_in), h (B, H) into h_out (B, H),
     from p = W_ih x + b_ih as `numba_scan.minimal_scan` computes each step."""
@@ -249,12 +254,11 @@ def minimal_cell_into(x, h, weight_ih, bias_ih, lstm, h_out, backward):
     s = np.empty(width, dtype=h.dtype)
     a = np.empty(hidden, dtype=h.dtype)
     b = np.empty(hidden, dtype=h.dtype)
-    work = np.empty(2 * width)  # scratch of the sigmoid
     for i in range(batch):
         copy_(bias_ih, p)
         add_matvec1(weight_ih, x[i], p, backward)
         copy_(p, s)
-        sigmoid_(s, 0, width, work)
+        sigmoid_(s, 0, width)
         _coefficients(p, s, lstm, a, b)
         h_row, h_new = h[i], h_out[i]
         for j in range(hidden):

@@ -37,8 +37,10 @@ from rnnkit.kernels._numba_common import (
     copy_,
     copy_rows,
     jit,
+    jit_inline,
     lengths_and_order,
     numpy_view,
+    offset,
     optional_view,
     position,
     running,
@@ -92,54 +94,53 @@ def gru_tape(
     }
 
 
-@jit
+@jit_inline
 def layer_norm_gates(v, groups, gain, shift, bias, normed, rstd, out, eps):
     """out = LN(v) * gain + shift + bias, LN per group of v (G*H,) as `group_norm` (float64
-    sums), which also fills normed and rstd (groups,); one pass per group over unit-stride
-    views, with the group's mean and 1/std in registers. out may be v."""
+    sums), which also fills normed and rstd (groups,); one pass per group at unit stride, with
+    the group's mean and 1/std in registers. out may be v."""
     size = len(v) // groups
     for k in range(groups):
-        units = slice(k * size, (k + 1) * size)
-        v_k, normed_k, out_k = v[units], normed[units], out[units]
-        gain_k, shift_k, bias_k = gain[units], shift[units], bias[units]
+        start = k * size
         mean = 0.0
         for j in range(size):
-            mean += v_k[j]
+            mean += v[offset(start, j)]
         mean /= size
         var = 0.0
         for j in range(size):
-            d = v_k[j] - mean
+            d = v[offset(start, j)] - mean
             var += d * d
         rstd[k] = 1.0 / np.sqrt(var / size + eps)
         inv = rstd[k]  # as stored, as the backward pass reads it
         for j in range(size):
-            n = normed.dtype.type((v_k[j] - mean) * inv)
-            normed_k[j] = n
-            out_k[j] = (n * gain_k[j] + shift_k[j]) + bias_k[j]
+            u = offset(start, j)
+            n = normed.dtype.type((v[u] - mean) * inv)
+            normed[u] = n
+            out[u] = (n * gain[u] + shift[u]) + bias[u]
 
 
-@jit
+@jit_inline
 def layer_norm_gates_backward(grad, gain, normed, rstd, groups, gain_sum, out):
     """out = dL/dv from grad = dL/d(LN(v) * gain + shift) (see `layer_norm_gates`), per group
     rstd * (g - mean(g) - normed * mean(g * normed)) with g = grad * gain; adds
     grad * normed to gain_sum (float64), the gain's gradient."""
     size = len(normed) // groups
     for k in range(groups):
-        units = slice(k * size, (k + 1) * size)
-        grad_k, gain_k, normed_k, out_k = grad[units], gain[units], normed[units], out[units]
-        sum_k = gain_sum[units]
+        start = k * size
         mean_g = 0.0
         mean_gn = 0.0
         for j in range(size):
-            g, n = grad_k[j] * gain_k[j], normed_k[j]
-            sum_k[j] += grad_k[j] * n
+            u = offset(start, j)
+            g, n = grad[u] * gain[u], normed[u]
+            gain_sum[u] += grad[u] * n
             mean_g += g
             mean_gn += g * n
         mean_g /= size
         mean_gn /= size
         inv = rstd[k]
         for j in range(size):
-            out_k[j] = inv * (grad_k[j] * gain_k[j] - mean_g - normed_k[j] * mean_gn)
+            u = offset(start, j)
+            out[u] = inv * (grad[u] * gain[u] - mean_g - normed[u] * mean_gn)
 
 
 @jit
@@ -168,7 +169,6 @@ def gru_forward_loop(
     s = sort_rows(s0, order) if proj else h  # (B, P): the output and recurrent state
     hh = np.zeros((batch, 3 * hidden), dtype=dtype)  # (B, 3H): W_hh (m * s), then a^h
     a_x = np.zeros(3 * hidden, dtype=dtype)  # a^x of one sequence, with layer norm
-    work = np.empty(4 * batch * hidden)  # scratch of the nonlinearities
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
@@ -209,12 +209,12 @@ def gru_forward_loop(
                 for j in range(hidden):
                     a_h_n_row[j] = hh_row[2 * hidden + j] + bias_hh[2 * hidden + j]
                     n_row[j] = x_row[2 * hidden + j] + bias_ih[2 * hidden + j]
-        sigmoid_(rz.reshape(-1), 0, n_active * 2 * hidden, work)
+        sigmoid_(rz.reshape(-1), 0, n_active * 2 * hidden)
         for i in range(n_active):
             rz_row, n_row, a_h_n_row = rz[i], n_gate[i], a_h_n[i]
             for j in range(hidden):
                 n_row[j] += rz_row[j] * a_h_n_row[j]
-        tanh_(n_gate.reshape(-1), 0, n_active * hidden, work)
+        tanh_(n_gate.reshape(-1), 0, n_active * hidden)
         for i in range(n_active):
             z_row, n_row, h_row = rz[i, hidden:], n_gate[i], h[i]
             if zoned:
@@ -426,7 +426,6 @@ def elman_forward_loop(
     masked_h = np.zeros_like(h0)  # (B, P): m * h
     pre = np.zeros((batch, hidden), dtype=h0.dtype)  # (B, H)
     h_hat = np.zeros_like(h0) if proj else pre  # (B, P)
-    work = np.empty(2 * hidden)
     hh_in, hh_out = product_buffers(weight_hh, blas_hh, batch, out_size)
     hr_in, hr_out = product_buffers(weight_hr, blas_hr, batch if proj else 0, hidden)
     n_active = batch
@@ -448,7 +447,7 @@ def elman_forward_loop(
                 if relu:
                     pre[b, j] = max(pre[b, j], 0)
             if not relu:
-                tanh_(pre[b], 0, hidden, work)
+                tanh_(pre[b], 0, hidden)
             copy_(pre[b], rec[:hidden])
         if proj:
             for i in range(n_active):
