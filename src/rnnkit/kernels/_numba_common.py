@@ -296,42 +296,6 @@ def position(lengths, b, step, reverse):
     return lengths[b] - 1 - step if reverse else step
 
 
-@jit_inline
-def group_norm(v, groups, normed, rstd, eps):
-    """Layer norm per group without gain and shift: v (G*H,) in `groups` groups of H units;
-    normed[j] = (v[j] - mean) * rstd[k] with rstd[k] = 1 / sqrt(var + eps) of j's group k
-    (biased variance, as torch.nn.functional.layer_norm). Sums in float64."""
-    size = len(v) // groups
-    for k in range(groups):
-        mean = 0.0
-        for j in range(k * size, (k + 1) * size):
-            mean += v[j]
-        mean /= size
-        var = 0.0
-        for j in range(k * size, (k + 1) * size):
-            var += (v[j] - mean) ** 2
-        rstd[k] = 1.0 / np.sqrt(var / size + eps)
-        for j in range(k * size, (k + 1) * size):
-            normed[j] = (v[j] - mean) * rstd[k]
-
-
-@jit_inline
-def group_norm_backward(grad_normed, normed, rstd, groups, out):
-    """out = dL/dv from grad_normed = dL/d(normed), per group (see `group_norm`):
-    rstd * (g - mean(g) - normed * mean(g * normed))."""
-    size = len(normed) // groups
-    for k in range(groups):
-        mean_g = 0.0
-        mean_gn = 0.0
-        for j in range(k * size, (k + 1) * size):
-            mean_g += grad_normed[j]
-            mean_gn += grad_normed[j] * normed[j]
-        mean_g /= size
-        mean_gn /= size
-        for j in range(k * size, (k + 1) * size):
-            out[j] = rstd[k] * (grad_normed[j] - mean_g - normed[j] * mean_gn)
-
-
 # ---- Python side -------------------------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ from rnnkit.kernels._numba_common import (
     jit,
     jit_inline,
     numpy_view,
+    offset,
     sigmoid_,
     tanh_,
 )
@@ -49,10 +50,11 @@ def _layer_norm_(v, groups, gain, shift, eps, moments):
     group_moments(v, groups, moments[0], moments[1], eps)
     size = len(v) // groups
     for k in range(groups):
-        part, gain_k, shift_k = v[k * size : (k + 1) * size], gain[k * size :], shift[k * size :]
+        start = k * size
         mean, rstd = v.dtype.type(moments[0, k]), v.dtype.type(moments[1, k])
         for j in range(size):
-            part[j] = shift_k[j] + (part[j] - mean) * rstd * gain_k[j]
+            u = offset(start, j)
+            v[u] = shift[u] + (v[u] - mean) * rstd * gain[u]
 
 
 @jit_inline

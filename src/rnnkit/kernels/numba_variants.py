@@ -96,9 +96,9 @@ def gru_tape(
 
 @jit_inline
 def layer_norm_gates(v, groups, gain, shift, bias, normed, rstd, out, eps):
-    """out = LN(v) * gain + shift + bias, LN per group of v (G*H,) as `group_norm` (float64
-    sums), which also fills normed and rstd (groups,); one pass per group at unit stride, with
-    the group's mean and 1/std in registers. out may be v."""
+    """out = LN(v) * gain + shift + bias with LN(v) = normed = (v - mean) * rstd per group of
+    v (G*H,), rstd = 1 / sqrt(var + eps) (biased variance as torch's layer norm, float64 sums);
+    fills normed and rstd (groups,); the group's mean and 1/std in registers. out may be v."""
     size = len(v) // groups
     for k in range(groups):
         start = k * size
