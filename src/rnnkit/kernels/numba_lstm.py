@@ -94,10 +94,10 @@ def tape_fields(tape, batch, hidden, out_size, layer_norm):
 
 
 @jit_inline
-def group_moments(v, groups, mean, rstd, eps):
-    """mean[k] and rstd[k] = 1 / sqrt(var + eps) of v (G*H,)'s group k of `groups` (biased
-    variance, as torch's layer norm) in one pass: float64 sums of v - v[first of the group], whose
-    shift keeps var = E[d^2] - E[d]^2 from cancelling."""
+def group_moments(v, groups, mean, mean_at, rstd, rstd_at, eps):
+    """mean[mean_at + k] and rstd[rstd_at + k] = 1 / sqrt(var + eps) of v (G*H,)'s group k of
+    `groups` (biased variance, as torch's layer norm) in one pass: float64 sums of
+    v - v[first of the group], whose shift keeps var = E[d^2] - E[d]^2 from cancelling."""
     size = len(v) // groups
     inv_size = 1.0 / size
     one = rstd.dtype.type(1)
@@ -111,30 +111,32 @@ def group_moments(v, groups, mean, rstd, eps):
             total += d
             squares += d * d
         mean_d = total * inv_size
-        mean[k] = shift + mean_d
+        mean[mean_at + k] = shift + mean_d
         # 1 / sqrt in rstd's own dtype: for float32, a shorter chain of latencies per group
         variance = rstd.dtype.type(max(squares * inv_size - mean_d * mean_d, 0.0) + eps)
-        rstd[k] = one / np.sqrt(variance)
+        rstd[rstd_at + k] = one / np.sqrt(variance)
 
 
 @jit_inline
 def normed_gate_inputs(
-    x_row, a_row, x_mean, x_rstd, hh_mean, hh_rstd, ln_ih, ln_hh, bias, hh_normed, out
+    x_row, a_row, stats, hh_mean, gain_x, gain_h, bias, hh_normed, i_f_row, g_row, o_row
 ):
-    """out[k] (H,) = LN_x(W_ih x) + LN_h(W_hh s) + bias for gate group k (out: i, f, g, o), from
-    x_row = W_ih x and a_row = W_hh s (4H,) and the means and 1/stds of the 4 gate groups,
+    """The gates' inputs LN_x(W_ih x) + LN_h(W_hh s) + bias into i_f_row (2H,), g_row and
+    o_row (H,), from x_row = W_ih x and a_row = W_hh s (4H,), a tape row's `stats` (LN_h's
+    1/stds at 0-3, LN_x's at 5-8, LN_x's means at 9-12), LN_h's means, both LN gains (4H,) and
     bias = both LN shifts + b_ih + b_hh; LN_h's normalised W_hh s into hh_normed (4H,)."""
     size = len(a_row) // 4
-    gain_x, gain_h = ln_ih[0], ln_hh[0]
     for k in range(4):
-        a_out, start = out[k], k * size
-        mean_x, rstd_x, rstd_h = x_mean[k], x_rstd[k], hh_rstd[k]
+        out, out_at = (i_f_row, k * size) if k < 2 else (g_row if k == 2 else o_row, 0)
+        start = k * size
+        mean_x, rstd_x, rstd_h = stats[9 + k], stats[5 + k], stats[k]
         mean_h = a_row.dtype.type(hh_mean[k])
         for j in range(size):
             u = offset(start, j)
             normed = (a_row[u] - mean_h) * rstd_h
             hh_normed[u] = normed
-            a_out[j] = (x_row[u] - mean_x) * rstd_x * gain_x[u] + normed * gain_h[u] + bias[u]
+            value = (x_row[u] - mean_x) * rstd_x * gain_x[u] + normed * gain_h[u] + bias[u]
+            out[offset(out_at, j)] = value
 
 
 @jit_inline
@@ -200,6 +202,7 @@ def lstm_forward_loop(
     if layer_norm:
         bias += ln_ih[1] + ln_hh[1]
     hh_mean = np.zeros(4)  # LN_h's means of one sequence
+    gain_x, gain_h = (ln_ih[0], ln_hh[0]) if layer_norm else (bias, bias)  # LN's gains
     h_hat = np.zeros_like(h) if zoned_h else h  # (B, P): W_hr u
     u = np.zeros((batch, hidden), dtype=dtype) if proj else h_hat  # (B, H): o * tanh(LN_c(c_hat))
     last = lengths[order[0]]
@@ -223,11 +226,11 @@ def lstm_forward_loop(
             i_row, f_row = i_f_row[:hidden], i_f_row[hidden:]
             if layer_norm:
                 r = stats[k, i]
-                group_moments(x_row, 4, r[9:], r[5:9], eps)
-                group_moments(a_row, 4, hh_mean, r[:4], eps)
+                group_moments(x_row, 4, r, 9, r, 5, eps)
+                group_moments(a_row, 4, hh_mean, 0, r, 0, eps)
                 normed_gate_inputs(
-                    x_row, a_row, r[9:], r[5:9], hh_mean, r[:4], ln_ih, ln_hh, bias,
-                    hh_norm[k, i], (i_row, f_row, g_row, o_row),
+                    x_row, a_row, r, hh_mean, gain_x, gain_h, bias, hh_norm[k, i], i_f_row,
+                    g_row, o_row,
                 )  # fmt: skip
             else:  # a = (W_ih x + b_ih) + (W_hh s + b_hh), straight into the gates' fields
                 add_biases(x_row, bias_ih, a_row, bias_hh, i_f_row)  # i|f: the first 2H
@@ -259,7 +262,7 @@ def lstm_forward_loop(
                     o_row[j] += w_co[j] * c_hat_row[j]
             if layer_norm:
                 normed, gain, shift = c_norm[k, i], ln_c[0], ln_c[1]
-                group_moments(c_hat_row, 1, hh_mean, stats[k, i, 4:5], eps)
+                group_moments(c_hat_row, 1, hh_mean, 0, stats[k, i], 4, eps)
                 mean, rstd = dtype.type(hh_mean[0]), stats[k, i, 4]
                 for j in range(hidden):
                     n_j = (c_hat_row[j] - mean) * rstd

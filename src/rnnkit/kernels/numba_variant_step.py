@@ -47,7 +47,7 @@ from rnnkit.kernels.numba_step import add_matvec1, add_products, step_input, ten
 def _layer_norm_(v, groups, gain, shift, eps, moments):
     """v = LN(v) * gain + shift in place, per group of v (G*H,) (`group_moments`' float64
     moments); moments: scratch (2, groups)."""
-    group_moments(v, groups, moments[0], moments[1], eps)
+    group_moments(v, groups, moments[0], 0, moments[1], 0, eps)
     size = len(v) // groups
     for k in range(groups):
         start = k * size
