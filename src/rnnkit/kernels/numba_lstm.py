@@ -243,11 +243,7 @@ def lstm_forward_loop(
                     i_row[j] += w_ci[j] * c_row[j]
                     f_row[j] += w_cf[j] * c_row[j]
         sigmoid_(i_f[k].reshape(-1), 0, n * 2 * hidden)
-        tanh_(
-            g[k].reshape(-1),
-            0,
-            n * hidden,
-        )
+        tanh_(g[k].reshape(-1), 0, n * hidden)
         if save:
             c_prev[k, :n] = c[:n]
         for i in range(n):
@@ -277,16 +273,8 @@ def lstm_forward_loop(
                     c_row[j] = (1 - d) * c_hat_row[j] + d * c_row[j]
             else:
                 copy_(c_hat_row, c_row)
-        sigmoid_(
-            o[k].reshape(-1),
-            0,
-            n * hidden,
-        )
-        tanh_(
-            tanh_c[k].reshape(-1),
-            0,
-            n * hidden,
-        )
+        sigmoid_(o[k].reshape(-1), 0, n * hidden)
+        tanh_(tanh_c[k].reshape(-1), 0, n * hidden)
         o_flat, y_flat, u_flat = o[k].reshape(-1), tanh_c[k].reshape(-1), u.reshape(-1)
         for j in range(n * hidden):
             u_flat[j] = o_flat[j] * y_flat[j]
