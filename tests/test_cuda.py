@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import rnnkit
 from rnnkit.cli import main
 from rnnkit.tasks import load_run
+from variant_layers import VARIANT_LAYERS
 
 pytestmark = [
     pytest.mark.cuda,
@@ -41,20 +42,9 @@ PLAIN = {
 }
 
 VARIANTS = {
-    "lstm_layer_norm_peephole": lambda **kw: rnnkit.LSTM(
-        5, 6, layer_norm=True, peephole=True, **kw
-    ),
-    "lstm_zoneout_proj": lambda **kw: rnnkit.LSTM(
-        5, 6, proj_size=3, zoneout=0.2, zoneout_cell=0.4, **kw
-    ),
-    "lstm_dropouts": lambda **kw: rnnkit.LSTM(5, 6, recurrent_dropout=0.3, weight_drop=0.3, **kw),
-    "gru_layer_norm_zoneout": lambda **kw: rnnkit.GRU(5, 6, layer_norm=True, zoneout=0.2, **kw),
-    "gru_proj_dropouts": lambda **kw: rnnkit.GRU(
-        5, 6, proj_size=4, recurrent_dropout=0.3, weight_drop=0.3, **kw
-    ),
-    "rnn_proj_zoneout": lambda **kw: rnnkit.RNN(5, 6, proj_size=3, zoneout=0.3, **kw),
-    "mingru": lambda **kw: rnnkit.MinGRU(5, 6, **kw),
-    "minlstm": lambda **kw: rnnkit.MinLSTM(5, 6, **kw),
+    **VARIANT_LAYERS,
+    "mingru": lambda i, h, **kw: rnnkit.MinGRU(i, h, **kw),
+    "minlstm": lambda i, h, **kw: rnnkit.MinLSTM(i, h, **kw),
 }
 
 
@@ -112,8 +102,8 @@ def test_variant_layers_on_the_device_equal_the_cpu(name, bidirectional):
     (the log-space scan on CUDA, the compiled scan on the CPU) give on CUDA what the same
     weights give on the CPU, in float64, with lengths and two stacked layers."""
     torch.manual_seed(1)
-    cpu_layer = VARIANTS[name](num_layers=2, bidirectional=bidirectional, dtype=F64).eval()
-    cuda_layer = VARIANTS[name](num_layers=2, bidirectional=bidirectional, dtype=F64).eval()
+    cpu_layer = VARIANTS[name](5, 6, num_layers=2, bidirectional=bidirectional, dtype=F64).eval()
+    cuda_layer = VARIANTS[name](5, 6, num_layers=2, bidirectional=bidirectional, dtype=F64).eval()
     cuda_layer.load_state_dict(cpu_layer.state_dict())
     cuda_layer.to(CUDA)
     x = torch.randn(9, 3, 5, dtype=F64)
@@ -127,7 +117,7 @@ def test_variant_training_runs_on_the_device(name):
     the output stays there, gradients reach every parameter, and masks do act (train != eval,
     except minGRU/minLSTM, which have none)."""
     torch.manual_seed(2)
-    layer = VARIANTS[name](num_layers=2, dropout=0.2, device=CUDA)
+    layer = VARIANTS[name](5, 6, num_layers=2, dropout=0.2, device=CUDA)
     x = torch.randn(8, 4, 5, device=CUDA)
     out, final = layer(x)
     (out.sum() + sum(s.sum() for s in _tensors(final))).backward()
@@ -149,7 +139,7 @@ def test_step_on_the_device_reproduces_forward(name):
         _, ours_cls, extra = PLAIN[name]
         layer = ours_cls(5, 6, num_layers=2, device=CUDA, dtype=F64, **extra).eval()
     else:
-        layer = VARIANTS[name](num_layers=2, dtype=F64).to(CUDA).eval()
+        layer = VARIANTS[name](5, 6, num_layers=2, dtype=F64).to(CUDA).eval()
     x = torch.randn(6, 2, 5, device=CUDA, dtype=F64)
     with torch.no_grad():
         expected, expected_final = layer(x)
@@ -219,13 +209,14 @@ def test_weights_are_flattened_for_cudnn(name):
 def test_layers_under_bfloat16_autocast_on_the_device(name):
     """Inside torch.autocast("cuda", bfloat16), as torch.nn's layers run there: forward, a
     bfloat16 state fed back to forward and to step(), gradients for every parameter, and
-    outputs within bfloat16's precision of float32's."""
+    outputs within bfloat16's precision of float32's. (torch's autocast runs cuDNN's RNNs in
+    float16 whatever dtype it was given; the drop-in layers keep that rule.)"""
     torch.manual_seed(6)
     if name in PLAIN:
         _, ours_cls, extra = PLAIN[name]
-        layer = ours_cls(5, 6, num_layers=2, device=CUDA, **extra).eval()
+        layer = ours_cls(5, 32, num_layers=2, device=CUDA, **extra).eval()
     else:
-        layer = VARIANTS[name](num_layers=2).to(CUDA).eval()
+        layer = VARIANTS[name](5, 32, num_layers=2).to(CUDA).eval()
     x = torch.randn(6, 3, 5, device=CUDA)
     with torch.no_grad():
         expected, expected_state = layer(x)
@@ -239,7 +230,14 @@ def test_layers_under_bfloat16_autocast_on_the_device(name):
     for pname, p in layer.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
     for got, want in ((out, expected), (again, expected_again), (stepped, expected_step)):
-        torch.testing.assert_close(got.float(), want, rtol=0, atol=5e-2)
+        # bfloat16 keeps 8 bits, and layer norm divides by the spread of a gate's units, so
+        # there an element can move by 0.24 (H = 32; over 1 at H = 6). Worst over 20 seeds on
+        # an H200: mean 0.016, max 0.24 with layer norm; mean 0.002, max 0.01 without. A state
+        # lost on the way back in moves the mean by 0.27 or more with layer norm, 0.007 or
+        # more without.
+        mean_bound, max_bound = (0.05, 0.5) if "layer_norm" in name else (3e-3, 0.05)
+        difference = (got.float() - want).abs()
+        assert difference.mean() < mean_bound and difference.max() < max_bound, difference.max()
 
 
 def test_numba_backend_on_the_device_is_a_clear_error():

@@ -9,23 +9,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit import Variant, VariantElmanCell, VariantGRUCell, VariantLSTMCell
+from variant_layers import VARIANT_LAYERS
 
 F64 = torch.float64
-
-CONFIGS = {
-    "lstm_layer_norm_peephole": lambda **kw: rnnkit.LSTM(
-        3, 4, layer_norm=True, peephole=True, **kw
-    ),
-    "lstm_zoneout_proj": lambda **kw: rnnkit.LSTM(
-        3, 4, proj_size=2, zoneout=0.2, zoneout_cell=0.4, **kw
-    ),
-    "lstm_dropouts": lambda **kw: rnnkit.LSTM(3, 4, recurrent_dropout=0.3, weight_drop=0.3, **kw),
-    "gru_layer_norm_zoneout": lambda **kw: rnnkit.GRU(3, 4, layer_norm=True, zoneout=0.2, **kw),
-    "gru_proj_dropouts": lambda **kw: rnnkit.GRU(
-        3, 4, proj_size=3, recurrent_dropout=0.3, weight_drop=0.3, **kw
-    ),
-    "rnn_proj_zoneout": lambda **kw: rnnkit.RNN(3, 4, proj_size=2, zoneout=0.3, **kw),
-}
 
 
 def one_sequence_state(final, b):
@@ -34,12 +20,14 @@ def one_sequence_state(final, b):
     )
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(VARIANT_LAYERS))
 def test_lengths_bidirectional_stacked_equal_each_sequence_alone(name):
     """Padded with lengths, each sequence gives what it gives on its own, unpadded; past its
     length the output is zero."""
     torch.manual_seed(0)
-    layer = CONFIGS[name](num_layers=2, bidirectional=True, batch_first=True, dtype=F64).eval()
+    layer = VARIANT_LAYERS[name](
+        3, 4, num_layers=2, bidirectional=True, batch_first=True, dtype=F64
+    ).eval()
     x = torch.randn(3, 6, 3, dtype=F64)
     lengths = torch.tensor([4, 6, 1])
     out, final = layer(x, lengths=lengths)
@@ -57,10 +45,10 @@ def test_lengths_bidirectional_stacked_equal_each_sequence_alone(name):
     )
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(VARIANT_LAYERS))
 def test_step_reproduces_forward_in_eval(name):
     torch.manual_seed(1)
-    layer = CONFIGS[name](num_layers=2).eval()
+    layer = VARIANT_LAYERS[name](3, 4, num_layers=2).eval()
     x = torch.randn(5, 2, 3)
     expected_out, expected_final = layer(x)
     state, outputs = None, []

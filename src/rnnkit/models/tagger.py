@@ -107,10 +107,13 @@ class CharEncoder(nn.Module):
         flat = chars.reshape(batch * steps, width)  # (N, W), one row per word slot
         lengths = (flat != 0).sum(dim=1)  # (N,)
         real = lengths > 0  # padding slots have no characters
-        features = self.embedding.weight.new_zeros(batch * steps, self.output_size)
-        if bool(real.any()):
-            _, state = self.rnn(self.embedding(flat[real]), lengths=lengths[real])
-            features[real] = last_layer_state(state, directions=2)  # (N_real, 2*H_c)
+        if not bool(real.any()):
+            return self.embedding.weight.new_zeros(batch, steps, self.output_size)
+        _, state = self.rnn(self.embedding(flat[real]), lengths=lengths[real])
+        summary = last_layer_state(state, directions=2)  # (N_real, 2*H_c)
+        # the state's dtype, not the embedding's: under CUDA autocast cuDNN returns float16
+        features = summary.new_zeros(batch * steps, self.output_size)
+        features[real] = summary
         return features.reshape(batch, steps, self.output_size)
 
 
