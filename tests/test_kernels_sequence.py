@@ -281,3 +281,31 @@ def test_nonlinearities_are_within_a_few_ulp_of_torch_float64(name, dtype):
     torch.testing.assert_close(ours[len(values) :], reference(special), equal_nan=True)
     zeros = values == 0
     assert torch.equal(ours[: len(values)][zeros].signbit(), reference(values[zeros]).signbit())
+
+
+def test_unowned_arrays_are_the_same_memory_without_an_owner():
+    """`unowned` gives the loops an array whose row views count no references: the same data,
+    shape and strides (a strided view too), writes through its rows reach the owner, and the
+    views read what the owner holds."""
+    import numba
+    import numpy as np
+
+    @numba.njit
+    def through_rows(array):
+        view = _numba_common.unowned(array)
+        total = 0.0
+        for i in range(view.shape[0]):
+            row = view[i]
+            for j in range(row.shape[0]):
+                total += row[j]
+                row[j] = 10 * i + j
+        return total, view.shape, view.strides
+
+    owner = np.arange(24.0).reshape(4, 6)
+    strided = owner[::2, 1::2]  # (2, 3), not contiguous
+    expected_sum = float(strided.sum())
+    total, shape, strides = through_rows(strided)
+    assert total == expected_sum
+    assert shape == strided.shape and strides == strided.strides
+    np.testing.assert_array_equal(owner[::2, 1::2], [[0, 1, 2], [10, 11, 12]])
+    assert owner[1, 1] == 7.0 and owner[0, 0] == 0.0  # rows and columns outside it untouched

@@ -28,6 +28,7 @@ from rnnkit.kernels._numba_common import (
     running,
     sort_rows,
     tanh_,
+    unowned,
     unsort,
     weight_grads,
 )
@@ -47,13 +48,17 @@ def elman_forward_loop(
     (`product_prefix`)."""
     batch, hidden = h0.shape
     identity = np.arange(batch)
-    h = sort_rows(h0, order)  # (B, H), the running state, row i for sequence order[i]
-    pre = np.empty_like(h)  # (B, H), the pre-activation of the current step
-    pre_flat = pre.reshape(-1)
+    h_own = sort_rows(h0, order)  # (B, H), the running state, row i for sequence order[i]
+    pre_own = np.empty_like(h_own)  # (B, H), the pre-activation of the current step
+    pre_flat = pre_own.reshape(-1)
+    # rows below are views of unowned arrays, without reference counts (`unowned`): the
+    # caller holds the arguments, and the owners are used in the loop and after it
+    x_proj, output, h_prev = unowned(x_proj), unowned(output), unowned(h_prev)
+    h, pre = unowned(h_own), unowned(pre_own)
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
-        product_prefix(weight_hh, blas, h, n_active, pre, identity)
+        product_prefix(weight_hh, blas, h_own, n_active, pre_own, identity)
         for i in range(n_active):
             pre_row = pre[i]
             x_row = x_proj[position(lengths, order[i], step, reverse), order[i]]
@@ -70,7 +75,7 @@ def elman_forward_loop(
             copy_(h[i], h_prev[t if save else 0, b])
             copy_(pre[i], h[i])
             copy_(pre[i], output[t, b])
-    return unsort(h, order)
+    return unsort(h_own, order)
 
 
 @jit
@@ -82,8 +87,10 @@ def elman_backward_loop(
     Rows of the carried gradients follow `order`, as in `elman_forward_loop`."""
     batch, hidden = grad_h_n.shape
     identity = np.arange(batch)
-    grad_h = sort_rows(grad_h_n, order)  # (B, H), dL/dh carried back through time
-    step_grad = np.zeros_like(grad_h)  # (B, H)
+    grad_h_own = sort_rows(grad_h_n, order)  # (B, H), dL/dh carried back through time
+    step_grad_own = np.zeros_like(grad_h_own)  # (B, H)
+    grad_output, output, grad_pre = unowned(grad_output), unowned(output), unowned(grad_pre)
+    grad_h, step_grad = unowned(grad_h_own), unowned(step_grad_own)  # as in the forward loop
     n_active = 0
     for step in range(lengths[order[0]] - 1, -1, -1):
         n_active = running(lengths, order, step, n_active)
@@ -100,8 +107,8 @@ def elman_backward_loop(
                 else:
                     grad[j] = dh * (1 - h * h)
             copy_(grad, grad_pre[t, b])
-        product_prefix(weight_hh_t, blas, step_grad, n_active, grad_h, identity)
-    return unsort(grad_h, order)
+        product_prefix(weight_hh_t, blas, step_grad_own, n_active, grad_h_own, identity)
+    return unsort(grad_h_own, order)
 
 
 def elman_forward(

@@ -34,6 +34,7 @@ from rnnkit.kernels._numba_common import (
     sigmoid_,
     sort_rows,
     tanh_,
+    unowned,
     unsort,
     weight_grads,
 )
@@ -69,15 +70,21 @@ def gru_forward_loop(
     vectorise the loops over units."""
     batch, hidden = h0.shape
     identity = np.arange(batch)
-    h = sort_rows(h0, order)  # (B, H), the running state, row i for sequence order[i]
-    h_proj = np.empty((batch, 3 * hidden), dtype=h0.dtype)  # (B, 3H)
-    rz = np.empty((batch, 2 * hidden), dtype=h0.dtype)  # (B, 2H): r|z of the step
-    n_gate = np.empty((batch, hidden), dtype=h0.dtype)  # (B, H): n of the step
-    rz_flat, n_flat = rz.reshape(-1), n_gate.reshape(-1)
+    h_own = sort_rows(h0, order)  # (B, H), the running state, row i for sequence order[i]
+    h_proj_own = np.empty((batch, 3 * hidden), dtype=h0.dtype)  # (B, 3H)
+    rz_own = np.empty((batch, 2 * hidden), dtype=h0.dtype)  # (B, 2H): r|z of the step
+    n_gate_own = np.empty((batch, hidden), dtype=h0.dtype)  # (B, H): n of the step
+    rz_flat, n_flat = rz_own.reshape(-1), n_gate_own.reshape(-1)
+    # rows below are views of unowned arrays, without reference counts (`unowned`): the
+    # caller holds the arguments, and the owners are used in the loop and after it
+    x_proj, output = unowned(x_proj), unowned(output)
+    gates, h_prev = unowned(gates), unowned(h_prev)
+    h, h_proj = unowned(h_own), unowned(h_proj_own)
+    rz, n_gate = unowned(rz_own), unowned(n_gate_own)
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
-        product_prefix(weight_hh, blas, h, n_active, h_proj, identity)
+        product_prefix(weight_hh, blas, h_own, n_active, h_proj_own, identity)
         for i in range(n_active):
             x_row = x_proj[position(lengths, order[i], step, reverse), order[i]]
             h_proj_row, rz_row = h_proj[i], rz[i]
@@ -110,7 +117,7 @@ def gru_forward_loop(
                 h_new = n + z * (h_row[j] - n)  # (1 - z) * n + z * h, rounded as torch does
                 h_row[j] = h_new
                 output_row[j] = h_new
-    return unsort(h, order)
+    return unsort(h_own, order)
 
 
 @jit
@@ -125,9 +132,13 @@ def gru_backward_loop(
     `gru_forward_loop`."""
     batch, hidden = grad_h_n.shape
     identity = np.arange(batch)
-    grad_h = sort_rows(grad_h_n, order)  # (B, H), dL/dh through W_hh, carried back through time
-    grad_direct = np.zeros_like(grad_h)  # (B, H), dL/dh through the path h' = ... + z * h
-    step_grad = np.zeros((batch, 3 * hidden), dtype=grad_h_n.dtype)  # (B, 3H): dL/d(h_proj)
+    grad_h_own = sort_rows(grad_h_n, order)  # (B, H), dL/dh through W_hh, carried back
+    grad_direct_own = np.zeros_like(grad_h_own)  # (B, H), dL/dh through h' = ... + z * h
+    step_grad_own = np.zeros((batch, 3 * hidden), dtype=grad_h_n.dtype)  # (B, 3H): dL/d(h_proj)
+    grad_output, gates, h_prev = unowned(grad_output), unowned(gates), unowned(h_prev)
+    grad_x_proj, grad_h_proj_n = unowned(grad_x_proj), unowned(grad_h_proj_n)
+    grad_h, grad_direct = unowned(grad_h_own), unowned(grad_direct_own)  # as in the forward loop
+    step_grad = unowned(step_grad_own)
     n_active = 0
     for step in range(lengths[order[0]] - 1, -1, -1):
         n_active = running(lengths, order, step, n_active)
@@ -151,8 +162,8 @@ def gru_backward_loop(
                 grad_x_row[2 * hidden + j] = da_n
                 grad_n_row[j] = grad_h_row[2 * hidden + j] = da_n * r
                 direct[j] = dh * z
-        product_prefix(weight_hh_t, blas, step_grad, n_active, grad_h, identity)
-    return unsort(grad_h + grad_direct, order)
+        product_prefix(weight_hh_t, blas, step_grad_own, n_active, grad_h_own, identity)
+    return unsort(grad_h_own + grad_direct_own, order)
 
 
 def gru_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save):

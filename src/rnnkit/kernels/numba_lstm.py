@@ -50,6 +50,7 @@ from rnnkit.kernels._numba_common import (
     sigmoid_,
     sort_rows,
     tanh_,
+    unowned,
     unsort,
     weight_grads,
 )
@@ -191,12 +192,18 @@ def lstm_forward_loop(
     layer_norm, peep = ln_hh.shape[0] > 0, peephole.shape[0] > 0
     proj, masked = weight_hr.shape[0] > 0, h_mask.shape[0] > 0
     zoned_h, zoned_c = zone_h.shape[0] > 0, zone_c.shape[0] > 0
+    # the rows below are views: of unowned arrays (the caller holds the arguments; h_own and
+    # c_own are returned), they take no reference counts
+    x_proj, output, tape, ln_c = unowned(x_proj), unowned(output), unowned(tape), unowned(ln_c)
+    peephole, h_mask = unowned(peephole), unowned(h_mask)
+    zone_h, zone_c = unowned(zone_h), unowned(zone_c)
     fields = tape_fields(tape, batch, hidden, out_size, layer_norm)
     i_f, g, o, c_prev, c_hat = fields[0], fields[1], fields[2], fields[3], fields[4]
     tanh_c, s_tape, c_norm, hh_norm, stats = fields[5], fields[6], fields[7], fields[8], fields[9]
     dtype = h0.dtype
     identity = np.arange(batch)
-    h, c = sort_rows(h0, order), sort_rows(c0, order)  # (B, P), (B, H): row i is order[i]'s
+    h_own, c_own = sort_rows(h0, order), sort_rows(c0, order)  # (B, P), (B, H): row i is order[i]'s
+    h, c = unowned(h_own), unowned(c_own)
     a = np.zeros((batch, 4 * hidden), dtype=dtype)  # (B, 4H): W_hh s, then a
     bias = bias_ih + bias_hh  # (4H,): with layer norm all that is added to the gates' inputs
     if layer_norm:
@@ -290,7 +297,7 @@ def lstm_forward_loop(
                     d = zone_row[j]
                     h_row[j] = (1 - d) * h_hat_row[j] + d * h_row[j]
             copy_(h_row, output[t, b])
-    return unsort(h, order), unsort(c, order)
+    return unsort(h_own, order), unsort(c_own, order)
 
 
 @jit
@@ -316,6 +323,12 @@ def lstm_backward_loop(
     layer_norm, peep = ln_hh_gain.shape[0] > 0, peephole.shape[0] > 0
     proj, masked = weight_hr_t.shape[0] > 0, h_mask.shape[0] > 0
     zoned_h, zoned_c = zone_h.shape[0] > 0, zone_c.shape[0] > 0
+    # the caller holds the arguments: their rows below take no reference counts (`unowned`)
+    x_proj, grad_output, tape = unowned(x_proj), unowned(grad_output), unowned(tape)
+    grad_x_proj, grad_hh, grad_h_hat = unowned(grad_x_proj), unowned(grad_hh), unowned(grad_h_hat)
+    h_mask, zone_h, zone_c = unowned(h_mask), unowned(zone_h), unowned(zone_c)
+    peephole, grad_ln_gains = unowned(peephole), unowned(grad_ln_gains)
+    grad_ln_c, grad_peephole = unowned(grad_ln_c), unowned(grad_peephole)
     fields = tape_fields(tape, batch, hidden, out_size, layer_norm)
     i_f, g, o, c_prev, c_hat = fields[0], fields[1], fields[2], fields[3], fields[4]
     tanh_c, c_norm, hh_norm, stats = fields[5], fields[7], fields[8], fields[9]

@@ -47,6 +47,7 @@ from rnnkit.kernels._numba_common import (
     sigmoid_,
     sort_rows,
     tanh_,
+    unowned,
     unsort,
     weight_grads,
 )
@@ -165,6 +166,12 @@ def gru_forward_loop(
     masked, zoned, store_s = h_mask.shape[0] > 0, zone_h.shape[0] > 0, s_tape.shape[2] > 0
     dtype = h0.dtype
     identity = np.arange(batch)
+    # the caller holds the arguments: their rows below take no reference counts (`unowned`)
+    x_proj, output, rz_tape = unowned(x_proj), unowned(output), unowned(rz_tape)
+    n_tape, a_h_n_tape, h_prev_tape = unowned(n_tape), unowned(a_h_n_tape), unowned(h_prev_tape)
+    h_new_tape, s_tape, hh_norm_tape = unowned(h_new_tape), unowned(s_tape), unowned(hh_norm_tape)
+    ih_norm_tape, rstd_tape, zone_h = unowned(ih_norm_tape), unowned(rstd_tape), unowned(zone_h)
+    h_mask, ln_ih, ln_hh = unowned(h_mask), unowned(ln_ih), unowned(ln_hh)
     h = sort_rows(h0, order)  # (B, H): row i is order[i]'s
     s = sort_rows(s0, order) if proj else h  # (B, P): the output and recurrent state
     hh = np.zeros((batch, 3 * hidden), dtype=dtype)  # (B, 3H): W_hh (m * s), then a^h
@@ -257,6 +264,13 @@ def gru_backward_loop(
     masked, zoned = h_mask.shape[0] > 0, zone_h.shape[0] > 0
     dtype = grad_h_n.dtype
     identity = np.arange(batch)
+    # the caller holds the arguments: their rows below take no reference counts (`unowned`)
+    grad_output, h_mask, zone_h = unowned(grad_output), unowned(h_mask), unowned(zone_h)
+    rz_tape, n_tape, a_h_n_tape = unowned(rz_tape), unowned(n_tape), unowned(a_h_n_tape)
+    h_prev_tape, hh_norm_tape = unowned(h_prev_tape), unowned(hh_norm_tape)
+    ih_norm_tape, rstd_tape = unowned(ih_norm_tape), unowned(rstd_tape)
+    grad_x_proj, grad_hh, grad_s = unowned(grad_x_proj), unowned(grad_hh), unowned(grad_s)
+    grad_bias, grad_ln_gains = unowned(grad_bias), unowned(grad_ln_gains)
     grad_h = sort_rows(grad_h_n, order)  # (B, H): dL/dh_t, carried
     grad_s_step = sort_rows(grad_s_n, order) if proj else grad_h  # (B, P): dL/ds_t, carried
     grad_h_from_s = np.zeros((batch, hidden), dtype=dtype)  # (B, H): W_hr.T dL/ds_t
@@ -422,6 +436,9 @@ def elman_forward_loop(
     batch, out_size = h0.shape
     hidden = x_proj.shape[2]
     proj, masked, zoned = weight_hr.shape[0] > 0, h_mask.shape[0] > 0, zone_h.shape[0] > 0
+    # the caller holds the arguments: their rows below take no reference counts (`unowned`)
+    x_proj, h_mask, zone_h = unowned(x_proj), unowned(h_mask), unowned(zone_h)
+    output, tape = unowned(output), unowned(tape)
     h = h0.copy()
     masked_h = np.zeros_like(h0)  # (B, P): m * h
     pre = np.zeros((batch, hidden), dtype=h0.dtype)  # (B, H)
@@ -474,6 +491,9 @@ def elman_backward_loop(
     batch, out_size = grad_h_n.shape
     hidden = grads.shape[2] - out_size
     proj, masked, zoned = weight_hr_t.shape[0] > 0, h_mask.shape[0] > 0, zone_h.shape[0] > 0
+    # the caller holds the arguments: their rows below take no reference counts (`unowned`)
+    grad_output, h_mask, zone_h = unowned(grad_output), unowned(h_mask), unowned(zone_h)
+    tape, grads = unowned(tape), unowned(grads)
     grad_h = grad_h_n.copy()
     grad_act = np.zeros((batch, hidden), dtype=grad_h.dtype)  # (B, H)
     grad_h_hat = np.zeros_like(grad_h) if proj else grad_act  # (B, P)
