@@ -48,6 +48,7 @@ def elman_forward_loop(
     (`product_prefix`)."""
     batch, hidden = h0.shape
     identity = np.arange(batch)
+    zero = h0.dtype.type(0)  # an int literal would make max() float64
     h_own = sort_rows(h0, order)  # (B, H), the running state, row i for sequence order[i]
     pre_own = np.empty_like(h_own)  # (B, H), the pre-activation of the current step
     pre_flat = pre_own.reshape(-1)
@@ -66,7 +67,7 @@ def elman_forward_loop(
                 pre_row[j] += x_row[j]
         if relu:
             for k in range(n_active * hidden):
-                pre_flat[k] = max(pre_flat[k], 0)
+                pre_flat[k] = max(pre_flat[k], zero)
         else:
             tanh_(pre_flat, 0, n_active * hidden)  # one call over all running rows
         for i in range(n_active):
@@ -87,6 +88,7 @@ def elman_backward_loop(
     Rows of the carried gradients follow `order`, as in `elman_forward_loop`."""
     batch, hidden = grad_h_n.shape
     identity = np.arange(batch)
+    zero, one = grad_h_n.dtype.type(0), grad_h_n.dtype.type(1)  # not int literals: float64
     grad_h_own = sort_rows(grad_h_n, order)  # (B, H), dL/dh carried back through time
     step_grad_own = np.zeros_like(grad_h_own)  # (B, H)
     grad_output, output, grad_pre = unowned(grad_output), unowned(output), unowned(grad_pre)
@@ -103,9 +105,9 @@ def elman_backward_loop(
                 dh = carried[j] + grad_output_row[j]
                 h = output_row[j]
                 if relu:
-                    grad[j] = dh if h > 0 else 0
+                    grad[j] = dh if h > 0 else zero
                 else:
-                    grad[j] = dh * (1 - h * h)
+                    grad[j] = dh * (one - h * h)
             copy_(grad, grad_pre[t, b])
         product_prefix(weight_hh_t, blas, step_grad_own, n_active, grad_h_own, identity)
     return unsort(grad_h_own, order)

@@ -29,6 +29,7 @@ from rnnkit.kernels._numba_common import (
     lengths_and_order,
     needs_grad,
     numpy_view,
+    offset,
     position,
     running,
     sigmoid_,
@@ -96,10 +97,11 @@ def gru_forward_loop(
             t = position(lengths, b, step, reverse)
             g, x_row, h_proj_row = gates[t if save else 0, b], x_proj[t, b], h_proj[i]
             r_row, n_row = rz[i], n_gate[i]
-            for j in range(hidden):
-                h_proj_n = h_proj_row[2 * hidden + j] + bias_hh[2 * hidden + j]
-                g[3 * hidden + j] = h_proj_n
-                n_row[j] = x_row[2 * hidden + j] + r_row[j] * h_proj_n
+            for j in range(hidden):  # offset(k * H, j): unsigned, so that the loop vectorises
+                n_at = offset(2 * hidden, j)
+                h_proj_n = h_proj_row[n_at] + bias_hh[n_at]
+                g[offset(3 * hidden, j)] = h_proj_n
+                n_row[j] = x_row[n_at] + r_row[j] * h_proj_n
         tanh_(n_flat, 0, n_active * hidden)
         for i in range(n_active):
             b = order[i]
@@ -110,9 +112,9 @@ def gru_forward_loop(
             for j in range(2 * hidden):
                 g[j] = rz_row[j]
             for j in range(hidden):
-                z = rz_row[hidden + j]
+                z = rz_row[offset(hidden, j)]
                 n = n_row[j]
-                g[2 * hidden + j] = n
+                g[offset(2 * hidden, j)] = n
                 h_prev_row[j] = h_row[j]
                 h_new = n + z * (h_row[j] - n)  # (1 - z) * n + z * h, rounded as torch does
                 h_row[j] = h_new
@@ -139,6 +141,10 @@ def gru_backward_loop(
     grad_x_proj, grad_h_proj_n = unowned(grad_x_proj), unowned(grad_h_proj_n)
     grad_h, grad_direct = unowned(grad_h_own), unowned(grad_direct_own)  # as in the forward loop
     step_grad = unowned(step_grad_own)
+    # 1 in the tensors' dtype (an int literal would make float32 arithmetic float64), and
+    # offset(k * H, j) (unsigned) for the gate thirds, so that the loops vectorise
+    one = grad_h_n.dtype.type(1)
+    dh_row = np.zeros(hidden, dtype=grad_h_n.dtype)  # dL/dh_t of one sequence
     n_active = 0
     for step in range(lengths[order[0]] - 1, -1, -1):
         n_active = running(lengths, order, step, n_active)
@@ -149,19 +155,24 @@ def gru_backward_loop(
             grad_x_row, grad_n_row = grad_x_proj[t, b], grad_h_proj_n[t, b]
             grad_h_row = step_grad[i]
             carried, direct = grad_h[i], grad_direct[i]
-            for j in range(hidden):
-                r = g[j]
-                z = g[hidden + j]
-                n = g[2 * hidden + j]
+            # three passes over few arrays each: one loop over all of them needs more runtime
+            # alias checks than LLVM makes, and stays scalar
+            for j in range(hidden):  # dL/dh_t, and its part through h' = ... + z * h
                 dh = carried[j] + direct[j] + grad_output_row[j]
-                da_n = dh * (1 - z) * (1 - n * n)  # dL/d(x_proj_n + r * h_proj_n)
-                da_r = da_n * g[3 * hidden + j] * r * (1 - r)  # dL/d(x_proj_r + h_proj_r)
-                da_z = dh * (h_prev_row[j] - n) * z * (1 - z)  # dL/d(x_proj_z + h_proj_z)
-                grad_x_row[j] = grad_h_row[j] = da_r
-                grad_x_row[hidden + j] = grad_h_row[hidden + j] = da_z
-                grad_x_row[2 * hidden + j] = da_n
-                grad_n_row[j] = grad_h_row[2 * hidden + j] = da_n * r
-                direct[j] = dh * z
+                dh_row[j] = dh
+                direct[j] = dh * g[offset(hidden, j)]
+            for j in range(hidden):  # dL/da of the three gates, into grad_x_row
+                z_at, n_at = offset(hidden, j), offset(2 * hidden, j)
+                r, z, n, dh = g[j], g[z_at], g[n_at], dh_row[j]
+                da_n = dh * (one - z) * (one - n * n)  # dL/d(x_proj_n + r * h_proj_n)
+                grad_x_row[j] = da_n * g[offset(3 * hidden, j)] * r * (one - r)  # r's
+                grad_x_row[z_at] = dh * (h_prev_row[j] - n) * z * (one - z)  # z's
+                grad_x_row[n_at] = da_n
+            for j in range(2 * hidden):  # dL/d(h_proj) is dL/d(x_proj) in the r and z thirds
+                grad_h_row[j] = grad_x_row[j]
+            for j in range(hidden):  # and dL/d(h_proj_n) = r * dL/d(x_proj_n)
+                n_at = offset(2 * hidden, j)
+                grad_n_row[j] = grad_h_row[n_at] = grad_x_row[n_at] * g[j]
         product_prefix(weight_hh_t, blas, step_grad_own, n_active, grad_h_own, identity)
     return unsort(grad_h_own + grad_direct_own, order)
 

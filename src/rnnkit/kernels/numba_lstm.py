@@ -201,6 +201,7 @@ def lstm_forward_loop(
     i_f, g, o, c_prev, c_hat = fields[0], fields[1], fields[2], fields[3], fields[4]
     tanh_c, s_tape, c_norm, hh_norm, stats = fields[5], fields[6], fields[7], fields[8], fields[9]
     dtype = h0.dtype
+    one = dtype.type(1)  # an int literal would make float32 arithmetic float64
     identity = np.arange(batch)
     h_own, c_own = sort_rows(h0, order), sort_rows(c0, order)  # (B, P), (B, H): row i is order[i]'s
     h, c = unowned(h_own), unowned(c_own)
@@ -277,7 +278,7 @@ def lstm_forward_loop(
                 zone_row = zone_c[position(lengths, order[i], step, reverse), order[i]]
                 for j in range(hidden):
                     d = zone_row[j]
-                    c_row[j] = (1 - d) * c_hat_row[j] + d * c_row[j]
+                    c_row[j] = (one - d) * c_hat_row[j] + d * c_row[j]
             else:
                 copy_(c_hat_row, c_row)
         sigmoid_(o[k].reshape(-1), 0, n * hidden)
@@ -295,7 +296,7 @@ def lstm_forward_loop(
                 h_hat_row, zone_row = h_hat[i], zone_h[t, b]
                 for j in range(out_size):
                     d = zone_row[j]
-                    h_row[j] = (1 - d) * h_hat_row[j] + d * h_row[j]
+                    h_row[j] = (one - d) * h_hat_row[j] + d * h_row[j]
             copy_(h_row, output[t, b])
     return unsort(h_own, order), unsort(c_own, order)
 
@@ -336,6 +337,7 @@ def lstm_backward_loop(
     if shared:
         grad_hh = grad_x_proj
     dtype = grad_h_n.dtype
+    one = dtype.type(1)  # an int literal would make float32 arithmetic float64
     identity = np.arange(batch)
     grad_h, grad_c = sort_rows(grad_h_n, order), sort_rows(grad_c_n, order)  # (B, P), (B, H)
     grad_u = np.zeros((batch, hidden), dtype=dtype)  # (B, H): dL/d(o * tanh(LN_c(c_hat)))
@@ -344,7 +346,7 @@ def lstm_backward_loop(
     scratch = np.zeros(4 * hidden, dtype=dtype)
     grad_c_hat = np.zeros(hidden, dtype=dtype)  # dL/dc_hat of one sequence
     grad_gates = np.zeros(4 * hidden, dtype=dtype)  # dL/da of one sequence, with layer norm
-    zero, one = np.zeros(4, dtype=dtype), np.ones(4, dtype=dtype)  # normalise what is normed
+    zeros, ones = np.zeros(4, dtype=dtype), np.ones(4, dtype=dtype)  # normalise what is normed
     last = lengths[order[0]]
     n = 0
     for step in range(last - 1, -1, -1):
@@ -361,7 +363,7 @@ def lstm_backward_loop(
                     dh = grad_h_row[j] + upstream[j]
                     d = zone_row[j]
                     grad_h_row[j] = d * dh  # zoneout's direct path; W_hh's is added below
-                    grad_h_hat_row[j] = (1 - d) * dh
+                    grad_h_hat_row[j] = (one - d) * dh
             else:
                 for j in range(out_size):
                     grad_h_hat_row[j] = grad_h_row[j] + upstream[j]
@@ -380,13 +382,13 @@ def lstm_backward_loop(
             i_row, f_row = i_f_row[:hidden], i_f_row[hidden:]
             for j in range(hidden):  # through u = o * tanh(y), y = LN_c(c_hat)
                 o_, tanh_y = o_row[j], y_row[j]
-                scratch[j] = grad_u_row[j] * o_ * (1 - tanh_y * tanh_y)  # dL/dy
-                grad_o[j] = grad_u_row[j] * tanh_y * o_ * (1 - o_)
+                scratch[j] = grad_u_row[j] * o_ * (one - tanh_y * tanh_y)  # dL/dy
+                grad_o[j] = grad_u_row[j] * tanh_y * o_ * (one - o_)
             if layer_norm:
                 for j in range(hidden):
                     grad_ln_c[1, j] += scratch[j]
                 layer_norm_backward(
-                    scratch[:hidden], c_norm[k, i], zero, one, ln_c_gain, stats[k, i, 4:5],
+                    scratch[:hidden], c_norm[k, i], zeros, ones, ln_c_gain, stats[k, i, 4:5],
                     grad_ln_c[0], grad_c_hat,
                 )  # fmt: skip
             else:
@@ -395,7 +397,7 @@ def lstm_backward_loop(
                 zone_row = zone_c[t, b]
                 for j in range(hidden):
                     d = zone_row[j]
-                    grad_c_hat[j] += (1 - d) * grad_c_row[j]
+                    grad_c_hat[j] += (one - d) * grad_c_row[j]
                     grad_c_row[j] *= d
             else:
                 for j in range(hidden):
@@ -408,9 +410,9 @@ def lstm_backward_loop(
             for j in range(hidden):  # through c_hat = f * c_{t-1} + i * g
                 dc = grad_c_hat[j]
                 i_, f, g_ = i_row[j], f_row[j], g_row[j]
-                grad_i[j] = dc * g_ * i_ * (1 - i_)
-                grad_f[j] = dc * c_prev_row[j] * f * (1 - f)
-                grad_g[j] = dc * i_ * (1 - g_ * g_)
+                grad_i[j] = dc * g_ * i_ * (one - i_)
+                grad_f[j] = dc * c_prev_row[j] * f * (one - f)
+                grad_g[j] = dc * i_ * (one - g_ * g_)
                 grad_c_row[j] += dc * f
             if peep:  # through i's and f's peepholes
                 for j in range(hidden):
@@ -422,7 +424,7 @@ def lstm_backward_loop(
             if layer_norm:  # through a^h = LN_h(W_hh s) + b_hh and a^x = LN_x(W_ih x) + b_ih
                 r = stats[k, i]
                 layer_norm_backward(
-                    grad, hh_norm[k, i], zero, one, ln_hh_gain, r[:4], grad_ln_gains[1],
+                    grad, hh_norm[k, i], zeros, ones, ln_hh_gain, r[:4], grad_ln_gains[1],
                     grad_hh[k, i],
                 )  # fmt: skip
                 layer_norm_backward(  # normalising W_ih x again as the forward pass did

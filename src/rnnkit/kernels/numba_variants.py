@@ -165,6 +165,7 @@ def gru_forward_loop(
     layer_norm, proj = ln_hh.shape[0] > 0, weight_hr.shape[0] > 0
     masked, zoned, store_s = h_mask.shape[0] > 0, zone_h.shape[0] > 0, s_tape.shape[2] > 0
     dtype = h0.dtype
+    one = dtype.type(1)  # an int literal would make float32 arithmetic float64
     identity = np.arange(batch)
     # the caller holds the arguments: their rows below take no reference counts (`unowned`)
     x_proj, output, rz_tape = unowned(x_proj), unowned(output), unowned(rz_tape)
@@ -228,11 +229,11 @@ def gru_forward_loop(
                 zone_row = zone_h[position(lengths, order[i], step, reverse), order[i]]
                 for j in range(hidden):
                     z, n, d = z_row[j], n_row[j], zone_row[j]
-                    h_row[j] = (1 - d) * ((1 - z) * n + z * h_row[j]) + d * h_row[j]
+                    h_row[j] = (one - d) * ((one - z) * n + z * h_row[j]) + d * h_row[j]
             else:
                 for j in range(hidden):
                     z, n = z_row[j], n_row[j]
-                    h_row[j] = (1 - z) * n + z * h_row[j]
+                    h_row[j] = (one - z) * n + z * h_row[j]
         if proj:
             if save:
                 copy_rows(h, h_new_tape[slot], n_active)
@@ -263,6 +264,7 @@ def gru_backward_loop(
     layer_norm, proj = ln_hh_gain.shape[0] > 0, weight_hr_t.shape[0] > 0
     masked, zoned = h_mask.shape[0] > 0, zone_h.shape[0] > 0
     dtype = grad_h_n.dtype
+    one = dtype.type(1)  # an int literal would make float32 arithmetic float64
     identity = np.arange(batch)
     # the caller holds the arguments: their rows below take no reference counts (`unowned`)
     grad_output, h_mask, zone_h = unowned(grad_output), unowned(h_mask), unowned(zone_h)
@@ -304,10 +306,10 @@ def gru_backward_loop(
             zone_row = zone_h[t, b] if zoned else no_zone
             for j in range(hidden):  # through h_t = (1-d) ((1-z) n + z h_{t-1}) + d h_{t-1}
                 r, z, n, d = r_row[j], z_row[j], n_row[j], zone_row[j]
-                dh_hat = (1 - d) * grad_h_row[j]
-                da_n = dh_hat * (1 - z) * (1 - n * n)
-                da_r = da_n * a_h_n_row[j] * r * (1 - r)
-                da_z = dh_hat * (h_prev_row[j] - n) * z * (1 - z)
+                dh_hat = (one - d) * grad_h_row[j]
+                da_n = dh_hat * (one - z) * (one - n * n)
+                da_r = da_n * a_h_n_row[j] * r * (one - r)
+                da_z = dh_hat * (h_prev_row[j] - n) * z * (one - z)
                 grad_x_row[j] = grad_a_h[j] = da_r
                 grad_x_row[hidden + j] = grad_a_h[hidden + j] = da_z
                 grad_x_row[2 * hidden + j] = da_n
@@ -436,6 +438,7 @@ def elman_forward_loop(
     batch, out_size = h0.shape
     hidden = x_proj.shape[2]
     proj, masked, zoned = weight_hr.shape[0] > 0, h_mask.shape[0] > 0, zone_h.shape[0] > 0
+    zero, one = h0.dtype.type(0), h0.dtype.type(1)  # not literals, which make float64
     # the caller holds the arguments: their rows below take no reference counts (`unowned`)
     x_proj, h_mask, zone_h = unowned(x_proj), unowned(h_mask), unowned(zone_h)
     output, tape = unowned(output), unowned(tape)
@@ -462,7 +465,7 @@ def elman_forward_loop(
             for j in range(hidden):
                 pre[b, j] = x_proj[t, b, j] + (pre[b, j] + bias_hh[j])
                 if relu:
-                    pre[b, j] = max(pre[b, j], 0)
+                    pre[b, j] = max(pre[b, j], zero)
             if not relu:
                 tanh_(pre[b], 0, hidden)
             copy_(pre[b], rec[:hidden])
@@ -474,8 +477,8 @@ def elman_forward_loop(
             b = order[i]
             t = position(lengths, b, step, reverse)
             for k in range(out_size):
-                d = zone_h[t, b, k] if zoned else 0.0
-                h[b, k] = (1 - d) * h_hat[b, k] + d * h[b, k]
+                d = zone_h[t, b, k] if zoned else zero
+                h[b, k] = (one - d) * h_hat[b, k] + d * h[b, k]
                 output[t, b, k] = h[b, k]
     return h
 
@@ -491,6 +494,7 @@ def elman_backward_loop(
     batch, out_size = grad_h_n.shape
     hidden = grads.shape[2] - out_size
     proj, masked, zoned = weight_hr_t.shape[0] > 0, h_mask.shape[0] > 0, zone_h.shape[0] > 0
+    zero, one = grad_h_n.dtype.type(0), grad_h_n.dtype.type(1)  # not literals: float64
     # the caller holds the arguments: their rows below take no reference counts (`unowned`)
     grad_output, h_mask, zone_h = unowned(grad_output), unowned(h_mask), unowned(zone_h)
     tape, grads = unowned(tape), unowned(grads)
@@ -508,9 +512,9 @@ def elman_backward_loop(
             t = position(lengths, b, step, reverse)
             for k in range(out_size):
                 dh = grad_h[b, k] + grad_output[t, b, k]
-                d = zone_h[t, b, k] if zoned else 0.0
+                d = zone_h[t, b, k] if zoned else zero
                 grad_h[b, k] = d * dh
-                grad_h_hat[b, k] = (1 - d) * dh
+                grad_h_hat[b, k] = (one - d) * dh
                 grads[t, b, hidden + k] = grad_h_hat[b, k]
             if proj:
                 grad_act[b] = 0
@@ -522,9 +526,9 @@ def elman_backward_loop(
             for j in range(hidden):
                 act = tape[t, b, j]
                 if relu:
-                    grad_act[b, j] = grad_act[b, j] if act > 0 else 0
+                    grad_act[b, j] = grad_act[b, j] if act > 0 else zero
                 else:
-                    grad_act[b, j] = grad_act[b, j] * (1 - act * act)
+                    grad_act[b, j] = grad_act[b, j] * (one - act * act)
                 grads[t, b, j] = grad_act[b, j]
             grad_masked[b] = 0
         add_product(weight_hh_t, blas_hh, grad_act, order, n_active, grad_masked, hh_in, hh_out)
