@@ -88,7 +88,7 @@ def elman_backward_loop(
     Rows of the carried gradients follow `order`, as in `elman_forward_loop`."""
     batch, hidden = grad_h_n.shape
     identity = np.arange(batch)
-    zero, one = grad_h_n.dtype.type(0), grad_h_n.dtype.type(1)  # not int literals: float64
+    zero, one = grad_h_n.dtype.type(0), grad_h_n.dtype.type(1)  # int literals: float64 math
     grad_h_own = sort_rows(grad_h_n, order)  # (B, H), dL/dh carried back through time
     step_grad_own = np.zeros_like(grad_h_own)  # (B, H)
     grad_output, output, grad_pre = unowned(grad_output), unowned(output), unowned(grad_pre)

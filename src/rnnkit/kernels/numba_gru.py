@@ -155,7 +155,7 @@ def gru_backward_loop(
             grad_x_row, grad_n_row = grad_x_proj[t, b], grad_h_proj_n[t, b]
             grad_h_row = step_grad[i]
             carried, direct = grad_h[i], grad_direct[i]
-            # three passes over few arrays each: one loop over all of them needs more runtime
+            # four passes over few arrays each: one loop over all of them needs more runtime
             # alias checks than LLVM makes, and stays scalar
             for j in range(hidden):  # dL/dh_t, and its part through h' = ... + z * h
                 dh = carried[j] + direct[j] + grad_output_row[j]

@@ -438,7 +438,7 @@ def elman_forward_loop(
     batch, out_size = h0.shape
     hidden = x_proj.shape[2]
     proj, masked, zoned = weight_hr.shape[0] > 0, h_mask.shape[0] > 0, zone_h.shape[0] > 0
-    zero, one = h0.dtype.type(0), h0.dtype.type(1)  # not literals, which make float64
+    zero, one = h0.dtype.type(0), h0.dtype.type(1)  # int literals would make float64 math
     # the caller holds the arguments: their rows below take no reference counts (`unowned`)
     x_proj, h_mask, zone_h = unowned(x_proj), unowned(h_mask), unowned(zone_h)
     output, tape = unowned(output), unowned(tape)
@@ -494,7 +494,7 @@ def elman_backward_loop(
     batch, out_size = grad_h_n.shape
     hidden = grads.shape[2] - out_size
     proj, masked, zoned = weight_hr_t.shape[0] > 0, h_mask.shape[0] > 0, zone_h.shape[0] > 0
-    zero, one = grad_h_n.dtype.type(0), grad_h_n.dtype.type(1)  # not literals: float64
+    zero, one = grad_h_n.dtype.type(0), grad_h_n.dtype.type(1)  # int literals: float64 math
     # the caller holds the arguments: their rows below take no reference counts (`unowned`)
     grad_output, h_mask, zone_h = unowned(grad_output), unowned(h_mask), unowned(zone_h)
     tape, grads = unowned(tape), unowned(grads)
