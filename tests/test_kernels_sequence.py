@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit import kernels
-from rnnkit.kernels import _numba_common, _numba_products, dispatch
+from rnnkit.kernels import _numba_common, _numba_products, _onednn, dispatch
 
 KINDS = ("gru", "rnn_tanh", "rnn_relu")
 
@@ -32,11 +32,15 @@ ROUTES = (_numba_products.HAND, _numba_products.BLAS, _numba_products.PACKED)
 def forced_route(route: int):
     """Make the kernels take one route for the recurrent products (the hand loop, BLAS or the
     packed tiles), whatever `product_route` would choose at this size; on the packed route the
-    whole-sequence products x @ W_ih.T and dL/dx too, however few the rows."""
-    min_rows = 0 if route == _numba_products.PACKED else _numba_products.PACKED_LINEAR_MIN_ROWS
+    whole-sequence products x @ W_ih.T and dL/dx too, however few the rows, and the weight
+    gradients through oneDNN (float32), however small."""
+    fast = route == _numba_products.PACKED
+    min_rows = 0 if fast else _numba_products.PACKED_LINEAR_MIN_ROWS
+    min_onednn = 0 if fast else _onednn.MIN_MULTIPLY_ADDS
     with (
         mock.patch.object(_numba_products, "product_route", lambda batch, weight: route),
         mock.patch.object(_numba_products, "PACKED_LINEAR_MIN_ROWS", min_rows),
+        mock.patch.object(_onednn, "MIN_MULTIPLY_ADDS", min_onednn),
     ):
         yield
 
@@ -145,20 +149,28 @@ def test_kernel_equals_torch_at_a_larger_size(kind, dtype, route):
 
 
 @pytest.mark.parametrize(
-    ("batch", "hidden", "expected"),
+    ("vector_bytes", "batch", "hidden", "expected"),
     [
-        (8, 128, "BLAS"),
-        (1, 256, "BLAS"),
-        (1, 1024, "BLAS"),
-        (8, 256, "PACKED"),
-        (64, 512, "PACKED"),
+        (64, 8, 128, "PACKED"),
+        (64, 2, 64, "PACKED"),
+        (64, 1, 256, "BLAS"),
+        (32, 8, 128, "BLAS"),
+        (32, 1, 256, "BLAS"),
+        (32, 1, 1024, "BLAS"),
+        (32, 8, 256, "PACKED"),
+        (32, 64, 512, "PACKED"),
     ],
 )
-def test_the_gru_products_take_the_route_they_measured_faster_for(batch, hidden, expected):
-    """W_hh (3H, H) float32: BLAS at 192 KiB and at batch 1 whatever the size; the packed tiles
-    at 768 KiB from batch 2, where gemm would pack W_hh again at every step."""
+def test_the_gru_products_take_the_route_they_measured_faster_for(
+    vector_bytes, batch, hidden, expected
+):
+    """W_hh (3H, H) float32. With AVX-512 (64-byte vectors): the packed tiles from batch 2,
+    BLAS at batch 1. Without: BLAS at 192 KiB and at batch 1 whatever the size; the tiles at
+    768 KiB from batch 2, where gemm would pack W_hh again at every step."""
     weight_hh = torch.zeros(3 * hidden, hidden)
-    assert _numba_products.product_route(batch, weight_hh) == getattr(_numba_products, expected)
+    with mock.patch.object(_numba_products, "VECTOR_BYTES", vector_bytes):
+        route = _numba_products.product_route(batch, weight_hh)
+    assert route == getattr(_numba_products, expected)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit import Variant, VariantGRUCell, bench, kernels
-from rnnkit.kernels import _numba_products, dispatch
+from rnnkit.kernels import _numba_products, _onednn, dispatch
 from rnnkit.variants import zoneout_draws
 
 F64 = torch.float64
@@ -154,11 +154,15 @@ ROUTES = (_numba_products.HAND, _numba_products.BLAS, _numba_products.PACKED)
 @contextlib.contextmanager
 def products(route: int):
     """Force the variant kernels' per-step products through one route: the hand loop, BLAS or
-    the packed tiles; on the packed route the projection W_ih x too, however few the rows."""
-    min_rows = 0 if route == _numba_products.PACKED else _numba_products.PACKED_LINEAR_MIN_ROWS
+    the packed tiles; on the packed route the projection W_ih x too, however few the rows, and
+    the weight gradients through oneDNN (float32), however small."""
+    fast = route == _numba_products.PACKED
+    min_rows = 0 if fast else _numba_products.PACKED_LINEAR_MIN_ROWS
+    min_onednn = 0 if fast else _onednn.MIN_MULTIPLY_ADDS
     with (
         mock.patch.object(_numba_products, "product_route", lambda batch, weight: route),
         mock.patch.object(_numba_products, "PACKED_LINEAR_MIN_ROWS", min_rows),
+        mock.patch.object(_onednn, "MIN_MULTIPLY_ADDS", min_onednn),
     ):
         yield
 
@@ -290,11 +294,15 @@ def test_the_packed_tiles_at_the_vector_widths_of_other_hosts(tmp_path, host, wi
 def test_the_products_take_the_route_they_measured_faster_for():
     small, large = torch.zeros(4 * 128, 128), torch.zeros(4 * 256, 256)  # 256 KiB, 1 MiB float32
     route = _numba_products.product_route
-    assert route(1, small) == route(8, small) == _numba_products.BLAS  # W stays in L2
-    assert route(16, small) == route(64, small) == _numba_products.PACKED
-    assert route(2, large) == route(8, large) == route(64, large) == _numba_products.PACKED
-    assert route(8, small.double().repeat(2, 1)) == _numba_products.PACKED  # 1 MiB float64
-    assert route(1, large) == _numba_products.BLAS  # gemv: one row, nothing for packing to save
+    with mock.patch.object(_numba_products, "VECTOR_BYTES", 32):  # no AVX-512
+        assert route(1, small) == route(8, small) == _numba_products.BLAS  # W stays in L2
+        assert route(16, small) == route(64, small) == _numba_products.PACKED
+        assert route(2, large) == route(8, large) == route(64, large) == _numba_products.PACKED
+        assert route(8, small.double().repeat(2, 1)) == _numba_products.PACKED  # 1 MiB float64
+        assert route(1, large) == _numba_products.BLAS  # gemv: one row, nothing to pack for
+    with mock.patch.object(_numba_products, "VECTOR_BYTES", 64):  # full-width tiles
+        assert route(2, small) == route(8, small) == route(64, large) == _numba_products.PACKED
+        assert route(1, small) == route(1, large) == _numba_products.BLAS
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -20,6 +20,8 @@ from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
 from torch import Tensor
 
+from rnnkit.kernels._onednn import summed_outer_products
+
 # `reassoc` lets LLVM split a dot product over several vector accumulators; no flag that assumes
 # away NaN or infinity, so the kernels propagate them the way torch does.
 FASTMATH = {"reassoc", "contract"}
@@ -385,7 +387,8 @@ def weight_grads(
 ) -> tuple[Tensor | None, Tensor | None]:
     """Gradients of `weight` and `bias` in gates = inputs @ weight.T + bias, summed over T and B."""
     flat = grad_gates.reshape(-1, grad_gates.shape[-1])  # (T*B, G)
-    grad_weight = flat.t() @ inputs.reshape(-1, inputs.shape[-1]) if needs_weight else None
+    flat_inputs = inputs.reshape(-1, inputs.shape[-1])  # (T*B, K)
+    grad_weight = summed_outer_products(flat, flat_inputs) if needs_weight else None
     grad_bias = flat.sum(0) if needs_bias else None
     return grad_weight, grad_bias
 

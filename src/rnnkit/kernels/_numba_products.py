@@ -6,7 +6,8 @@ three routes, one rule for all of them (`product_route`): OpenBLAS's gemm/gemv (
 in Numba, through SciPy's BLAS), the register-blocked tiles of `_numba_gemm.packed_product` on a
 weight packed once per call, or the hand-written dot-product loop of `_numba_common.add_matvec`.
 
-Measured on this machine (one thread, float32, Zen 4, the product alone in a loop; GFLOP/s):
+Measured (one thread, float32, the product alone in a loop; GFLOP/s), first on a Zen 4
+machine, whose AVX-512 units split each 512-bit operation in two:
 
 | B x K x G | BLAS | packed tiles | hand loop |
 | --- | --- | --- | --- |
@@ -17,24 +18,23 @@ Measured on this machine (one thread, float32, Zen 4, the product alone in a loo
 
 OpenBLAS packs the weight on every call, which costs little while the weight stays in the
 core's 1 MiB L2 between steps; a larger one it streams in again each step, and at batch 2-16
-it lost to the hand loop by up to 2.8x. In whole layers:
+it lost to the hand loop by up to 2.8x. In whole layers there, BLAS took 0.53-0.93 of the hand
+loop's time for the plain GRU and Elman at the benchmark's shapes (B 1-8, H 64-128;
+`benchmarks/products.py`); the packed tiles took 1.01-1.06 of BLAS's at B = 1-8 with a small
+weight (0.90 for GRU training at B = 8, H = 64) and 0.72-0.91 from batch 16 or with a weight
+over 512 KiB.
 
-- small weights (<= 512 KiB): BLAS took 0.53-0.93 of the hand loop's time for the plain GRU and
-  Elman at the benchmark's shapes (B 1-8, H 64-128; `benchmarks/products.py`) and 0.74-0.92
-  for the variant LSTM at batch 4-8; the packed tiles measured 1.01-1.06 of BLAS there;
-- batch 1 with a larger weight: BLAS (gemv, no packing cost) took 0.96 (training) and 0.82
-  (inference) of the hand loop's time for the plain GRU at T=200 H=256, 0.86-1.04 for the
-  variants; the packed tiles' single row is latency-bound (two chains of multiply-adds over k)
-  and measured 1.02-1.08 of the hand loop in training;
-- B = 32-64 with a 1-4 MiB weight: the packed tiles took 0.72-0.85 of the time before (BLAS
-  from batch 48, else the hand loop) in variant layers' inference, 0.82-0.95 in training;
-- the plain GRU and Elman (`benchmarks/products.py --repeats 9`, tiles' time over BLAS's):
-  1.02-1.10 at B = 1-8 with small weights (but 0.90 for GRU training at B = 8, H = 64), 0.83-0.91
-  at B = 32-64, including Elman's 256 KiB W_hh at B = 32; alone, from batch 16 the tiles ran
-  at 89-111 GFLOP/s on weights of 96-256 KiB where OpenBLAS ran at 40-95.
+Then on a Zen 5 machine, whose AVX-512 units are full width: the tiles run at 193-245 GFLOP/s
+from batch 4 (127 at batch 2) where OpenBLAS's gemm, on its AVX2 kernels, ran at 10-58; at
+batch 1 the three routes are level (54-75 GFLOP/s, bound by reading the weight). In whole
+layers (`benchmarks/products.py`) the tiles took 0.35-0.57 of BLAS's time at B = 8, 0.55-0.79
+at B = 32-64, and 0.95-1.10 at batch 1.
 
-So: BLAS at batch 1 and for a weight of at most 512 KiB below batch 16, the packed tiles
-otherwise. The hand loop stays as a route the tests check against the others.
+So, with full-width vectors to gain and at most 6% to lose, the packed tiles from batch 2
+wherever Numba compiles for AVX-512; at batch 1 BLAS (gemv: one row, nothing for packing to
+save). Without AVX-512 (not measured; the tiles are half as wide there) the rule from Zen 4
+before: BLAS for a weight of at most 512 KiB below batch 16, the tiles otherwise. The hand
+loop stays as a route the tests check against the others.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ import torch
 from torch import Tensor
 
 from rnnkit.kernels._numba_common import add_matvec, jit, jit_inline, numpy_view
-from rnnkit.kernels._numba_gemm import pack_panels, packed_product
+from rnnkit.kernels._numba_gemm import VECTOR_BYTES, pack_panels, packed_product
+from rnnkit.kernels._onednn import summed_outer_products
 
 BLAS_MAX_WEIGHT_BYTES = 512 * 1024  # a weight this small stays in L2 between steps
 PACKED_MIN_BATCH = 16  # from this batch the packed tiles beat BLAS on small weights too
@@ -53,10 +54,12 @@ HAND, BLAS, PACKED = 0, 1, 2  # the routes of a product: `add_matvec`, `np.dot`,
 
 def product_route(batch: int, weight: Tensor) -> int:
     """The fastest route for `weight` (G, K) times `batch` vectors per step (measurements in
-    the module docstring): BLAS at batch 1 and for a weight that stays in L2 below batch 16,
-    the packed tiles otherwise."""
+    the module docstring): BLAS at batch 1; from batch 2 the packed tiles where Numba compiles
+    for AVX-512, else BLAS for a weight that stays in L2 below batch 16 and the tiles beyond."""
     if batch == 1:
         return BLAS
+    if VECTOR_BYTES == 64:
+        return PACKED
     small = weight.numel() * weight.element_size() <= BLAS_MAX_WEIGHT_BYTES
     return BLAS if small and batch < PACKED_MIN_BATCH else PACKED
 
@@ -153,7 +156,7 @@ def packed_matmul(inputs: Tensor, matrix: Tensor) -> Tensor:
 class PackedLinear(torch.autograd.Function):
     """inputs @ weight.T over all steps at once, forward and dL/d(inputs) through the packed
     tiles (11-23% faster than torch's linear on this machine at the benchmark's shapes, 0-4%
-    at the smallest; `benchmarks/RESULTS.md`), dL/d(weight) through torch."""
+    at the smallest; `benchmarks/RESULTS.md`), dL/d(weight) through `summed_outer_products`."""
 
     @staticmethod
     def forward(ctx, inputs: Tensor, weight: Tensor) -> Tensor:
@@ -169,7 +172,8 @@ class PackedLinear(torch.autograd.Function):
         grad_weight = None
         if needs_weight:
             flat_grad = grad.reshape(-1, weight.shape[0])  # (N, G)
-            grad_weight = flat_grad.t() @ inputs.reshape(-1, weight.shape[1])  # (G, K)
+            flat_inputs = inputs.reshape(-1, weight.shape[1])  # (N, K)
+            grad_weight = summed_outer_products(flat_grad, flat_inputs)  # (G, K)
         return grad_inputs, grad_weight
 
 

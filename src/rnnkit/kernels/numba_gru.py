@@ -40,6 +40,7 @@ from rnnkit.kernels._numba_common import (
     weight_grads,
 )
 from rnnkit.kernels._numba_products import operand, product_prefix, project, whole_product
+from rnnkit.kernels._onednn import summed_outer_products
 
 
 @jit_inline
@@ -249,9 +250,8 @@ def hh_grads(
     grad_weight = grad_bias = None
     if needs_weight:
         states = h_prev.reshape(steps * batch, hidden)
-        grad_weight = h_prev.new_empty(3 * hidden, hidden)
-        torch.mm(flat_x.t(), states, out=grad_weight[: 2 * hidden])
-        torch.mm(flat_n.t(), states, out=grad_weight[2 * hidden :])
+        parts = (summed_outer_products(flat_x, states), summed_outer_products(flat_n, states))
+        grad_weight = torch.cat(parts)
     if needs_bias:
         grad_bias = torch.cat((flat_x.sum(0), flat_n.sum(0)))
     return grad_weight, grad_bias
