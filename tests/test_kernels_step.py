@@ -361,3 +361,65 @@ def test_variant_lstm_step_follows_its_parameters_and_keeps_the_loop_for_trainin
     with torch.no_grad():
         layer.step(x)  # training: the cells' step with its draws
     assert "_compiled" not in layer.__dict__
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_cell_step_rejects_bad_inputs_with_a_clear_error(kind):
+    """x or a state of the wrong shape, dtype or form is refused with what it must be, also
+    after a state was fed back (the fast path checks x against the state's batch)."""
+    cell, step = cell_and_step(kind, 3, 4, True, torch.float32)
+    x, h = torch.randn(2, 3), torch.zeros(2, 4)
+    state = (h, h) if kind == "lstm" else h
+    with torch.no_grad():
+        returned = step(x, state)
+        bad = [
+            (torch.randn(2, 5), state, ValueError, r"x must have shape \(batch, 3\)"),
+            (torch.randn(3), state, ValueError, r"got \(3,\); for one sequence pass x\[None\]"),
+            (torch.randn(0, 3), state, ValueError, "batch >= 1"),
+            (x.double(), state, TypeError, "x must be a CPU torch.float32 tensor"),
+            (torch.randn(5, 3), returned, ValueError, r"h must have shape \(5, 4\)"),
+            ([[0.0] * 3] * 2, state, TypeError, "got list"),
+        ]
+        wrong = torch.zeros(2, 7)
+        if kind == "lstm":
+            bad += [
+                (x, (h, wrong), ValueError, r"c must have shape \(2, 4\).*got \(2, 7\)"),
+                (x, h, TypeError, r"state must be a tuple \(h, c\)"),
+                (x, (h, h.double()), TypeError, "c must be a CPU torch.float32 tensor"),
+            ]
+        else:
+            bad += [(x, wrong, ValueError, r"h must have shape \(2, 4\).*got \(2, 7\)")]
+        for inputs, state_, error, message in bad:
+            with pytest.raises(error, match=message):
+                step(inputs, state_)
+        torch.testing.assert_close(step(x, returned), cell(x, returned))  # still usable
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru_proj", "elman", "min"])
+def test_variant_cell_steps_reject_bad_inputs_with_a_clear_error(kind):
+    from rnnkit.kernels import numba_variant_step as variant
+
+    layer_kind = {"gru_proj": "gru", "min": "mingru", "elman": "rnn_tanh"}.get(kind, kind)
+    options = {"zoneout": 0.5, "proj_size": 2} if kind == "gru_proj" else {"zoneout": 0.5}
+    options = {} if kind == "min" else options
+    layer, _ = variant_pair(options, 1, torch.float32, 0, layer_kind)
+    cell = layer.cells[0]
+    make = {
+        "lstm": variant.VariantLSTMStep, "gru": variant.VariantGRUStep,
+        "gru_proj": variant.VariantGRUStep, "elman": variant.VariantElmanStep,
+        "min": variant.MinimalStep,
+    }[kind]  # fmt: skip
+    step = make(cell)
+    x = torch.randn(2, 3)
+    good = cell.zero_state(2, x)
+    with torch.no_grad():
+        step(x, good)  # accepted
+        with pytest.raises(ValueError, match=r"x must have shape \(batch, 3\)"):
+            step(torch.randn(2, 4), good)
+        wrong = torch.zeros(3, 9)
+        bad_state = (good[0], wrong) if isinstance(good, tuple) else wrong
+        with pytest.raises(ValueError, match=r"must have shape \(2, \d\)"):
+            step(x, bad_state)
+        if isinstance(good, tuple):
+            with pytest.raises(TypeError, match="state must be a tuple"):
+                step(x, good[0])

@@ -173,17 +173,48 @@ def tensor_array(tensor: Tensor) -> np.ndarray:
     return numpy_view(tensor)
 
 
-def step_input(x: Tensor, dtype: torch.dtype) -> np.ndarray:
-    """The NumPy view of a step's input x, which must be a CPU tensor of the parameters' dtype."""
-    if x.dtype != dtype or not x.is_cpu:
-        raise TypeError(f"x must be a CPU {dtype} tensor, got {x.dtype} on {x.device}")
+def step_input(x: Tensor, dtype: torch.dtype, width: int) -> np.ndarray:
+    """The NumPy view of a step's input x, which must be a (B, width) CPU tensor of the
+    parameters' dtype."""
+    if not isinstance(x, Tensor) or x.dtype != dtype or not x.is_cpu:
+        got = f"{x.dtype} on {x.device}" if isinstance(x, Tensor) else type(x).__name__
+        raise TypeError(f"x must be a CPU {dtype} tensor, got {got}")
+    shape = x.shape
+    if len(shape) != 2 or shape[1] != width or shape[0] == 0:
+        raise ValueError(
+            f"x must have shape (batch, {width}) with batch >= 1, got {tuple(shape)}; "
+            "for one sequence pass x[None]"
+        )
     return tensor_array(x)
+
+
+def step_state(tensor: Tensor, name: str, dtype: torch.dtype, shape: tuple[int, int]) -> np.ndarray:
+    """The NumPy view of state part `name`, which must be a CPU tensor of `shape` (B, size)
+    and the parameters' dtype."""
+    if not isinstance(tensor, Tensor) or tensor.dtype != dtype or not tensor.is_cpu:
+        got = f"{tensor.dtype} on {tensor.device}" if isinstance(tensor, Tensor) else type(tensor)
+        raise TypeError(f"{name} must be a CPU {dtype} tensor, got {got}")
+    if tensor.shape != shape:
+        raise ValueError(
+            f"{name} must have shape {shape} (batch of x, state size), got {tuple(tensor.shape)}"
+        )
+    return tensor_array(tensor)
+
+
+def step_parts(state: object, count: int, names: str) -> tuple:
+    """`state` as a tuple of `count` parts, or a clear error naming the form it must take."""
+    if count == 1:
+        return (state,)
+    if not isinstance(state, tuple | list) or len(state) != count:
+        raise TypeError(f"state must be a tuple {names}, got {type(state).__name__}")
+    return tuple(state)
 
 
 class _CellStep:
     """Views of one cell's parameters, taken once; see `LSTMStep` and `GRUStep`."""
 
     gates = 0  # 4 for the LSTM, 3 for the GRU
+    names = ""  # the state's parts, for errors
 
     def __init__(
         self, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None, bias_hh: Tensor | None
@@ -192,13 +223,16 @@ class _CellStep:
         if size != self.gates * weight_hh.shape[1]:
             raise ValueError(f"weight_hh must be ({self.gates}*H, H), got {tuple(weight_hh.shape)}")
         self.dtype = weight_hh.dtype
+        self.input_size, self.hidden = weight_ih.shape[1], weight_hh.shape[1]
         self.pointers = _pointers(weight_ih, weight_hh, bias_ih, bias_hh)
         self.views = (
             numpy_view(weight_ih), numpy_view(weight_hh),
             numpy_view(bias_or_zeros(bias_ih, size, weight_hh)),
             numpy_view(bias_or_zeros(bias_hh, size, weight_hh)),
         )  # fmt: skip
-        self._last: list = [None, None]  # per state part: (tensor returned, its memory, array)
+        # the state returned last: its tensors, their memory, its arrays (a state fed back
+        # costs no conversion and no check)
+        self._last: tuple = ((), (), ())
         self._backward = False  # the direction of this call's weight reads (`add_matvec1`)
 
     def uses(
@@ -208,21 +242,38 @@ class _CellStep:
         been replaced, e.g. by `module.to()` or `load_state_dict(assign=True)`)."""
         return self.pointers == _pointers(weight_ih, weight_hh, bias_ih, bias_hh)
 
-    def _input(self, x: Tensor) -> np.ndarray:
-        return step_input(x, self.dtype)
+    def _arrays(self, x: Tensor, parts: tuple) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Views of x and the state's parts: the arrays of the state returned last when `parts`
+        are its tensors in the same memory, for the same batch; else checked views."""
+        inputs = step_input(x, self.dtype, self.input_size)
+        tensors, memory, arrays = self._last
+        if len(parts) == len(tensors) and arrays[0].shape[0] == inputs.shape[0]:
+            if len(parts) == 1:
+                if parts[0] is tensors[0] and parts[0].data_ptr() == memory[0]:
+                    return inputs, arrays
+            elif (
+                parts[0] is tensors[0]
+                and parts[1] is tensors[1]
+                and parts[0].data_ptr() == memory[0]
+                and parts[1].data_ptr() == memory[1]
+            ):
+                return inputs, arrays
+        shape = (inputs.shape[0], self.hidden)
+        names = self.names.strip("()").split(", ")
+        return inputs, tuple(
+            step_state(part, name, self.dtype, shape)
+            for part, name in zip(parts, names, strict=True)
+        )
 
-    def _state(self, tensor: Tensor, part: int) -> np.ndarray:
-        """The array of state part `part`: the one returned last when `tensor` is that tensor
-        in the same memory (a state fed back costs no conversion), else a view of `tensor`."""
-        last = self._last[part]
-        if last is not None and tensor is last[0] and tensor.data_ptr() == last[1]:
-            return last[2]
-        return tensor_array(tensor)
-
-    def _returned(self, array: np.ndarray, part: int) -> Tensor:
-        tensor = torch.from_numpy(array)
-        self._last[part] = (tensor, tensor.data_ptr(), array)
-        return tensor
+    def _returned(self, arrays: tuple[np.ndarray, ...]) -> tuple[Tensor, ...]:
+        if len(arrays) == 1:
+            tensors = (torch.from_numpy(arrays[0]),)
+            memory = (tensors[0].data_ptr(),)
+        else:
+            tensors = (torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1]))
+            memory = (tensors[0].data_ptr(), tensors[1].data_ptr())
+        self._last = (tensors, memory, arrays)
+        return tensors
 
 
 def _pointers(*parameters: Tensor | None) -> tuple[int | None, ...]:
@@ -234,17 +285,18 @@ class LSTMStep(_CellStep):
 
     `step = LSTMStep(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)`, then
     `h, c = step(x, (h, c))` per frame; x (B, H_in), h and c (B, H), CPU tensors of the
-    parameters' dtype.
+    parameters' dtype (anything else: a TypeError or ValueError that says what it must be).
     """
 
     gates = 4
+    names = "(h, c)"
 
     def __call__(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        h, c = self._state(state[0], 0), self._state(state[1], 1)
+        inputs, (h, c) = self._arrays(x, step_parts(state, 2, self.names))
         h_new, c_new = np.empty_like(h), np.empty_like(c)
         self._backward = backward = not self._backward  # alternate: the cache keeps more
-        lstm_cell_into(self._input(x), h, c, *self.views, h_new, c_new, backward)
-        return self._returned(h_new, 0), self._returned(c_new, 1)
+        lstm_cell_into(inputs, h, c, *self.views, h_new, c_new, backward)
+        return self._returned((h_new, c_new))
 
 
 class GRUStep(_CellStep):
@@ -255,13 +307,14 @@ class GRUStep(_CellStep):
     """
 
     gates = 3
+    names = "h"
 
     def __call__(self, x: Tensor, h: Tensor) -> Tensor:
-        h = self._state(h, 0)
+        inputs, (h,) = self._arrays(x, (h,))
         h_new = np.empty_like(h)
         self._backward = backward = not self._backward  # alternate: the cache keeps more
-        gru_cell_into(self._input(x), h, *self.views, h_new, backward)
-        return self._returned(h_new, 0)
+        gru_cell_into(inputs, h, *self.views, h_new, backward)
+        return self._returned((h_new,))[0]
 
 
 class StackStep:

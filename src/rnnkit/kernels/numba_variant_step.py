@@ -40,7 +40,7 @@ from rnnkit.kernels._numba_common import (
 )
 from rnnkit.kernels.numba_lstm import group_moments
 from rnnkit.kernels.numba_scan import _coefficients
-from rnnkit.kernels.numba_step import add_matvec1, add_products, step_input, tensor_array
+from rnnkit.kernels.numba_step import add_matvec1, add_products, step_input, step_parts, step_state
 
 
 @jit_inline
@@ -321,7 +321,10 @@ class _VariantStep:
         return cell is self.cell and self.pointers == self._pointers(cell)
 
     def _input(self, x: Tensor) -> np.ndarray:
-        return step_input(x, self.dtype)
+        return step_input(x, self.dtype, self.cell.weight_ih.shape[1])
+
+    def _state(self, tensor: Tensor, name: str, batch: int, size: int) -> np.ndarray:
+        return step_state(tensor, name, self.dtype, (batch, size))
 
     def _direction(self) -> bool:
         """This call's direction of the weight reads: the other one than the last call's
@@ -343,7 +346,12 @@ class VariantLSTMStep(_VariantStep):
 
     def __call__(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         inputs = self._input(x)
-        h, c = tensor_array(state[0]), tensor_array(state[1])
+        h, c = step_parts(state, 2, "(h, c)")
+        batch, cell = inputs.shape[0], self.cell
+        h, c = (
+            self._state(h, "h", batch, cell.output_size),
+            self._state(c, "c", batch, cell.hidden_size),
+        )
         h_new, c_new = np.empty_like(h), np.empty_like(c)
         variant_lstm_cell_into(inputs, h, c, *self.views, h_new, c_new, self._direction())
         return torch.from_numpy(h_new), torch.from_numpy(c_new)
@@ -359,10 +367,12 @@ class VariantGRUStep(_VariantStep):
         return cell.variant.zoneout, cell.layer_norm_eps
 
     def __call__(self, x: Tensor, state: Tensor | tuple[Tensor, Tensor]):
-        inputs = self._input(x)
-        projected = isinstance(state, tuple)
-        parts = state if projected else (state, state)
-        s, h = tensor_array(parts[0]), tensor_array(parts[1])
+        inputs, cell = self._input(x), self.cell
+        projected = bool(cell.proj_size)
+        parts = step_parts(state, 2, "(s, h)") if projected else (state, state)
+        batch = inputs.shape[0]
+        s = self._state(parts[0], "s" if projected else "h", batch, cell.output_size)
+        h = self._state(parts[1], "h", batch, cell.hidden_size) if projected else s
         h_new = np.empty_like(h)
         s_new = np.empty_like(s) if projected else h_new
         variant_gru_cell_into(inputs, s, h, *self.views, s_new, h_new, self._direction())
@@ -381,7 +391,8 @@ class VariantElmanStep(_VariantStep):
         return cell.nonlinearity == "relu", cell.variant.zoneout
 
     def __call__(self, x: Tensor, h: Tensor) -> Tensor:
-        inputs, h = self._input(x), tensor_array(h)
+        inputs = self._input(x)
+        h = self._state(h, "h", inputs.shape[0], self.cell.output_size)
         h_new = np.empty_like(h)
         variant_elman_cell_into(inputs, h, *self.views, h_new, self._direction())
         return torch.from_numpy(h_new)
@@ -396,7 +407,8 @@ class MinimalStep(_VariantStep):
         return (cell.gates == 3,)
 
     def __call__(self, x: Tensor, h: Tensor) -> Tensor:
-        inputs, h = self._input(x), tensor_array(h)
+        inputs = self._input(x)
+        h = self._state(h, "h", inputs.shape[0], self.cell.hidden_size)
         h_new = np.empty_like(h)
         minimal_cell_into(inputs, h, *self.views, h_new, self._direction())
         return torch.from_numpy(h_new)
