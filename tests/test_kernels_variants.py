@@ -209,10 +209,11 @@ def test_every_option_at_once_at_a_larger_size_in_float32(kind, training, route)
     hx = initial_state(layers[0], 11, torch.float32)
     # LN divides by small deviations: the float32 loop itself is 2e-5 off float64 here, and the
     # two float32 routes sum in different orders (BLAS's blocking, MKL's for W_ih x): LN_h's
-    # gain gradient read 7.7e-5 apart through BLAS, 1e-5 through the hand loop. A wrong term
-    # in the equations is off by 1e-2 or more.
+    # gain gradient read 7.7e-5 apart through BLAS, 1e-5 through the hand loop; with the
+    # masks drawn as uniform < keep (another draw of the same distribution) dW_ih read 2.1e-4
+    # apart on the packed route. A wrong term in the equations is off by 1e-2 or more.
     with products(route):
-        assert_routes_equal(layers, x, hx, lengths, seed=5, relative=2e-4)
+        assert_routes_equal(layers, x, hx, lengths, seed=5, relative=4e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
