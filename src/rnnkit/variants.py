@@ -122,13 +122,11 @@ def zoneout_draws(
     is 0. In training 1.0 where a unit keeps its previous value, drawn as the step loop draws
     them (`zoneout` at each step, from the first step the loop runs, the last in reverse): torch
     fills a tensor one number after another from the generator, so one draw of
-    (T, B * sum(units)) is the loop's T draws of (B, units) each. In eval, the rate."""
+    (T, B * sum(units)) is the loop's T draws of (B, units) each. In eval, the rate, as
+    (1, 1, units) for the kernels to broadcast (`_numba_common.draws_at`)."""
     sizes = [units for rate, units in rates if rate > 0]
-    if not training:
-        return [
-            like.new_full((steps, batch, units), rate) if rate > 0 else None
-            for rate, units in rates
-        ]
+    if not training:  # the same rate at every step and sequence: (1, 1, units), broadcast
+        return [like.new_full((1, 1, units), rate) if rate > 0 else None for rate, units in rates]
     uniform = torch.rand(steps, batch * sum(sizes), dtype=like.dtype, device=like.device)
     if reverse:
         uniform = uniform.flip(0)  # the loop's first draw belongs to the last step

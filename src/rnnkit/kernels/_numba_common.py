@@ -305,6 +305,14 @@ def running(lengths, order, step, n_running):
 
 
 @jit_inline
+def draws_at(draws, t, b):
+    """Row (t, b) of per-step draws (T, B, K), broadcast over a T or B of 1: zoneout's rate in
+    eval comes as (1, 1, K), which stays in the cache where a (T, B, K) array of the rate would
+    be filled and streamed through every call."""
+    return draws[t if draws.shape[0] > 1 else 0, b if draws.shape[1] > 1 else 0]
+
+
+@jit_inline
 def position(lengths, b, step, reverse):
     """The time index that sequence b reads at `step` (its own last valid step first in reverse)."""
     return lengths[b] - 1 - step if reverse else step

@@ -40,6 +40,7 @@ from rnnkit.kernels._numba_common import (
     bias_or_zeros,
     copy_,
     copy_rows,
+    draws_at,
     jit,
     jit_inline,
     numpy_view,
@@ -183,7 +184,8 @@ def lstm_forward_loop(
     """Run the recurrence over x_proj (T, B, 4H) = W_ih x from h0 (B, P), c0 (B, H); fill output
     (T, B, P) and the tape (`tape_fields`; T steps, or one of scratch without `save`).
     bias_ih, bias_hh (4H,); ln_ih, ln_hh (2, 4H) and ln_c (2, H) are gain|shift, peephole (3, H)
-    w_ci|w_cf|w_co, h_mask (B, P), zone_h (T, B, P), zone_c (T, B, H); weight_hh (4H, P) and
+    w_ci|w_cf|w_co, h_mask (B, P), zone_h (T, B, P), zone_c (T, B, H) (or (1, 1, .), broadcast:
+    `draws_at`); weight_hh (4H, P) and
     weight_hr (P, H) as `product_operand` gives them for `blas_hh`, `blas_hr`.
     Returns (h_n, c_n). Step k of the tape is the k-th from the start in time (the sequences'
     last steps are its first in reverse); its row i is sequence order[i]."""
@@ -275,7 +277,7 @@ def lstm_forward_loop(
             else:
                 copy_(c_hat_row, y_row)
             if zoned_c:
-                zone_row = zone_c[position(lengths, order[i], step, reverse), order[i]]
+                zone_row = draws_at(zone_c, position(lengths, order[i], step, reverse), order[i])
                 for j in range(hidden):
                     d = zone_row[j]
                     c_row[j] = (one - d) * c_hat_row[j] + d * c_row[j]
@@ -293,7 +295,7 @@ def lstm_forward_loop(
             t = position(lengths, b, step, reverse)
             h_row = h[i]
             if zoned_h:
-                h_hat_row, zone_row = h_hat[i], zone_h[t, b]
+                h_hat_row, zone_row = h_hat[i], draws_at(zone_h, t, b)
                 for j in range(out_size):
                     d = zone_row[j]
                     h_row[j] = (one - d) * h_hat_row[j] + d * h_row[j]
@@ -358,7 +360,7 @@ def lstm_backward_loop(
             t = position(lengths, b, step, reverse)
             grad_h_row, grad_h_hat_row, upstream = grad_h[i], grad_h_hat_step[i], grad_output[t, b]
             if zoned_h:
-                zone_row = zone_h[t, b]
+                zone_row = draws_at(zone_h, t, b)
                 for j in range(out_size):
                     dh = grad_h_row[j] + upstream[j]
                     d = zone_row[j]
@@ -394,7 +396,7 @@ def lstm_backward_loop(
             else:
                 copy_(scratch, grad_c_hat)
             if zoned_c:  # through c_t = (1 - d) c_hat + d c_{t-1}
-                zone_row = zone_c[t, b]
+                zone_row = draws_at(zone_c, t, b)
                 for j in range(hidden):
                     d = zone_row[j]
                     grad_c_hat[j] += (one - d) * grad_c_row[j]

@@ -36,6 +36,7 @@ from rnnkit.kernels._numba_common import (
     bias_or_zeros,
     copy_,
     copy_rows,
+    draws_at,
     jit,
     jit_inline,
     lengths_and_order,
@@ -153,7 +154,7 @@ def gru_forward_loop(
     """Run the recurrence over x_proj (T, B, 3H) = W_ih x from s0 (B, P) (empty without a
     projection) and h0 (B, H); fill output (T, B, P) and the tape's parts (`gru_tape`, each
     (T, B, width), or (1, B, width) scratch without `save`; empty where off). bias_ih,
-    bias_hh (3H,); ln_ih, ln_hh (2, 3H) gain|shift; h_mask (B, P); zone_h (T, B, H);
+    bias_hh (3H,); ln_ih, ln_hh (2, 3H) gain|shift; h_mask (B, P); zone_h (T, B, H) or (1, 1, H);
     weight_hh (3H, P) and weight_hr (P, H) as `product_operand` gives them for `blas_hh`,
     `blas_hr`. Returns (s_n, h_n).
 
@@ -226,7 +227,7 @@ def gru_forward_loop(
         for i in range(n_active):
             z_row, n_row, h_row = rz[i, hidden:], n_gate[i], h[i]
             if zoned:
-                zone_row = zone_h[position(lengths, order[i], step, reverse), order[i]]
+                zone_row = draws_at(zone_h, position(lengths, order[i], step, reverse), order[i])
                 for j in range(hidden):
                     z, n, d = z_row[j], n_row[j], zone_row[j]
                     h_row[j] = (one - d) * ((one - z) * n + z * h_row[j]) + d * h_row[j]
@@ -303,7 +304,7 @@ def gru_backward_loop(
                     grad_h_row[j] += from_s[j]
             grad_x_row = grad_x if layer_norm else grad_x_proj[t, b]  # dL/da^x
             grad_a_h = grad_a_h_ln if layer_norm else grad_hh[step, i]  # dL/da^h
-            zone_row = zone_h[t, b] if zoned else no_zone
+            zone_row = draws_at(zone_h, t, b) if zoned else no_zone
             for j in range(hidden):  # through h_t = (1-d) ((1-z) n + z h_{t-1}) + d h_{t-1}
                 r, z, n, d = r_row[j], z_row[j], n_row[j], zone_row[j]
                 dh_hat = (one - d) * grad_h_row[j]
@@ -477,7 +478,7 @@ def elman_forward_loop(
             b = order[i]
             t = position(lengths, b, step, reverse)
             for k in range(out_size):
-                d = zone_h[t, b, k] if zoned else zero
+                d = draws_at(zone_h, t, b)[k] if zoned else zero
                 h[b, k] = (one - d) * h_hat[b, k] + d * h[b, k]
                 output[t, b, k] = h[b, k]
     return h
@@ -512,7 +513,7 @@ def elman_backward_loop(
             t = position(lengths, b, step, reverse)
             for k in range(out_size):
                 dh = grad_h[b, k] + grad_output[t, b, k]
-                d = zone_h[t, b, k] if zoned else zero
+                d = draws_at(zone_h, t, b)[k] if zoned else zero
                 grad_h[b, k] = d * dh
                 grad_h_hat[b, k] = (one - d) * dh
                 grads[t, b, hidden + k] = grad_h_hat[b, k]
