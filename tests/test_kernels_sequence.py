@@ -321,3 +321,26 @@ def test_unowned_arrays_are_the_same_memory_without_an_owner():
     assert shape == strided.shape and strides == strided.strides
     np.testing.assert_array_equal(owner[::2, 1::2], [[0, 1, 2], [10, 11, 12]])
     assert owner[1, 1] == 7.0 and owner[0, 0] == 0.0  # rows and columns outside it untouched
+
+
+def test_prefetch_hints_the_rows_a_step_will_read_and_changes_nothing():
+    """`prefetch_step` / `prefetch_block` compile to prefetch instructions (the hint reaches
+    the machine code) for each running sequence's row `step` ahead, and read or write nothing:
+    the arrays are as before, whatever the step (past the end too: no fault)."""
+    import numba
+    import numpy as np
+
+    @numba.njit
+    def hint(rows, lengths, order, step, reverse):
+        _numba_common.prefetch_step(rows, lengths, order, len(order), step, reverse)
+        _numba_common.prefetch_block(rows, step)
+
+    rows = np.arange(5 * 3 * 40, dtype=np.float32).reshape(5, 3, 40)
+    before = rows.copy()
+    lengths, order = np.array([5, 2, 4]), np.array([0, 2, 1])
+    for step in (-3, 0, 1, 4, 5, 9):
+        for reverse in (False, True):
+            hint(rows, lengths, order, step, reverse)
+    np.testing.assert_array_equal(rows, before)
+    assembly = next(iter(hint.inspect_asm().values()))
+    assert "prefetch" in assembly or "prfm" in assembly  # x86-64, Arm

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.kernels._numba_common import (
+    PREFETCH_AHEAD,
     check_sequence_args,
     copy_,
     jit,
@@ -25,6 +26,7 @@ from rnnkit.kernels._numba_common import (
     needs_grad,
     numpy_view,
     position,
+    prefetch_step,
     running,
     sort_rows,
     tanh_,
@@ -59,6 +61,7 @@ def elman_forward_loop(
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
+        prefetch_step(x_proj, lengths, order, n_active, step + PREFETCH_AHEAD, reverse)
         product_prefix(weight_hh, blas, h_own, n_active, pre_own, identity)
         for i in range(n_active):
             pre_row = pre[i]

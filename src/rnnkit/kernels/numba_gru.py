@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.kernels._numba_common import (
+    PREFETCH_AHEAD,
     bias_or_zeros,
     check_sequence_args,
     jit,
@@ -31,6 +32,7 @@ from rnnkit.kernels._numba_common import (
     numpy_view,
     offset,
     position,
+    prefetch_step,
     running,
     sigmoid_,
     sort_rows,
@@ -86,6 +88,7 @@ def gru_forward_loop(
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
+        prefetch_step(x_proj, lengths, order, n_active, step + PREFETCH_AHEAD, reverse)
         product_prefix(weight_hh, blas, h_own, n_active, h_proj_own, identity)
         for i in range(n_active):
             x_row = x_proj[position(lengths, order[i], step, reverse), order[i]]

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from rnnkit.kernels._compiled_sequence import Loops, Static, pair
 from rnnkit.kernels._numba_common import (
+    PREFETCH_AHEAD,
     bias_or_zeros,
     copy_,
     copy_rows,
@@ -47,6 +48,8 @@ from rnnkit.kernels._numba_common import (
     offset,
     optional_view,
     position,
+    prefetch_block,
+    prefetch_step,
     running,
     sigmoid_,
     sort_rows,
@@ -219,6 +222,7 @@ def lstm_forward_loop(
     n = batch
     for step in range(last):
         n = running(lengths, order, step, n)
+        prefetch_step(x_proj, lengths, order, n, step + PREFETCH_AHEAD, reverse)
         k = (last - 1 - step if reverse else step) if save else 0
         s = s_tape[k] if save or masked else h  # (B, P)
         if masked:
@@ -354,6 +358,17 @@ def lstm_backward_loop(
     for step in range(last - 1, -1, -1):
         n = running(lengths, order, step, n)
         k = last - 1 - step if reverse else step
+        ahead = step - PREFETCH_AHEAD  # the rows that step will read, on their way from memory
+        prefetch_step(grad_output, lengths, order, n, ahead, reverse)
+        if layer_norm:
+            prefetch_step(x_proj, lengths, order, n, ahead, reverse)
+        for draws in (zone_h, zone_c):
+            if draws.shape[0] > 1:
+                prefetch_step(draws, lengths, order, n, ahead, reverse)
+        k_ahead = last - 1 - ahead if reverse else ahead
+        for field in fields:
+            prefetch_block(field, k_ahead)
+        prefetch_block(grad_hh, k_ahead)
         grad_h_hat_step = grad_h_hat[k] if proj else grad_u  # (B, P): dL/dh_hat
         for i in range(n):
             b = order[i]

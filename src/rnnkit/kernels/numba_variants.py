@@ -33,6 +33,7 @@ from torch import Tensor
 
 from rnnkit.kernels._compiled_sequence import Loops, Static, pair, run
 from rnnkit.kernels._numba_common import (
+    PREFETCH_AHEAD,
     bias_or_zeros,
     copy_,
     copy_rows,
@@ -44,6 +45,7 @@ from rnnkit.kernels._numba_common import (
     offset,
     optional_view,
     position,
+    prefetch_step,
     running,
     sigmoid_,
     sort_rows,
@@ -181,6 +183,7 @@ def gru_forward_loop(
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
+        prefetch_step(x_proj, lengths, order, n_active, step + PREFETCH_AHEAD, reverse)
         slot = step if save else 0
         rz, n_gate, a_h_n, h_prev = rz_tape[slot], n_tape[slot], a_h_n_tape[slot], h_prev_tape[slot]
         if save:
