@@ -173,12 +173,18 @@ def tensor_array(tensor: Tensor) -> np.ndarray:
     return numpy_view(tensor)
 
 
+def _described(value: object) -> str:
+    """A tensor's dtype and device, or another value's type, for an error message."""
+    if isinstance(value, Tensor):
+        return f"{value.dtype} on {value.device}"
+    return type(value).__name__
+
+
 def step_input(x: Tensor, dtype: torch.dtype, width: int) -> np.ndarray:
     """The NumPy view of a step's input x, which must be a (B, width) CPU tensor of the
     parameters' dtype."""
     if not isinstance(x, Tensor) or x.dtype != dtype or not x.is_cpu:
-        got = f"{x.dtype} on {x.device}" if isinstance(x, Tensor) else type(x).__name__
-        raise TypeError(f"x must be a CPU {dtype} tensor, got {got}")
+        raise TypeError(f"x must be a CPU {dtype} tensor, got {_described(x)}")
     shape = x.shape
     if len(shape) != 2 or shape[1] != width or shape[0] == 0:
         raise ValueError(
@@ -192,8 +198,7 @@ def step_state(tensor: Tensor, name: str, dtype: torch.dtype, shape: tuple[int, 
     """The NumPy view of state part `name`, which must be a CPU tensor of `shape` (B, size)
     and the parameters' dtype."""
     if not isinstance(tensor, Tensor) or tensor.dtype != dtype or not tensor.is_cpu:
-        got = f"{tensor.dtype} on {tensor.device}" if isinstance(tensor, Tensor) else type(tensor)
-        raise TypeError(f"{name} must be a CPU {dtype} tensor, got {got}")
+        raise TypeError(f"{name} must be a CPU {dtype} tensor, got {_described(tensor)}")
     if tensor.shape != shape:
         raise ValueError(
             f"{name} must have shape {shape} (batch of x, state size), got {tuple(tensor.shape)}"
@@ -201,12 +206,14 @@ def step_state(tensor: Tensor, name: str, dtype: torch.dtype, shape: tuple[int, 
     return tensor_array(tensor)
 
 
-def step_parts(state: object, count: int, names: str) -> tuple:
-    """`state` as a tuple of `count` parts, or a clear error naming the form it must take."""
-    if count == 1:
+def step_parts(state: object, names: tuple[str, ...]) -> tuple:
+    """`state` as a tuple of its parts, one per name, or a clear error naming the form it must
+    take (a tuple such as (h, c)); a state of one part is the tensor itself."""
+    if len(names) == 1:
         return (state,)
-    if not isinstance(state, tuple | list) or len(state) != count:
-        raise TypeError(f"state must be a tuple {names}, got {type(state).__name__}")
+    if not isinstance(state, tuple | list) or len(state) != len(names):
+        form = f"({', '.join(names)})"
+        raise TypeError(f"state must be a tuple {form}, got {type(state).__name__}")
     return tuple(state)
 
 
@@ -214,7 +221,7 @@ class _CellStep:
     """Views of one cell's parameters, taken once; see `LSTMStep` and `GRUStep`."""
 
     gates = 0  # 4 for the LSTM, 3 for the GRU
-    names = ""  # the state's parts, for errors
+    names: tuple[str, ...] = ()  # the state's parts, for errors
 
     def __init__(
         self, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None, bias_hh: Tensor | None
@@ -259,10 +266,9 @@ class _CellStep:
             ):
                 return inputs, arrays
         shape = (inputs.shape[0], self.hidden)
-        names = self.names.strip("()").split(", ")
         return inputs, tuple(
             step_state(part, name, self.dtype, shape)
-            for part, name in zip(parts, names, strict=True)
+            for part, name in zip(parts, self.names, strict=True)
         )
 
     def _returned(self, arrays: tuple[np.ndarray, ...]) -> tuple[Tensor, ...]:
@@ -289,10 +295,10 @@ class LSTMStep(_CellStep):
     """
 
     gates = 4
-    names = "(h, c)"
+    names = ("h", "c")
 
     def __call__(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        inputs, (h, c) = self._arrays(x, step_parts(state, 2, self.names))
+        inputs, (h, c) = self._arrays(x, step_parts(state, self.names))
         h_new, c_new = np.empty_like(h), np.empty_like(c)
         self._backward = backward = not self._backward  # alternate: the cache keeps more
         lstm_cell_into(inputs, h, c, *self.views, h_new, c_new, backward)
@@ -307,7 +313,7 @@ class GRUStep(_CellStep):
     """
 
     gates = 3
-    names = "h"
+    names = ("h",)
 
     def __call__(self, x: Tensor, h: Tensor) -> Tensor:
         inputs, (h,) = self._arrays(x, (h,))

@@ -346,7 +346,7 @@ class VariantLSTMStep(_VariantStep):
 
     def __call__(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         inputs = self._input(x)
-        h, c = step_parts(state, 2, "(h, c)")
+        h, c = step_parts(state, ("h", "c"))
         batch, cell = inputs.shape[0], self.cell
         h, c = (
             self._state(h, "h", batch, cell.output_size),
@@ -369,7 +369,7 @@ class VariantGRUStep(_VariantStep):
     def __call__(self, x: Tensor, state: Tensor | tuple[Tensor, Tensor]):
         inputs, cell = self._input(x), self.cell
         projected = bool(cell.proj_size)
-        parts = step_parts(state, 2, "(s, h)") if projected else (state, state)
+        parts = step_parts(state, ("s", "h")) if projected else (state, state)
         batch = inputs.shape[0]
         s = self._state(parts[0], "s" if projected else "h", batch, cell.output_size)
         h = self._state(parts[1], "h", batch, cell.hidden_size) if projected else s
