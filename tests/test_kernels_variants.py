@@ -216,6 +216,30 @@ def test_every_option_at_once_at_a_larger_size_in_float32(kind, training, route)
         assert_routes_equal(layers, x, hx, lengths, seed=5, relative=4e-4)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [1, 5, 64])
+def test_the_gates_layer_norm_moments_in_one_pass_equal_torchs(dtype, size):
+    """`gate_moments` (the four gate groups' sums in one pass) gives each group's mean and
+    1 / sqrt(var + eps) as `group_moments` and as torch's float64 layer norm, on values far
+    from zero (where E[v^2] - E[v]^2 without a shift would cancel)."""
+    from rnnkit.kernels import numba_lstm
+
+    generator = np.random.default_rng(3)
+    v = (1000 + generator.standard_normal(4 * size) * np.array([1, 1e-2, 10, 1]).repeat(size))
+    v = v.astype(dtype)
+    eps = 1e-5
+    means, rstds = np.zeros((2, 4)), np.zeros((2, 4), dtype=dtype)
+    numba_lstm.gate_moments(v, means[0], 0, rstds[0], 0, eps)
+    numba_lstm.group_moments(v, 4, means[1], 0, rstds[1], 0, eps)
+    groups = torch.from_numpy(v.astype(np.float64)).view(4, size)
+    variance = groups.var(dim=1, unbiased=False)
+    tolerance = {"rtol": 1e-5, "atol": 0} if dtype == np.float32 else {"rtol": 1e-12, "atol": 0}
+    for mean, rstd in zip(means, rstds, strict=True):
+        torch.testing.assert_close(torch.from_numpy(mean), groups.mean(dim=1), **tolerance)
+        expected = (variance + eps).rsqrt().to(torch.from_numpy(rstd).dtype)
+        torch.testing.assert_close(torch.from_numpy(rstd), expected, **tolerance)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("route", ROUTES)
 def test_the_per_step_product_adds_rows_in_order(dtype, route):

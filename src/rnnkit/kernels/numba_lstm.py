@@ -99,13 +99,22 @@ def tape_fields(tape, batch, hidden, out_size, layer_norm):
 
 
 @jit_inline
+def _finish_moments(shift, total, squares, inv_size, eps, mean, mean_at, rstd, rstd_at):
+    """mean[mean_at] and rstd[rstd_at] from the float64 sums of d = v - shift over a group."""
+    mean_d = total * inv_size
+    mean[mean_at] = shift + mean_d
+    # 1 / sqrt in rstd's own dtype: for float32, a shorter chain of latencies per group
+    variance = rstd.dtype.type(max(squares * inv_size - mean_d * mean_d, 0.0) + eps)
+    rstd[rstd_at] = rstd.dtype.type(1) / np.sqrt(variance)
+
+
+@jit_inline
 def group_moments(v, groups, mean, mean_at, rstd, rstd_at, eps):
     """mean[mean_at + k] and rstd[rstd_at + k] = 1 / sqrt(var + eps) of v (G*H,)'s group k of
     `groups` (biased variance, as torch's layer norm) in one pass: float64 sums of
     v - v[first of the group], whose shift keeps var = E[d^2] - E[d]^2 from cancelling."""
     size = len(v) // groups
     inv_size = 1.0 / size
-    one = rstd.dtype.type(1)
     for k in range(groups):
         start = k * size
         shift = np.float64(v[start])
@@ -115,11 +124,35 @@ def group_moments(v, groups, mean, mean_at, rstd, rstd_at, eps):
             d = np.float64(v[offset(start, j)]) - shift
             total += d
             squares += d * d
-        mean_d = total * inv_size
-        mean[mean_at + k] = shift + mean_d
-        # 1 / sqrt in rstd's own dtype: for float32, a shorter chain of latencies per group
-        variance = rstd.dtype.type(max(squares * inv_size - mean_d * mean_d, 0.0) + eps)
-        rstd[rstd_at + k] = one / np.sqrt(variance)
+        _finish_moments(shift, total, squares, inv_size, eps, mean, mean_at + k, rstd, rstd_at + k)
+
+
+@jit_inline
+def gate_moments(v, mean, mean_at, rstd, rstd_at, eps):
+    """`group_moments` of v (4H,)'s four gate groups in one pass over j: the groups' sums are
+    four independent chains, where one group after the other waits on each group's sums."""
+    size = len(v) // 4
+    s0, s1 = np.float64(v[0]), np.float64(v[size])
+    s2, s3 = np.float64(v[2 * size]), np.float64(v[3 * size])
+    t0 = t1 = t2 = t3 = q0 = q1 = q2 = q3 = 0.0
+    for j in range(size):
+        d0 = np.float64(v[j]) - s0
+        d1 = np.float64(v[offset(size, j)]) - s1
+        d2 = np.float64(v[offset(2 * size, j)]) - s2
+        d3 = np.float64(v[offset(3 * size, j)]) - s3
+        t0 += d0
+        t1 += d1
+        t2 += d2
+        t3 += d3
+        q0 += d0 * d0
+        q1 += d1 * d1
+        q2 += d2 * d2
+        q3 += d3 * d3
+    inv_size = 1.0 / size
+    _finish_moments(s0, t0, q0, inv_size, eps, mean, mean_at, rstd, rstd_at)
+    _finish_moments(s1, t1, q1, inv_size, eps, mean, mean_at + 1, rstd, rstd_at + 1)
+    _finish_moments(s2, t2, q2, inv_size, eps, mean, mean_at + 2, rstd, rstd_at + 2)
+    _finish_moments(s3, t3, q3, inv_size, eps, mean, mean_at + 3, rstd, rstd_at + 3)
 
 
 @jit_inline
@@ -240,8 +273,8 @@ def lstm_forward_loop(
             i_row, f_row = i_f_row[:hidden], i_f_row[hidden:]
             if layer_norm:
                 r = stats[k, i]
-                group_moments(x_row, 4, r, 9, r, 5, eps)
-                group_moments(a_row, 4, hh_mean, 0, r, 0, eps)
+                gate_moments(x_row, r, 9, r, 5, eps)
+                gate_moments(a_row, hh_mean, 0, r, 0, eps)
                 normed_gate_inputs(
                     x_row, a_row, r, hh_mean, gain_x, gain_h, bias, hh_norm[k, i], i_f_row,
                     g_row, o_row,
