@@ -225,7 +225,7 @@ def test_the_gates_layer_norm_moments_in_one_pass_equal_torchs(dtype, size):
     from rnnkit.kernels import numba_lstm
 
     generator = np.random.default_rng(3)
-    v = (1000 + generator.standard_normal(4 * size) * np.array([1, 1e-2, 10, 1]).repeat(size))
+    v = 1000 + generator.standard_normal(4 * size) * np.array([1, 1e-2, 10, 1]).repeat(size)
     v = v.astype(dtype)
     eps = 1e-5
     means, rstds = np.zeros((2, 4)), np.zeros((2, 4), dtype=dtype)
