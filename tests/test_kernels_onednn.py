@@ -67,5 +67,73 @@ def test_an_op_that_fails_its_check_is_not_used():
         _onednn.onednn_available.cache_clear()
         with mock.patch.object(_onednn, "_onednn_product", lambda g, i: (g.t() @ i) + 1):
             assert not _onednn.onednn_available()
+        _onednn.onednn_available.cache_clear()
+        with mock.patch.object(_onednn, "_linear", lambda a, b: (a @ b.t()) * 2):
+            assert not _onednn.onednn_available()
     finally:
         _onednn.onednn_available.cache_clear()
+
+
+def dense_reference(inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (inputs.double() @ weight.double().t()).to(inputs.dtype)
+
+
+@pytest.mark.parametrize("form", ["contiguous", "transposed weight", "column slice"])
+def test_dense_product_matches_float64_on_the_large_route(form):
+    """inputs @ W.T above the threshold (oneDNN where torch carries it): with a contiguous
+    weight (x @ W_ih.T), a transposed one (dL/dx = grad @ W is dense_product(grad, W.t())) and
+    inputs that are a slice of columns, which oneDNN takes only as a copy."""
+    generator = torch.Generator().manual_seed(2)
+    inputs = torch.randn(300, 96, generator=generator)
+    weight = torch.randn(130, 96, generator=generator)
+    if form == "transposed weight":
+        weight = torch.randn(96, 130, generator=generator).t()
+    if form == "column slice":
+        inputs = torch.randn(300, 150, generator=generator)[:, 20:116]
+    assert inputs.shape[0] * inputs.shape[1] * weight.shape[0] >= _onednn.MIN_MULTIPLY_ADDS
+    got = _onednn.dense_product(inputs, weight)
+    assert got.shape == (300, 130)
+    torch.testing.assert_close(got, dense_reference(inputs, weight), rtol=1e-5, atol=1e-4)
+
+
+def test_dense_products_take_onednn_above_the_threshold_in_float32_only():
+    """As the weight gradients' product: above the threshold through oneDNN's op, below it and
+    in float64 through torch's matmul."""
+    if not torch.backends.mkldnn.is_available():
+        assert not _onednn.onednn_available()
+        return
+    assert _onednn.onednn_available()
+    calls = []
+    real = _onednn._linear
+
+    def spy(a, b):
+        calls.append(tuple(a.shape))
+        return real(a, b)
+
+    with mock.patch.object(_onednn, "_linear", spy):
+        _onednn.dense_product(torch.ones(256, 128), torch.ones(128, 128))
+        _onednn.dense_product(torch.ones(8, 4), torch.ones(3, 4))
+        _onednn.dense_product(torch.ones(256, 128).double(), torch.ones(128, 128).double())
+    assert calls == [(256, 128)]
+
+
+def test_whole_sequence_products_below_the_tiles_rows_go_through_dense_product():
+    """x @ W.T over fewer rows than the packed tiles take (T = 50, B = 4) goes through
+    `dense_product`, reshaped back to (T, B, G), equal to torch's product."""
+    from rnnkit.kernels import _numba_products
+
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(50, 4, 128, generator=generator)
+    weight = torch.randn(384, 128, generator=generator)
+    assert 50 * 4 < _numba_products.PACKED_LINEAR_MIN_ROWS
+    seen = []
+    real = _numba_products.dense_product
+
+    def spy(inputs, matrix):
+        seen.append(tuple(inputs.shape))
+        return real(inputs, matrix)
+
+    with mock.patch.object(_numba_products, "dense_product", spy):
+        got = _numba_products.whole_product(x, weight)
+    assert seen == [(200, 128)]
+    torch.testing.assert_close(got, dense_reference(x, weight), rtol=1e-5, atol=1e-4)

@@ -346,6 +346,26 @@ def test_the_packed_projection_equals_torch_linear(dtype):
     torch.testing.assert_close(grads, torch.autograd.grad(expected, (x, weight), upstream))
 
 
+def test_the_projection_below_the_tiles_rows_takes_onednn_in_float32():
+    """Below 512 rows a float32 projection large enough for oneDNN goes through `PackedLinear`
+    (its products through oneDNN where torch carries it) and gives torch's linear and its
+    gradients; a small one is torch's linear itself."""
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(50, 4, 128, generator=generator, requires_grad=True)
+    weight = torch.randn(512, 128, generator=generator, requires_grad=True)
+    upstream = torch.randn(50, 4, 512, generator=generator)
+    ours = _numba_products.packed_linear(x, weight)
+    routed = ours.grad_fn.name().endswith("PackedLinearBackward")
+    assert routed == _onednn.onednn_available()
+    expected = torch.nn.functional.linear(x, weight)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-4)
+    grads = torch.autograd.grad(ours, (x, weight), upstream)
+    expected_grads = torch.autograd.grad(expected, (x, weight), upstream)
+    torch.testing.assert_close(grads, expected_grads, rtol=1e-5, atol=1e-4)
+    small = _numba_products.packed_linear(x[:2, :1, :8], weight[:16, :8])
+    assert not small.grad_fn.name().endswith("PackedLinearBackward")
+
+
 def test_the_packed_projection_passes_gradcheck():
     x = torch.randn(3, 5, 4, dtype=F64, requires_grad=True)
     weight = torch.randn(6, 4, dtype=F64, requires_grad=True)

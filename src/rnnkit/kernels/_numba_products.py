@@ -45,7 +45,7 @@ from torch import Tensor
 
 from rnnkit.kernels._numba_common import add_matvec, jit, jit_inline, numpy_view
 from rnnkit.kernels._numba_gemm import VECTOR_BYTES, pack_panels, packed_product
-from rnnkit.kernels._onednn import summed_outer_products
+from rnnkit.kernels._onednn import dense_product, summed_outer_products, takes
 
 BLAS_MAX_WEIGHT_BYTES = 512 * 1024  # a weight this small stays in L2 between steps
 PACKED_MIN_BATCH = 16  # from this batch the packed tiles beat BLAS on small weights too
@@ -154,21 +154,22 @@ def packed_matmul(inputs: Tensor, matrix: Tensor) -> Tensor:
 
 
 class PackedLinear(torch.autograd.Function):
-    """inputs @ weight.T over all steps at once, forward and dL/d(inputs) through the packed
-    tiles (11-23% faster than torch's linear on this machine at the benchmark's shapes, 0-4%
-    at the smallest; `benchmarks/RESULTS.md`), dL/d(weight) through `summed_outer_products`."""
+    """inputs @ weight.T over all steps at once, forward and dL/d(inputs) through
+    `whole_product` (the packed tiles from 512 rows, oneDNN below), dL/d(weight) through
+    `summed_outer_products`: on this machine 11-23% faster than torch's linear at the
+    benchmark's shapes from 512 rows, about twice as fast below (`benchmarks/RESULTS.md`)."""
 
     @staticmethod
     def forward(ctx, inputs: Tensor, weight: Tensor) -> Tensor:
         ctx.save_for_backward(inputs, weight)
-        return packed_matmul(inputs, weight)
+        return whole_product(inputs, weight)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         inputs, weight = ctx.saved_tensors
         needs_inputs, needs_weight = ctx.needs_input_grad
-        grad_inputs = packed_matmul(grad, weight.t()) if needs_inputs else None
+        grad_inputs = whole_product(grad, weight.t()) if needs_inputs else None
         grad_weight = None
         if needs_weight:
             flat_grad = grad.reshape(-1, weight.shape[0])  # (N, G)
@@ -180,12 +181,20 @@ class PackedLinear(torch.autograd.Function):
 PACKED_LINEAR_MIN_ROWS = 512  # below, packing the weight costs what the tiles save
 
 
+def _tiled(inputs: Tensor, matrix: Tensor) -> bool:
+    """Whether inputs (..., K) @ matrix.T goes through the packed tiles (from 512 rows)."""
+    return inputs.numel() >= PACKED_LINEAR_MIN_ROWS * matrix.shape[1]
+
+
 def whole_product(inputs: Tensor, matrix: Tensor) -> Tensor:
-    """inputs (..., K) @ matrix.T over all steps, no autograd: the packed tiles from 512 rows,
-    torch's matmul below."""
-    if inputs.numel() < PACKED_LINEAR_MIN_ROWS * matrix.shape[1]:
-        return inputs.detach() @ matrix.detach().t()
-    return packed_matmul(inputs.detach(), matrix.detach())
+    """inputs (..., K) @ matrix.T over all steps, no autograd: the packed tiles from 512 rows;
+    below, oneDNN's product (`dense_product`: float32, 2**21 multiply-adds and more; 0.43-0.48
+    of MKL's time at 128-400 rows), else torch's matmul."""
+    inputs, matrix = inputs.detach(), matrix.detach()
+    if _tiled(inputs, matrix):
+        return packed_matmul(inputs, matrix)
+    outer, inner = matrix.shape
+    return dense_product(inputs.reshape(-1, inner), matrix).view(*inputs.shape[:-1], outer)
 
 
 def project(inputs: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -196,8 +205,10 @@ def project(inputs: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 def packed_linear(inputs: Tensor, weight: Tensor) -> Tensor:
-    """inputs (..., K) @ weight.T (..., G), differentiable in both: `PackedLinear` from 512
-    rows (steps x sequences), torch's linear below."""
-    if inputs.numel() < PACKED_LINEAR_MIN_ROWS * weight.shape[1]:
-        return torch.nn.functional.linear(inputs, weight)
-    return PackedLinear.apply(inputs, weight)
+    """inputs (..., K) @ weight.T (..., G), differentiable in both: `PackedLinear` where its
+    products take the tiles or oneDNN, torch's linear elsewhere (small or float64 below 512
+    rows)."""
+    rows = inputs.numel() // weight.shape[1]
+    if _tiled(inputs, weight) or takes(inputs.dtype, rows * weight.numel()):
+        return PackedLinear.apply(inputs, weight)
+    return torch.nn.functional.linear(inputs, weight)
