@@ -131,8 +131,8 @@ def zoneout_draws(
     if reverse:
         uniform = uniform.flip(0)  # the loop's first draw belongs to the last step
     parts = iter(uniform.split([batch * units for units in sizes], dim=1))
-    return [
-        (next(parts).unflatten(1, (batch, units)) < rate).to(like.dtype) if rate > 0 else None
+    return [  # d = u < rate in place, 1.0 or 0.0 (a third of a compare and a conversion's time)
+        next(parts).lt_(rate).unflatten(1, (batch, units)) if rate > 0 else None
         for rate, units in rates
     ]
 
