@@ -205,6 +205,28 @@ def test_cell_step_rereads_a_fed_back_state_that_changed(kind):
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_cell_step_reads_inputs_of_any_layout(kind):
+    """The kernels read x by its address (`rows_at`): a view with a storage offset, a strided
+    view, a transposed one and one that requires grad give torch's cell's result."""
+    torch.manual_seed(4)
+    cell, step = cell_and_step(kind, 5, 7, True, torch.float32)
+    big = torch.randn(9, 10)
+    inputs = {
+        "offset": torch.randn(40)[7:22].view(3, 5),  # contiguous, 7 numbers in
+        "rows of a larger tensor": big[4:7, :5],
+        "strided": big[1:4, ::2],
+        "transposed": torch.randn(5, 3).t(),
+        "requires grad": torch.randn(3, 5, requires_grad=True),
+    }
+    state = torch.randn(3, 7)
+    if kind == "lstm":
+        state = (state, torch.randn(3, 7))
+    with torch.no_grad():
+        for name, x in inputs.items():
+            torch.testing.assert_close(step(x, state), cell(x, state), msg=name)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_step_unusual_inputs_take_the_checked_path(kind):
     """A list state, a strided or grad-requiring input, an unbatched input and a reset all
     still give torch.nn's result; a state of the wrong shape gives the layer's error."""
@@ -217,6 +239,7 @@ def test_step_unusual_inputs_take_the_checked_path(kind):
         expected_out, expected_state = reference(x[None], state)
         listed = list(state) if kind == "lstm" else state
         torch.testing.assert_close(layer.step(x, listed), (expected_out[0], expected_state))
+        torch.testing.assert_close(layer.step(x, state), (expected_out[0], expected_state))
         unbatched = _map(state, lambda s: s[:, 0])
         out, new = layer.step(x[0], unbatched)
         torch.testing.assert_close(out, expected_out[0, 0])

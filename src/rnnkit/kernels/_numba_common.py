@@ -277,6 +277,28 @@ def prefetch(typingctx, array, index):
     return types.void(array, index), codegen
 
 
+@intrinsic
+def _address_pointer(typingctx, address, like):
+    """The integer `address` as a pointer to numbers of `like`'s dtype."""
+    if not isinstance(address, types.Integer) or not isinstance(like, types.Array):
+        return None
+    pointer = types.CPointer(like.dtype)
+
+    def codegen(context, builder, signature, arguments):
+        return builder.inttoptr(arguments[0], context.get_value_type(pointer))
+
+    return pointer(address, like), codegen
+
+
+@jit_inline
+def rows_at(address, rows, cols, like):
+    """The C-contiguous (rows, cols) array of `like`'s dtype at memory `address`: a tensor's
+    `data_ptr()`, of that dtype and shape, contiguous, which the caller holds for the call.
+    Passing the address costs 70 ns in Python where `tensor.numpy()` costs 600 and the array's
+    dispatch to Numba 50 more (the streaming steps' input x)."""
+    return numba.carray(_address_pointer(address, like), (rows, cols))
+
+
 PREFETCH_AHEAD = 2  # steps: a step of 8 sequences takes microseconds, memory 0.1-0.2 us
 
 

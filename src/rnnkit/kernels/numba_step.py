@@ -33,6 +33,7 @@ from rnnkit.kernels._numba_common import (
     jit,
     jit_inline,
     numpy_view,
+    rows_at,
     sigmoid_,
     tanh_,
 )
@@ -144,12 +145,37 @@ def gru_cell_into(x, h, weight_ih, weight_hh, bias_ih, bias_hh, h_out, backward)
             h_out[b, j] = n + gates[hidden + j] * (h[b, j] - n)
 
 
+@jit_inline
+def layer_input(x_address, below, layer, weight_ih):
+    """The input of a stack's layer `layer`: for layer 0 the caller's x (B, H_in) at memory
+    `x_address` (`rows_at`), else the new state of the layer below, below[layer - 1] (below:
+    (L, B, P), the first part of the new state)."""
+    if layer == 0:
+        return rows_at(x_address, below.shape[1], weight_ih.shape[1], below)
+    return below[layer - 1]
+
+
+@jit
+def lstm_step_at(x_address, h, c, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out, backward):
+    """`lstm_cell_into` for x (B, H_in) at memory `x_address` (`rows_at`)."""
+    x = rows_at(x_address, h.shape[0], weight_ih.shape[1], h)
+    lstm_cell_into(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out, backward)
+
+
+@jit
+def gru_step_at(x_address, h, weight_ih, weight_hh, bias_ih, bias_hh, h_out, backward):
+    """`gru_cell_into` for x (B, H_in) at memory `x_address` (`rows_at`)."""
+    x = rows_at(x_address, h.shape[0], weight_ih.shape[1], h)
+    gru_cell_into(x, h, weight_ih, weight_hh, bias_ih, bias_hh, h_out, backward)
+
+
 @jit
 def lstm_layer_step(
-    x, h, c, layer, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out, out, backward
+    x_address, h, c, layer, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out, out, backward
 ):
-    """Layer `layer` of a stack, states h, c, h_out, c_out (L, B, H) in torch.nn's layout; the
-    top layer's new h is copied to out (B, H) too."""
+    """Layer `layer` of a stack, states h, c, h_out, c_out (L, B, H) in torch.nn's layout, its
+    input `layer_input`; the top layer's new h is copied to out (B, H) too."""
+    x = layer_input(x_address, h_out, layer, weight_ih)
     lstm_cell_into(
         x, h[layer], c[layer], weight_ih, weight_hh, bias_ih, bias_hh, h_out[layer],
         c_out[layer], backward,
@@ -159,8 +185,11 @@ def lstm_layer_step(
 
 
 @jit
-def gru_layer_step(x, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, h_out, out, backward):
+def gru_layer_step(
+    x_address, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, h_out, out, backward
+):
     """Layer `layer` of a stack, states h, h_out (L, B, H); as `lstm_layer_step`."""
+    x = layer_input(x_address, h_out, layer, weight_ih)
     gru_cell_into(x, h[layer], weight_ih, weight_hh, bias_ih, bias_hh, h_out[layer], backward)
     if layer == h.shape[0] - 1:
         copy_rows(h_out[layer], out, out.shape[0])
@@ -180,9 +209,9 @@ def _described(value: object) -> str:
     return type(value).__name__
 
 
-def step_input(x: Tensor, dtype: torch.dtype, width: int) -> np.ndarray:
-    """The NumPy view of a step's input x, which must be a (B, width) CPU tensor of the
-    parameters' dtype."""
+def checked_input(x: Tensor, dtype: torch.dtype, width: int) -> Tensor:
+    """A step's input x, which must be a (B, width) CPU tensor of the parameters' dtype, made
+    contiguous (its memory goes to the kernels by address, `rows_at`)."""
     if not isinstance(x, Tensor) or x.dtype != dtype or not x.is_cpu:
         raise TypeError(f"x must be a CPU {dtype} tensor, got {_described(x)}")
     shape = x.shape
@@ -191,7 +220,12 @@ def step_input(x: Tensor, dtype: torch.dtype, width: int) -> np.ndarray:
             f"x must have shape (batch, {width}) with batch >= 1, got {tuple(shape)}; "
             "for one sequence pass x[None]"
         )
-    return tensor_array(x)
+    return x if x.is_contiguous() else x.contiguous()
+
+
+def step_input(x: Tensor, dtype: torch.dtype, width: int) -> np.ndarray:
+    """The NumPy view of a step's input x (`checked_input`)."""
+    return tensor_array(checked_input(x, dtype, width))
 
 
 def step_state(tensor: Tensor, name: str, dtype: torch.dtype, shape: tuple[int, int]) -> np.ndarray:
@@ -249,10 +283,11 @@ class _CellStep:
         been replaced, e.g. by `module.to()` or `load_state_dict(assign=True)`)."""
         return self.pointers == _pointers(weight_ih, weight_hh, bias_ih, bias_hh)
 
-    def _arrays(self, x: Tensor, parts: tuple) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-        """Views of x and the state's parts: the arrays of the state returned last when `parts`
-        are its tensors in the same memory, for the same batch; else checked views."""
-        inputs = step_input(x, self.dtype, self.input_size)
+    def _arrays(self, x: Tensor, parts: tuple) -> tuple[Tensor, tuple[np.ndarray, ...]]:
+        """x checked (`checked_input`) and views of the state's parts: the arrays of the state
+        returned last when `parts` are its tensors in the same memory, for the same batch;
+        else checked views."""
+        inputs = checked_input(x, self.dtype, self.input_size)
         tensors, memory, arrays = self._last
         if len(parts) == len(tensors) and arrays[0].shape[0] == inputs.shape[0]:
             if len(parts) == 1:
@@ -301,7 +336,7 @@ class LSTMStep(_CellStep):
         inputs, (h, c) = self._arrays(x, step_parts(state, self.names))
         h_new, c_new = np.empty_like(h), np.empty_like(c)
         self._backward = backward = not self._backward  # alternate: the cache keeps more
-        lstm_cell_into(inputs, h, c, *self.views, h_new, c_new, backward)
+        lstm_step_at(inputs.data_ptr(), h, c, *self.views, h_new, c_new, backward)
         return self._returned((h_new, c_new))
 
 
@@ -319,7 +354,7 @@ class GRUStep(_CellStep):
         inputs, (h,) = self._arrays(x, (h,))
         h_new = np.empty_like(h)
         self._backward = backward = not self._backward  # alternate: the cache keeps more
-        gru_cell_into(inputs, h, *self.views, h_new, backward)
+        gru_step_at(inputs.data_ptr(), h, *self.views, h_new, backward)
         return self._returned((h_new,))[0]
 
 
@@ -379,11 +414,11 @@ class StackStep:
             return None
         new = [np.empty(shape, self.array_dtype) for shape in shapes]
         out = np.empty((batch, self.sizes[0]), self.array_dtype)  # not a view of the state
-        inputs = tensor_array(x)
+        x = x if x.is_contiguous() else x.contiguous()
+        address = x.data_ptr()  # layer 0's input; the others read new[0] (`layer_input`)
         self._backward = backward = not self._backward  # the other way from the last call
         for layer, step in enumerate(self.steps):
-            self.kernel(inputs, *arrays, layer, *step.views, *new, out, backward)
-            inputs = new[0][layer]  # (B, P), the next layer's input
+            self.kernel(address, *arrays, layer, *step.views, *new, out, backward)
         if self.parts == 2:
             state = (torch.from_numpy(new[0]), torch.from_numpy(new[1]))
             pointers = (state[0].data_ptr(), state[1].data_ptr())

@@ -40,7 +40,14 @@ from rnnkit.kernels._numba_common import (
 )
 from rnnkit.kernels.numba_lstm import group_moments
 from rnnkit.kernels.numba_scan import _coefficients
-from rnnkit.kernels.numba_step import add_matvec1, add_products, step_input, step_parts, step_state
+from rnnkit.kernels.numba_step import (
+    add_matvec1,
+    add_products,
+    layer_input,
+    step_input,
+    step_parts,
+    step_state,
+)
 
 
 @jit_inline
@@ -118,12 +125,13 @@ def variant_lstm_cell_into(
 
 @jit
 def variant_lstm_layer_step(
-    x, h, c, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
+    x_address, h, c, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
     ln_hh_gain, ln_hh_shift, weight_ci, weight_cf, weight_co, ln_c_gain, ln_c_shift, weight_hr,
     zone_h, zone_c, eps, h_out, c_out, out, backward,
 ):  # fmt: skip
     """Layer `layer` of a stack, states h, h_out (L, B, P) and c, c_out (L, B, H) in torch.nn's
     layout; the top layer's new h is copied to out (B, P) too (`numba_step.lstm_layer_step`)."""
+    x = layer_input(x_address, h_out, layer, weight_ih)
     variant_lstm_cell_into(
         x, h[layer], c[layer], weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
         ln_hh_gain, ln_hh_shift, weight_ci, weight_cf, weight_co, ln_c_gain, ln_c_shift,
@@ -175,23 +183,24 @@ def variant_gru_cell_into(
 
 @jit
 def variant_gru_layer_step(
-    x, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift, ln_hh_gain,
-    ln_hh_shift, weight_hr, zone_h, eps, h_out, out, backward,
+    x_address, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
+    ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, h_out, out, backward,
 ):  # fmt: skip
     """Layer `layer` of a stack without a projection, h and h_out (L, B, H): the projected
     step with h as its own recurrent input s."""
     variant_gru_proj_layer_step(
-        x, h, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
+        x_address, h, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
         ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, h_out, h_out, out, backward,
     )  # fmt: skip
 
 
 @jit
 def variant_gru_proj_layer_step(
-    x, s, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
+    x_address, s, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
     ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, s_out, h_out, out, backward,
 ):  # fmt: skip
     """Layer `layer` of a stack with a projection: s, s_out (L, B, P), h, h_out (L, B, H)."""
+    x = layer_input(x_address, s_out, layer, weight_ih)
     variant_gru_cell_into(
         x, s[layer], h[layer], weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
         ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, s_out[layer], h_out[layer], backward,
@@ -234,10 +243,11 @@ def variant_elman_cell_into(
 
 @jit
 def variant_elman_layer_step(
-    x, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out, out,
-    backward,
+    x_address, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out,
+    out, backward,
 ):  # fmt: skip
     """Layer `layer` of a stack, h and h_out (L, B, P)."""
+    x = layer_input(x_address, h_out, layer, weight_ih)
     variant_elman_cell_into(
         x, h[layer], weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out[layer],
         backward,
@@ -268,8 +278,9 @@ def minimal_cell_into(x, h, weight_ih, bias_ih, lstm, h_out, backward):
 
 
 @jit
-def minimal_layer_step(x, h, layer, weight_ih, bias_ih, lstm, h_out, out, backward):
+def minimal_layer_step(x_address, h, layer, weight_ih, bias_ih, lstm, h_out, out, backward):
     """Layer `layer` of a stack, h and h_out (L, B, H)."""
+    x = layer_input(x_address, h_out, layer, weight_ih)
     minimal_cell_into(x, h[layer], weight_ih, bias_ih, lstm, h_out[layer], backward)
     if layer == h.shape[0] - 1:
         copy_rows(h_out[layer], out, out.shape[0])
