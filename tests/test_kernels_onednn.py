@@ -27,25 +27,34 @@ def test_summed_outer_products_match_float64_on_the_large_route(columns):
     torch.testing.assert_close(got, reference(grad, inputs), rtol=1e-5, atol=1e-4)
 
 
-def test_the_large_route_is_onednn_where_torch_carries_it():
-    """On this platform (torch's CPU wheels carry oneDNN) the product above the threshold goes
-    through oneDNN's op, and one below it through torch's matmul."""
+ROUTED = {  # the product, the oneDNN call it makes, its operands' shapes above and below 2**21
+    "summed_outer_products": ("_onednn_product", ((2048, 32), (2048, 32)), ((8, 4), (8, 3))),
+    "dense_product": ("_linear", ((256, 128), (128, 128)), ((8, 4), (3, 4))),
+}
+
+
+@pytest.mark.parametrize("product", ROUTED)
+def test_the_large_route_is_onednn_where_torch_carries_it(product):
+    """On this platform (torch's CPU wheels carry oneDNN) a float32 product above the threshold
+    goes through oneDNN's op; one below it, and float64, through torch's matmul."""
     if not torch.backends.mkldnn.is_available():
         assert not _onednn.onednn_available()
         return
     assert _onednn.onednn_available()
+    call, large, small = ROUTED[product]
     calls = []
-    real = _onednn._onednn_product
+    real = getattr(_onednn, call)
 
-    def spy(grad, inputs):
-        calls.append(grad.shape)
-        return real(grad, inputs)
+    def spy(a, b):
+        calls.append(tuple(a.shape))
+        return real(a, b)
 
-    with mock.patch.object(_onednn, "_onednn_product", spy):
-        _onednn.summed_outer_products(torch.ones(2048, 32), torch.ones(2048, 32))
-        _onednn.summed_outer_products(torch.ones(8, 4), torch.ones(8, 3))
-        _onednn.summed_outer_products(torch.ones(2048, 32).double(), torch.ones(2048, 32).double())
-    assert calls == [(2048, 32)]
+    function = getattr(_onednn, product)
+    with mock.patch.object(_onednn, call, spy):
+        function(*(torch.ones(shape) for shape in large))
+        function(*(torch.ones(shape) for shape in small))
+        function(*(torch.ones(shape, dtype=torch.float64) for shape in large))
+    assert calls == [large[0]]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -94,27 +103,6 @@ def test_dense_product_matches_float64_on_the_large_route(form):
     got = _onednn.dense_product(inputs, weight)
     assert got.shape == (300, 130)
     torch.testing.assert_close(got, dense_reference(inputs, weight), rtol=1e-5, atol=1e-4)
-
-
-def test_dense_products_take_onednn_above_the_threshold_in_float32_only():
-    """As the weight gradients' product: above the threshold through oneDNN's op, below it and
-    in float64 through torch's matmul."""
-    if not torch.backends.mkldnn.is_available():
-        assert not _onednn.onednn_available()
-        return
-    assert _onednn.onednn_available()
-    calls = []
-    real = _onednn._linear
-
-    def spy(a, b):
-        calls.append(tuple(a.shape))
-        return real(a, b)
-
-    with mock.patch.object(_onednn, "_linear", spy):
-        _onednn.dense_product(torch.ones(256, 128), torch.ones(128, 128))
-        _onednn.dense_product(torch.ones(8, 4), torch.ones(3, 4))
-        _onednn.dense_product(torch.ones(256, 128).double(), torch.ones(128, 128).double())
-    assert calls == [(256, 128)]
 
 
 def test_whole_sequence_products_below_the_tiles_rows_go_through_dense_product():
