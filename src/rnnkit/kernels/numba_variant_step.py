@@ -65,6 +65,21 @@ def _layer_norm_(v, groups, gain, shift, eps, moments):
 
 
 @jit_inline
+def zoneout_mix(new, previous, rate, out):
+    """out = (1 - rate) * new + rate * previous (zoneout in eval), in the arrays' dtype (a
+    Python float and an int literal would make float32 arithmetic float64); out = new at rate
+    0. out may be new."""
+    if rate == 0:
+        for j in range(len(out)):
+            out[j] = new[j]
+        return
+    rate_ = out.dtype.type(rate)
+    keep = out.dtype.type(1) - rate_
+    for j in range(len(out)):
+        out[j] = keep * new[j] + rate_ * previous[j]
+
+
+@jit_inline
 def variant_lstm_cell_into(
     x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift, ln_hh_gain,
     ln_hh_shift, weight_ci, weight_cf, weight_co, ln_c_gain, ln_c_shift, weight_hr, zone_h,
@@ -117,10 +132,8 @@ def variant_lstm_cell_into(
             for j in range(hidden):
                 h_hat[j] = y[j]
         c_new, h_new, h_row = c_out[b], h_out[b], h[b]
-        for j in range(hidden):
-            c_new[j] = c_hat[j] if zone_c == 0 else (1 - zone_c) * c_hat[j] + zone_c * c_row[j]
-        for j in range(len(h_new)):
-            h_new[j] = h_hat[j] if zone_h == 0 else (1 - zone_h) * h_hat[j] + zone_h * h_row[j]
+        zoneout_mix(c_hat, c_row, zone_c, c_new)
+        zoneout_mix(h_hat, h_row, zone_h, h_new)
 
 
 @jit
@@ -172,9 +185,10 @@ def variant_gru_cell_into(
             n[j] = x_n[j] + gates[j] * h_n[j]
         tanh_(gates, 2 * hidden, 3 * hidden)  # n
         z = gates[hidden:]
+        one = h_row.dtype.type(1)  # an int literal would make float32 arithmetic float64
         for j in range(hidden):
-            h_hat = (1 - z[j]) * n[j] + z[j] * h_row[j]
-            h_new[j] = h_hat if zone_h == 0 else (1 - zone_h) * h_hat + zone_h * h_row[j]
+            h_new[j] = (one - z[j]) * n[j] + z[j] * h_row[j]
+        zoneout_mix(h_new, h_row, zone_h, h_new)
         if proj:
             s_new = s_out[b]
             s_new[:] = 0
@@ -228,7 +242,7 @@ def variant_elman_cell_into(
             pre[j] = (xp[j] + bias_ih[j]) + (hp[j] + bias_hh[j])
         if relu:
             for j in range(hidden):
-                pre[j] = max(pre[j], 0)
+                pre[j] = max(pre[j], pre.dtype.type(0))
         else:
             tanh_(pre, 0, hidden)
         if proj:
@@ -237,8 +251,7 @@ def variant_elman_cell_into(
         else:
             for j in range(hidden):
                 h_hat[j] = pre[j]
-        for j in range(len(h_new)):
-            h_new[j] = h_hat[j] if zone_h == 0 else (1 - zone_h) * h_hat[j] + zone_h * h_row[j]
+        zoneout_mix(h_hat, h_row, zone_h, h_new)
 
 
 @jit
