@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.kernels._numba_common import add_matvec, jit, jit_inline, numpy_view
+from rnnkit.kernels._numba_common import add_matvec, jit, jit_inline, numpy_view, weight_grads
 from rnnkit.kernels._numba_gemm import VECTOR_BYTES, pack_panels, packed_product
-from rnnkit.kernels._onednn import dense_product, summed_outer_products, takes
+from rnnkit.kernels._onednn import dense_product, takes
 
 BLAS_MAX_WEIGHT_BYTES = 512 * 1024  # a weight this small stays in L2 between steps
 PACKED_MIN_BATCH = 16  # from this batch the packed tiles beat BLAS on small weights too
@@ -156,8 +156,9 @@ def packed_matmul(inputs: Tensor, matrix: Tensor) -> Tensor:
 class PackedLinear(torch.autograd.Function):
     """inputs @ weight.T over all steps at once, forward and dL/d(inputs) through
     `whole_product` (the packed tiles from 512 rows, oneDNN below), dL/d(weight) through
-    `summed_outer_products`: on this machine 11-23% faster than torch's linear at the
-    benchmark's shapes from 512 rows, about twice as fast below (`benchmarks/RESULTS.md`)."""
+    `weight_grads` (`summed_outer_products`): on this machine 11-23% faster than torch's
+    linear at the benchmark's shapes from 512 rows, about twice as fast below
+    (`benchmarks/RESULTS.md`)."""
 
     @staticmethod
     def forward(ctx, inputs: Tensor, weight: Tensor) -> Tensor:
@@ -170,11 +171,7 @@ class PackedLinear(torch.autograd.Function):
         inputs, weight = ctx.saved_tensors
         needs_inputs, needs_weight = ctx.needs_input_grad
         grad_inputs = whole_product(grad, weight.t()) if needs_inputs else None
-        grad_weight = None
-        if needs_weight:
-            flat_grad = grad.reshape(-1, weight.shape[0])  # (N, G)
-            flat_inputs = inputs.reshape(-1, weight.shape[1])  # (N, K)
-            grad_weight = summed_outer_products(flat_grad, flat_inputs)  # (G, K)
+        grad_weight, _ = weight_grads(grad, inputs, needs_weight, False)  # (G, K)
         return grad_inputs, grad_weight
 
 
