@@ -94,7 +94,7 @@ def _keep_mask(shape: tuple[int, ...], rate: float, like: Tensor) -> Tensor | No
     if rate == 0:
         return None
     keep = 1 - rate
-    return (like.new_empty(shape).uniform_() < keep).to(like.dtype) / keep
+    return like.new_empty(shape).uniform_().lt_(keep).div_(keep)  # in place, as zoneout_draws
 
 
 def zoneout(previous: Tensor, new: Tensor, rate: float, training: bool) -> Tensor:
