@@ -19,8 +19,11 @@ then again with that cache on disk.
 
 torch runs on one thread (`torch.set_num_threads(1)`), the Numba kernels are single-threaded,
 and times are the CPU time of the calling thread, where all that work runs, so that other
-processes on a shared machine do not count; wall-clock medians are in the records too. Unless
-told otherwise (`keep_memory=False`, `--system-malloc`), the run first calls
+processes on a shared machine do not count; wall-clock medians are in the records too. With
+`threads` above 1 both sides may use that many threads (torch's intra-op threads; the streaming
+steps' partner thread, `kernels._step_partner`), work this thread's clock does not see, so the
+times, ratios and rates are the wall-clock medians instead (`"clock": "wall"` in the records).
+Unless told otherwise (`keep_memory=False`, `--system-malloc`), the run first calls
 `rnnkit.keep_freed_memory()`, for both sides alike: freed temporaries are reused instead of
 being paged in afresh on every call (`rnnkit.memory`).
 """
@@ -360,10 +363,32 @@ def record(
         "ours_gflops": flops / ours_s / 1e9,
         "reference_gflops": flops / reference_s / 1e9,
         "peak_gflops": peak_gflops,
+        "clock": "thread",
     }
     if case.mode == "stream":
         result["ours_us_per_step"] = ours_s * 1e6
         result["reference_us_per_step"] = reference_s * 1e6
+    return result
+
+
+def by_wall_clock(result: dict, case: Case) -> dict:
+    """`result` with its times, ratios and rates taken from the wall-clock medians (work on
+    other threads counts), and `"clock": "wall"`."""
+    ours_s, reference_s = result["ours_wall_ms"] / 1e3, result["reference_wall_ms"] / 1e3
+    flops = case_flops(case)
+    result = result | {
+        "clock": "wall",
+        "ours_ms": ours_s * 1e3,
+        "reference_ms": reference_s * 1e3,
+        "ratio": ours_s / reference_s,
+        "ours_gflops": flops / ours_s / 1e9,
+        "reference_gflops": flops / reference_s / 1e9,
+    }
+    if case.mode == "stream":
+        result |= {"ours_us_per_step": ours_s * 1e6, "reference_us_per_step": reference_s * 1e6}
+    if "loop_wall_ms" in result:
+        loop_s = result["loop_wall_ms"] / 1e3
+        result |= {"loop_ms": loop_s * 1e3, "loop_ratio": ours_s / loop_s}
     return result
 
 
@@ -469,33 +494,38 @@ def run_bench(
     compile: bool = True,
     log: Callable[[str], None] = print,
     keep_memory: bool = True,
+    threads: int = 1,
 ) -> list[dict]:
     """Run `cases` (default: `default_cases()`), print one line per case as it finishes, and
     write one JSON object per case (a JSON list) to `json_path` if given. Returns the records.
     `keep_memory`: call `keep_freed_memory()` first (a setting of the whole process, for both
-    sides; it stays made after the run)."""
-    threads = torch.get_num_threads()
+    sides; it stays made after the run). `threads`: torch's threads during the run (above 1,
+    wall-clock times)."""
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(1)
     kept = keep_memory and keep_freed_memory()
     try:
-        peak = matmul_gflops()
+        peak = matmul_gflops()  # one thread's rate, whatever `threads`
+        torch.set_num_threads(threads)
         malloc = "freed memory kept (keep_freed_memory)" if kept else "the C library's malloc"
+        clock = "this thread's CPU time" if threads == 1 else "the wall clock"
         log(
-            f"torch {torch.__version__} on 1 thread (torch.set_num_threads(1)); medians of "
-            f"{repeats} alternating repeats of this thread's CPU time; single-thread matmul "
-            f"{peak:.1f} GFLOP/s; {malloc}"
+            f"torch {torch.__version__} on {threads} thread{'s' * (threads > 1)} "
+            f"(torch.set_num_threads({threads})); medians of {repeats} alternating repeats of "
+            f"{clock}; single-thread matmul {peak:.1f} GFLOP/s; {malloc}"
         )
         records = []
         for case in default_cases() if cases is None else cases:
             timer = measure_variant if case.kind in VARIANTS else measure
-            records.append(timer(case, repeats, peak))
+            result = timer(case, repeats, peak)
+            records.append(result if threads == 1 else by_wall_clock(result, case))
             log(format_row(records[-1]))
         if compile:
             for record in compile_times():
                 records.append(record)
                 log(format_row(record))
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads_before)
     if json_path is not None:
         with open(json_path, "w") as file:
             json.dump(records, file, indent=1)

@@ -6,7 +6,7 @@
     rnnkit generate RUN [--prompt TEXT] ...
     rnnkit forecast RUN [--horizon N]
     rnnkit datasets
-    rnnkit bench [CASE...] [--quick] [--repeats N] [--json FILE]
+    rnnkit bench [CASE...] [--quick] [--repeats N] [--threads N] [--json FILE]
 
 The flags of `train` come from dataclass fields, one flag per field: the task's options
 (`rnnkit.tasks.base.Task.options`) and `rnnkit.train.TrainConfig`; `hidden_size` becomes
@@ -167,6 +167,13 @@ def add_bench(commands: Any) -> None:
     bench.add_argument("--repeats", type=int, default=7, help="timings per case (the median)")
     bench.add_argument("--json", metavar="FILE", default=None, help="also write records as JSON")
     bench.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch's threads for both sides (torch.set_num_threads); above 1 the times are "
+        "wall-clock medians, and the streaming steps share their products with a second thread",
+    )
+    bench.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -279,6 +286,8 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UsageError("give CASEs or --quick, not both")
     if args.repeats < 1:
         raise UsageError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     cases = bench.cases_from_names(args.cases) if args.cases else None
     if args.quick:
         cases = bench.quick_cases()
@@ -288,6 +297,7 @@ def run_bench(args: argparse.Namespace) -> int:
         json_path=args.json,
         compile=args.compile,
         keep_memory=not args.system_malloc,
+        threads=args.threads,
     )
     return 0
 

@@ -178,6 +178,44 @@ def add_matvec(weight, vectors, rows, n_rows, out):
 
 
 @jit
+def add_matvec1(weight, vector, out, backward):
+    """out += weight @ vector for one sequence: vector (K,), out (G,). Eight rows of `weight`
+    per pass over `vector`, their sums in registers; one matrix after the other, each read
+    front to back, streams from the cache faster than rows of two matrices interleaved. With
+    `backward` the blocks of rows go last to first (each row's sum the same): a stream of steps
+    that alternates directions first reads what the step before read last, still in the cache
+    when the weights are larger than it (0.88-0.95 of the time at 1-2 MiB of weights)."""
+    rows = weight.shape[0]
+    blocks = rows // 8
+    for block in range(blocks):
+        j = (blocks - 1 - block if backward else block) * 8
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = weight.dtype.type(0)
+        for k in range(weight.shape[1]):
+            v = vector[k]
+            a0 += weight[j, k] * v
+            a1 += weight[j + 1, k] * v
+            a2 += weight[j + 2, k] * v
+            a3 += weight[j + 3, k] * v
+            a4 += weight[j + 4, k] * v
+            a5 += weight[j + 5, k] * v
+            a6 += weight[j + 6, k] * v
+            a7 += weight[j + 7, k] * v
+        out[j] += a0
+        out[j + 1] += a1
+        out[j + 2] += a2
+        out[j + 3] += a3
+        out[j + 4] += a4
+        out[j + 5] += a5
+        out[j + 6] += a6
+        out[j + 7] += a7
+    for j in range(blocks * 8, rows):
+        acc = weight.dtype.type(0)
+        for k in range(weight.shape[1]):
+            acc += weight[j, k] * vector[k]
+        out[j] += acc
+
+
+@jit
 def _dot(weight, j, vectors, b):
     acc = weight.dtype.type(0)
     for k in range(weight.shape[1]):

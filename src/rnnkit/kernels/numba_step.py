@@ -27,6 +27,7 @@ from torch import Tensor
 
 from rnnkit.kernels._numba_common import (
     add_matvec,
+    add_matvec1,
     bias_or_zeros,
     copy_,
     copy_rows,
@@ -37,45 +38,8 @@ from rnnkit.kernels._numba_common import (
     sigmoid_,
     tanh_,
 )
+from rnnkit.kernels._step_partner import pair_products, partner_control, wake_if_parked
 from rnnkit.kernels.numba_gru import gru_gates
-
-
-@jit
-def add_matvec1(weight, vector, out, backward):
-    """out += weight @ vector for one sequence: vector (K,), out (G,). Eight rows of `weight`
-    per pass over `vector`, their sums in registers; one matrix after the other, each read
-    front to back, streams from the cache faster than rows of two matrices interleaved. With
-    `backward` the blocks of rows go last to first (each row's sum the same): a stream of steps
-    that alternates directions first reads what the step before read last, still in the cache
-    when the weights are larger than it (0.88-0.95 of the time at 1-2 MiB of weights)."""
-    rows = weight.shape[0]
-    blocks = rows // 8
-    for block in range(blocks):
-        j = (blocks - 1 - block if backward else block) * 8
-        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = weight.dtype.type(0)
-        for k in range(weight.shape[1]):
-            v = vector[k]
-            a0 += weight[j, k] * v
-            a1 += weight[j + 1, k] * v
-            a2 += weight[j + 2, k] * v
-            a3 += weight[j + 3, k] * v
-            a4 += weight[j + 4, k] * v
-            a5 += weight[j + 5, k] * v
-            a6 += weight[j + 6, k] * v
-            a7 += weight[j + 7, k] * v
-        out[j] += a0
-        out[j + 1] += a1
-        out[j + 2] += a2
-        out[j + 3] += a3
-        out[j + 4] += a4
-        out[j + 5] += a5
-        out[j + 6] += a6
-        out[j + 7] += a7
-    for j in range(blocks * 8, rows):
-        acc = weight.dtype.type(0)
-        for k in range(weight.shape[1]):
-            acc += weight[j, k] * vector[k]
-        out[j] += acc
 
 
 @jit_inline
@@ -100,16 +64,32 @@ def add_products(weight_ih, x, weight_hh, h, out_x, out_h, backward):
 
 
 @jit_inline
-def lstm_cell_into(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out, backward):
+def products(weight_ih, x, weight_hh, h, out_x, out_h, backward, control):
+    """`add_products`, its rows shared with the partner thread of `control` below four
+    sequences (`_step_partner.pair_products`) unless `control` is empty or the partner is busy;
+    returns 1 if the partner was found parked (the caller wakes it), else 0. Same results."""
+    if control.shape[0] and x.shape[0] < 4:
+        parked = pair_products(control, weight_ih, x, weight_hh, h, out_x, out_h, backward)
+        if parked >= 0:
+            return parked
+    add_products(weight_ih, x, weight_hh, h, out_x, out_h, backward)
+    return 0
+
+
+@jit_inline
+def lstm_cell_into(
+    x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out, backward, control
+):
     """One LSTM step for x (B, H_in), h and c (B, H), written to h_out and c_out (B, H);
-    `backward`: the direction `add_matvec1` reads the weights (the result is the same)."""
+    `backward`: the direction `add_matvec1` reads the weights (the result is the same);
+    `control`: the partner thread's, or empty (`products`, whose result this returns)."""
     batch, hidden = h.shape
     gates = np.empty((batch, 4 * hidden), dtype=h.dtype)  # (B, 4H): i|f|g|o
     h_part = np.zeros((batch, 4 * hidden), dtype=h.dtype)  # W_hh h, added last in either order
     for b in range(batch):
         for j in range(4 * hidden):
             gates[b, j] = bias_ih[j] + bias_hh[j]
-    add_products(weight_ih, x, weight_hh, h, gates, h_part, backward)
+    parked = products(weight_ih, x, weight_hh, h, gates, h_part, backward, control)
     for b in range(batch):
         for j in range(4 * hidden):
             gates[b, j] += h_part[b, j]
@@ -124,25 +104,27 @@ def lstm_cell_into(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out
         tanh_(h_out[b], 0, hidden)
         for j in range(hidden):
             h_out[b, j] *= g[3 * hidden + j]
+    return parked
 
 
 @jit_inline
-def gru_cell_into(x, h, weight_ih, weight_hh, bias_ih, bias_hh, h_out, backward):
-    """One GRU step for x (B, H_in) and h (B, H), written to h_out (B, H); `backward` as in
-    `lstm_cell_into`."""
+def gru_cell_into(x, h, weight_ih, weight_hh, bias_ih, bias_hh, h_out, backward, control):
+    """One GRU step for x (B, H_in) and h (B, H), written to h_out (B, H); `control` and
+    `backward` as in `lstm_cell_into`."""
     batch, hidden = h.shape
     x_proj = np.empty((batch, 3 * hidden), dtype=h.dtype)  # (B, 3H): r|z|n
     h_proj = np.empty((batch, 3 * hidden), dtype=h.dtype)  # (B, 3H)
     for b in range(batch):
         copy_(bias_ih, x_proj[b])
         copy_(bias_hh, h_proj[b])
-    add_products(weight_ih, x, weight_hh, h, x_proj, h_proj, backward)
+    parked = products(weight_ih, x, weight_hh, h, x_proj, h_proj, backward, control)
     gates = np.empty(4 * hidden, dtype=h.dtype)  # r|z|n|h_proj_n of one sequence
     for b in range(batch):
         gru_gates(gates, x_proj[b], h_proj[b])
         for j in range(hidden):
             n = gates[2 * hidden + j]
             h_out[b, j] = n + gates[hidden + j] * (h[b, j] - n)
+    return parked
 
 
 @jit_inline
@@ -156,43 +138,53 @@ def layer_input(x_address, below, layer, weight_ih):
 
 
 @jit
-def lstm_step_at(x_address, h, c, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out, backward):
+def lstm_step_at(
+    x_address, h, c, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out, backward, control
+):
     """`lstm_cell_into` for x (B, H_in) at memory `x_address` (`rows_at`)."""
     x = rows_at(x_address, h.shape[0], weight_ih.shape[1], h)
-    lstm_cell_into(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out, backward)
+    return lstm_cell_into(
+        x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out, backward, control
+    )
 
 
 @jit
-def gru_step_at(x_address, h, weight_ih, weight_hh, bias_ih, bias_hh, h_out, backward):
+def gru_step_at(x_address, h, weight_ih, weight_hh, bias_ih, bias_hh, h_out, backward, control):
     """`gru_cell_into` for x (B, H_in) at memory `x_address` (`rows_at`)."""
     x = rows_at(x_address, h.shape[0], weight_ih.shape[1], h)
-    gru_cell_into(x, h, weight_ih, weight_hh, bias_ih, bias_hh, h_out, backward)
+    return gru_cell_into(x, h, weight_ih, weight_hh, bias_ih, bias_hh, h_out, backward, control)
 
 
 @jit
 def lstm_layer_step(
-    x_address, h, c, layer, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out, out, backward
-):
+    x_address, h, c, layer, weight_ih, weight_hh, bias_ih, bias_hh, h_out, c_out, out, backward,
+    control,
+):  # fmt: skip
     """Layer `layer` of a stack, states h, c, h_out, c_out (L, B, H) in torch.nn's layout, its
-    input `layer_input`; the top layer's new h is copied to out (B, H) too."""
+    input `layer_input`; the top layer's new h is copied to out (B, H) too. Returns
+    `products`' flag (every layer kernel of a stack takes `control` and returns it)."""
     x = layer_input(x_address, h_out, layer, weight_ih)
-    lstm_cell_into(
+    parked = lstm_cell_into(
         x, h[layer], c[layer], weight_ih, weight_hh, bias_ih, bias_hh, h_out[layer],
-        c_out[layer], backward,
+        c_out[layer], backward, control,
     )  # fmt: skip
     if layer == h.shape[0] - 1:
         copy_rows(h_out[layer], out, out.shape[0])
+    return parked
 
 
 @jit
 def gru_layer_step(
-    x_address, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, h_out, out, backward
+    x_address, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, h_out, out, backward, control
 ):
     """Layer `layer` of a stack, states h, h_out (L, B, H); as `lstm_layer_step`."""
     x = layer_input(x_address, h_out, layer, weight_ih)
-    gru_cell_into(x, h[layer], weight_ih, weight_hh, bias_ih, bias_hh, h_out[layer], backward)
+    parked = gru_cell_into(
+        x, h[layer], weight_ih, weight_hh, bias_ih, bias_hh, h_out[layer], backward, control
+    )
     if layer == h.shape[0] - 1:
         copy_rows(h_out[layer], out, out.shape[0])
+    return parked
 
 
 def tensor_array(tensor: Tensor) -> np.ndarray:
@@ -266,6 +258,7 @@ class _CellStep:
         self.dtype = weight_hh.dtype
         self.input_size, self.hidden = weight_ih.shape[1], weight_hh.shape[1]
         self.pointers = _pointers(weight_ih, weight_hh, bias_ih, bias_hh)
+        self.weight_bytes = weight_ih.nbytes + weight_hh.nbytes  # read by every step
         self.views = (
             numpy_view(weight_ih), numpy_view(weight_hh),
             numpy_view(bias_or_zeros(bias_ih, size, weight_hh)),
@@ -336,7 +329,10 @@ class LSTMStep(_CellStep):
         inputs, (h, c) = self._arrays(x, step_parts(state, self.names))
         h_new, c_new = np.empty_like(h), np.empty_like(c)
         self._backward = backward = not self._backward  # alternate: the cache keeps more
-        lstm_step_at(inputs.data_ptr(), h, c, *self.views, h_new, c_new, backward)
+        control = partner_control(self.weight_bytes)
+        wake_if_parked(
+            lstm_step_at(inputs.data_ptr(), h, c, *self.views, h_new, c_new, backward, control)
+        )
         return self._returned((h_new, c_new))
 
 
@@ -354,7 +350,8 @@ class GRUStep(_CellStep):
         inputs, (h,) = self._arrays(x, (h,))
         h_new = np.empty_like(h)
         self._backward = backward = not self._backward  # alternate: the cache keeps more
-        gru_step_at(inputs.data_ptr(), h, *self.views, h_new, backward)
+        control = partner_control(self.weight_bytes)
+        wake_if_parked(gru_step_at(inputs.data_ptr(), h, *self.views, h_new, backward, control))
         return self._returned((h_new,))[0]
 
 
@@ -418,7 +415,10 @@ class StackStep:
         address = x.data_ptr()  # layer 0's input; the others read new[0] (`layer_input`)
         self._backward = backward = not self._backward  # the other way from the last call
         for layer, step in enumerate(self.steps):
-            self.kernel(address, *arrays, layer, *step.views, *new, out, backward)
+            control = partner_control(step.weight_bytes)
+            wake_if_parked(
+                self.kernel(address, *arrays, layer, *step.views, *new, out, backward, control)
+            )
         if self.parts == 2:
             state = (torch.from_numpy(new[0]), torch.from_numpy(new[1]))
             pointers = (state[0].data_ptr(), state[1].data_ptr())

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.kernels._numba_common import (
+    add_matvec1,
     copy_,
     copy_rows,
     jit,
@@ -38,12 +39,12 @@ from rnnkit.kernels._numba_common import (
     sigmoid_,
     tanh_,
 )
+from rnnkit.kernels._step_partner import partner_control, wake_if_parked
 from rnnkit.kernels.numba_lstm import group_moments
 from rnnkit.kernels.numba_scan import _coefficients
 from rnnkit.kernels.numba_step import (
-    add_matvec1,
-    add_products,
     layer_input,
+    products,
     step_input,
     step_parts,
     step_state,
@@ -83,15 +84,16 @@ def zoneout_mix(new, previous, rate, out):
 def variant_lstm_cell_into(
     x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift, ln_hh_gain,
     ln_hh_shift, weight_ci, weight_cf, weight_co, ln_c_gain, ln_c_shift, weight_hr, zone_h,
-    zone_c, eps, h_out, c_out, backward,
+    zone_c, eps, h_out, c_out, backward, control,
 ):  # fmt: skip
     """One step for x (B, H_in), h (B, P), c (B, H) into h_out (B, P), c_out (B, H). An option
-    that is off arrives as an empty array (a bias as zeros); zone_h, zone_c are the rates."""
+    that is off arrives as an empty array (a bias as zeros); zone_h, zone_c are the rates;
+    `control` and the result as `numba_step.lstm_cell_into`'s."""
     batch, hidden = c.shape
     layer_norm, peep, proj = ln_ih_gain.shape[0] > 0, weight_ci.shape[0] > 0, weight_hr.shape[0] > 0
     x_part = np.zeros((batch, 4 * hidden), dtype=c.dtype)
     h_part = np.zeros((batch, 4 * hidden), dtype=c.dtype)
-    add_products(weight_ih, x, weight_hh, h, x_part, h_part, backward)
+    parked = products(weight_ih, x, weight_hh, h, x_part, h_part, backward, control)
     gates = np.empty(4 * hidden, dtype=c.dtype)
     c_hat = np.empty(hidden, dtype=c.dtype)
     y = np.empty(hidden, dtype=c.dtype)  # tanh(LN_c(c_hat)), then o * that
@@ -134,30 +136,32 @@ def variant_lstm_cell_into(
         c_new, h_new, h_row = c_out[b], h_out[b], h[b]
         zoneout_mix(c_hat, c_row, zone_c, c_new)
         zoneout_mix(h_hat, h_row, zone_h, h_new)
+    return parked
 
 
 @jit
 def variant_lstm_layer_step(
     x_address, h, c, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
     ln_hh_gain, ln_hh_shift, weight_ci, weight_cf, weight_co, ln_c_gain, ln_c_shift, weight_hr,
-    zone_h, zone_c, eps, h_out, c_out, out, backward,
+    zone_h, zone_c, eps, h_out, c_out, out, backward, control,
 ):  # fmt: skip
     """Layer `layer` of a stack, states h, h_out (L, B, P) and c, c_out (L, B, H) in torch.nn's
     layout; the top layer's new h is copied to out (B, P) too (`numba_step.lstm_layer_step`)."""
     x = layer_input(x_address, h_out, layer, weight_ih)
-    variant_lstm_cell_into(
+    parked = variant_lstm_cell_into(
         x, h[layer], c[layer], weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
         ln_hh_gain, ln_hh_shift, weight_ci, weight_cf, weight_co, ln_c_gain, ln_c_shift,
-        weight_hr, zone_h, zone_c, eps, h_out[layer], c_out[layer], backward,
+        weight_hr, zone_h, zone_c, eps, h_out[layer], c_out[layer], backward, control,
     )  # fmt: skip
     if layer == h.shape[0] - 1:
         copy_rows(h_out[layer], out, out.shape[0])
+    return parked
 
 
 @jit_inline
 def variant_gru_cell_into(
     x, s, h, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift, ln_hh_gain,
-    ln_hh_shift, weight_hr, zone_h, eps, s_out, h_out, backward,
+    ln_hh_shift, weight_hr, zone_h, eps, s_out, h_out, backward, control,
 ):  # fmt: skip
     """One `VariantGRUCell` step for x (B, H_in), the recurrent input s (B, P) (h itself
     without a projection) and h (B, H) into h_out (B, H) and, with a projection (weight_hr
@@ -166,7 +170,7 @@ def variant_gru_cell_into(
     layer_norm, proj = ln_ih_gain.shape[0] > 0, weight_hr.shape[0] > 0
     x_part = np.zeros((batch, 3 * hidden), dtype=h.dtype)
     h_part = np.zeros((batch, 3 * hidden), dtype=h.dtype)
-    add_products(weight_ih, x, weight_hh, s, x_part, h_part, backward)
+    parked = products(weight_ih, x, weight_hh, s, x_part, h_part, backward, control)
     gates = np.empty(3 * hidden, dtype=h.dtype)  # r|z, then n
     moments = np.empty((2, 3))
     for b in range(batch):
@@ -193,39 +197,43 @@ def variant_gru_cell_into(
             s_new = s_out[b]
             s_new[:] = 0
             add_matvec1(weight_hr, h_new, s_new, backward)
+    return parked
 
 
 @jit
 def variant_gru_layer_step(
     x_address, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
-    ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, h_out, out, backward,
+    ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, h_out, out, backward, control,
 ):  # fmt: skip
     """Layer `layer` of a stack without a projection, h and h_out (L, B, H): the projected
     step with h as its own recurrent input s."""
-    variant_gru_proj_layer_step(
+    return variant_gru_proj_layer_step(
         x_address, h, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
-        ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, h_out, h_out, out, backward,
+        ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, h_out, h_out, out, backward, control,
     )  # fmt: skip
 
 
 @jit
 def variant_gru_proj_layer_step(
     x_address, s, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
-    ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, s_out, h_out, out, backward,
+    ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, s_out, h_out, out, backward, control,
 ):  # fmt: skip
     """Layer `layer` of a stack with a projection: s, s_out (L, B, P), h, h_out (L, B, H)."""
     x = layer_input(x_address, s_out, layer, weight_ih)
-    variant_gru_cell_into(
+    parked = variant_gru_cell_into(
         x, s[layer], h[layer], weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
         ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, s_out[layer], h_out[layer], backward,
+        control,
     )  # fmt: skip
     if layer == s.shape[0] - 1:
         copy_rows(s_out[layer], out, out.shape[0])
+    return parked
 
 
 @jit_inline
 def variant_elman_cell_into(
-    x, h, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out, backward
+    x, h, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out, backward,
+    control,
 ):  # fmt: skip
     """One `VariantElmanCell` step (tanh or relu) for x (B, H_in), h (B, P) into h_out (B, P):
     h' = (1 - p_h) * W_hr f((W_ih x + b_ih) + (W_hh h + b_hh)) + p_h * h."""
@@ -233,7 +241,7 @@ def variant_elman_cell_into(
     proj = weight_hr.shape[0] > 0
     x_part = np.zeros((batch, hidden), dtype=h.dtype)
     h_part = np.zeros((batch, hidden), dtype=h.dtype)
-    add_products(weight_ih, x, weight_hh, h, x_part, h_part, backward)
+    parked = products(weight_ih, x, weight_hh, h, x_part, h_part, backward, control)
     pre = np.empty(hidden, dtype=h.dtype)
     h_hat = np.zeros(h.shape[1], dtype=h.dtype)
     for b in range(batch):
@@ -252,21 +260,23 @@ def variant_elman_cell_into(
             for j in range(hidden):
                 h_hat[j] = pre[j]
         zoneout_mix(h_hat, h_row, zone_h, h_new)
+    return parked
 
 
 @jit
 def variant_elman_layer_step(
     x_address, h, layer, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out,
-    out, backward,
+    out, backward, control,
 ):  # fmt: skip
     """Layer `layer` of a stack, h and h_out (L, B, P)."""
     x = layer_input(x_address, h_out, layer, weight_ih)
-    variant_elman_cell_into(
+    parked = variant_elman_cell_into(
         x, h[layer], weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out[layer],
-        backward,
+        backward, control,
     )  # fmt: skip
     if layer == h.shape[0] - 1:
         copy_rows(h_out[layer], out, out.shape[0])
+    return parked
 
 
 @jit_inline
@@ -291,12 +301,16 @@ def minimal_cell_into(x, h, weight_ih, bias_ih, lstm, h_out, backward):
 
 
 @jit
-def minimal_layer_step(x_address, h, layer, weight_ih, bias_ih, lstm, h_out, out, backward):
-    """Layer `layer` of a stack, h and h_out (L, B, H)."""
+def minimal_layer_step(
+    x_address, h, layer, weight_ih, bias_ih, lstm, h_out, out, backward, control
+):
+    """Layer `layer` of a stack, h and h_out (L, B, H); one product, no partner (`control` is
+    never used)."""
     x = layer_input(x_address, h_out, layer, weight_ih)
     minimal_cell_into(x, h[layer], weight_ih, bias_ih, lstm, h_out[layer], backward)
     if layer == h.shape[0] - 1:
         copy_rows(h_out[layer], out, out.shape[0])
+    return 0
 
 
 LSTM_PARAMETERS = (
@@ -331,6 +345,8 @@ class _VariantStep:
         if self.parameters[-1] == "weight_hr" and views[-1].shape[0] == 0:
             views[-1] = empty.reshape(0, 0)  # weight_hr is a matrix when present
         self.views = (*views, *self._constants(cell))
+        recurrent = "weight_hh" in self.parameters  # not minGRU / minLSTM
+        self.weight_bytes = views[0].nbytes + views[1].nbytes if recurrent else 0  # W_ih, W_hh
         self._backward = False  # the direction of this call's weight reads (`add_matvec1`)
 
     def _constants(self, cell: torch.nn.Module) -> tuple[float, ...]:
@@ -349,6 +365,10 @@ class _VariantStep:
 
     def _state(self, tensor: Tensor, name: str, batch: int, size: int) -> np.ndarray:
         return step_state(tensor, name, self.dtype, (batch, size))
+
+    def _control(self) -> np.ndarray:
+        """The partner thread's control for this step's products (`numba_step.products`)."""
+        return partner_control(self.weight_bytes)
 
     def _direction(self) -> bool:
         """This call's direction of the weight reads: the other one than the last call's
@@ -377,7 +397,11 @@ class VariantLSTMStep(_VariantStep):
             self._state(c, "c", batch, cell.hidden_size),
         )
         h_new, c_new = np.empty_like(h), np.empty_like(c)
-        variant_lstm_cell_into(inputs, h, c, *self.views, h_new, c_new, self._direction())
+        wake_if_parked(
+            variant_lstm_cell_into(
+                inputs, h, c, *self.views, h_new, c_new, self._direction(), self._control()
+            )
+        )
         return torch.from_numpy(h_new), torch.from_numpy(c_new)
 
 
@@ -399,7 +423,11 @@ class VariantGRUStep(_VariantStep):
         h = self._state(parts[1], "h", batch, cell.hidden_size) if projected else s
         h_new = np.empty_like(h)
         s_new = np.empty_like(s) if projected else h_new
-        variant_gru_cell_into(inputs, s, h, *self.views, s_new, h_new, self._direction())
+        wake_if_parked(
+            variant_gru_cell_into(
+                inputs, s, h, *self.views, s_new, h_new, self._direction(), self._control()
+            )
+        )
         if projected:
             return torch.from_numpy(s_new), torch.from_numpy(h_new)
         return torch.from_numpy(h_new)
@@ -418,7 +446,11 @@ class VariantElmanStep(_VariantStep):
         inputs = self._input(x)
         h = self._state(h, "h", inputs.shape[0], self.cell.output_size)
         h_new = np.empty_like(h)
-        variant_elman_cell_into(inputs, h, *self.views, h_new, self._direction())
+        wake_if_parked(
+            variant_elman_cell_into(
+                inputs, h, *self.views, h_new, self._direction(), self._control()
+            )
+        )
         return torch.from_numpy(h_new)
 
 

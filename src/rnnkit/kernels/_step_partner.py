@@ -1,0 +1,448 @@
+"""A second thread for the streaming steps' two matrix-vector products (Numba, CPU).
+
+A streaming step at batch 1 reads all of W_ih and W_hh and little else: at H = 256 that is
+1-2 MiB of float32, more than one core's L2 cache (1 MiB here), so one thread waits on memory
+for most of the step (docs/kernels.md, "The streaming steps"). Where torch may use two threads
+or more (`torch.get_num_threads()`) and the weights are large enough (`PAIR_MIN_BYTES`), the
+plain LSTM and GRU steps split the rows of the two products with one partner thread: each core
+reads half the weights, from its own cache where they fit.
+
+The protocol, on one int64 array (`Partner.control`), its fields a cache line apart:
+
+- the calling thread takes the partner (`OWNER`, compare-and-swap; a second caller that finds
+  it taken runs its step alone), writes the job (`JOB`: dtype, batch, direction, the two
+  products' addresses and sizes), marks every chunk of rows FREE with the new ticket and
+  publishes the ticket;
+- the partner, waiting on the ticket, claims its chunks (the first half of the weights' bytes)
+  one at a time, FREE -> CLAIMED, computes each into the caller's output rows and marks it
+  DONE; the caller computes the other half, then takes the partner's chunks not yet claimed
+  from the far end (FREE -> STOLEN), and waits only for the chunks the partner claimed;
+- so a partner that is asleep, slow to wake or busy elsewhere never holds a step up for more
+  than a chunk it has started (a partner descheduled in the middle of a chunk does: the step
+  waits for it, as any multi-threaded kernel waits for its threads); the caller returns after
+  every claimed chunk is DONE, so the partner only ever reads the job while the caller holds
+  its memory;
+- between steps the partner spins (`SPIN_SECONDS`), then sleeps in short naps (`NAP_US`), and
+  after `PARK_SECONDS` without a job parks on an event; a caller that finds it parked does the
+  whole step itself and wakes it for the next (`wake_if_parked`).
+
+Each row's sum is computed by the same loop either way (`_numba_common.add_matvec1` over a chunk
+of rows, chunks a multiple of its eight-row blocks), so a step gives the same bits with or
+without the partner, in either direction.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from rnnkit.kernels._numba_common import add_matvec1, jit, jit_inline, rows_at
+
+PAIR_MIN_BYTES = 512 * 1024  # of weights per step: at 256 KiB two threads were no faster
+CHUNK_BYTES = 32 * 1024  # of weights per chunk of rows (at most MAX_CHUNKS chunks)
+MAX_CHUNKS = 64
+SPIN_SECONDS = 200e-6  # spin this long after a job before napping
+NAP_US = 100  # then nap this long between looks at the ticket
+PARK_SECONDS = 0.05  # and park after this long without a job
+
+# fields of the control array, each on its own cache line where two threads write
+TICKET, STATUS, OWNER, JOB, CHUNKS = 0, 8, 16, 24, 64
+DTYPE, BATCH, BACKWARD, N_CHUNKS, N_PARTNER = range(JOB, JOB + 5)
+PRODUCTS = JOB + 8  # per product p: PRODUCTS + 8 p + (W, ROWS, COLS, V, OUT, CHUNK_ROWS, COUNT)
+CONTROL_SIZE = CHUNKS + 8 * MAX_CHUNKS
+RUNNING, PARKED, STOPPED = 0, 1, 2  # STATUS
+FREE, CLAIMED, DONE, STOLEN = 0, 1, 2, 3  # a chunk's state: 4 * ticket + one of these
+NO_PARTNER = np.zeros(0, np.int64)  # the control of a step that runs alone
+
+
+# ---- atomic operations on int64 arrays ---------------------------------------------------------
+
+
+def _int64_slot(context, builder, signature, arguments):
+    """The address of element arguments[1] of the int64 array arguments[0]."""
+    data = context.make_array(signature.args[0])(context, builder, value=arguments[0]).data
+    index = context.cast(builder, arguments[1], signature.args[1], types.intp)
+    return builder.gep(data, [index])
+
+
+def _is_int64_array(array) -> bool:
+    return isinstance(array, types.Array) and array.dtype == types.int64
+
+
+@intrinsic
+def load_acquire(typingctx, array, index):
+    """array[index], an atomic load that later reads and writes cannot precede."""
+    if not _is_int64_array(array):
+        return None
+
+    def codegen(context, builder, signature, arguments):
+        slot = _int64_slot(context, builder, signature, arguments)
+        return builder.load_atomic(slot, "seq_cst", 8)
+
+    return types.int64(array, index), codegen
+
+
+@intrinsic
+def store_release(typingctx, array, index, value):
+    """array[index] = value, an atomic store that earlier reads and writes precede."""
+    if not _is_int64_array(array):
+        return None
+
+    def codegen(context, builder, signature, arguments):
+        value_ = context.cast(builder, arguments[2], signature.args[2], types.int64)
+        slot = _int64_slot(context, builder, signature, arguments)
+        builder.store_atomic(value_, slot, "release", 8)
+        return context.get_dummy_value()
+
+    return types.void(array, index, value), codegen
+
+
+@intrinsic
+def exchange(typingctx, array, index, value):
+    """array[index] = value, sequentially consistent (no later load passes it: the handshake
+    of a ticket published against a status read needs that); returns the old value."""
+    if not _is_int64_array(array):
+        return None
+
+    def codegen(context, builder, signature, arguments):
+        value_ = context.cast(builder, arguments[2], signature.args[2], types.int64)
+        slot = _int64_slot(context, builder, signature, arguments)
+        return builder.atomic_rmw("xchg", slot, value_, "seq_cst")
+
+    return types.int64(array, index, value), codegen
+
+
+@intrinsic
+def compare_swap(typingctx, array, index, expected, new):
+    """If array[index] == expected, set it to new, atomically; returns the old value."""
+    if not _is_int64_array(array):
+        return None
+
+    def codegen(context, builder, signature, arguments):
+        slot = _int64_slot(context, builder, signature, arguments)
+        expected_, new_ = (
+            context.cast(builder, arguments[i], signature.args[i], types.int64) for i in (2, 3)
+        )
+        pair = builder.cmpxchg(slot, expected_, new_, "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 0)
+
+    return types.int64(array, index, expected, new), codegen
+
+
+def _declared(builder, name: str, result, arguments: list):
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(result, arguments), name)
+
+
+@intrinsic
+def spin_pause(typingctx):
+    """A spin-wait hint (x86's `pause`): the core idles a few cycles, its sibling runs."""
+
+    def codegen(context, builder, signature, arguments):
+        if _X86:
+            builder.call(_declared(builder, "llvm.x86.sse2.pause", ir.VoidType(), []), [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
+def cycle_counter(typingctx):
+    """The processor's time-stamp counter (`Partner` measures its rate once)."""
+
+    def codegen(context, builder, signature, arguments):
+        i64 = ir.IntType(64)
+        return builder.call(_declared(builder, "llvm.readcyclecounter", i64, []), [])
+
+    return types.int64(), codegen
+
+
+@intrinsic
+def nap(typingctx, microseconds):
+    """Sleep `microseconds` (the C library's usleep), without the GIL."""
+
+    def codegen(context, builder, signature, arguments):
+        i32 = ir.IntType(32)
+        value = context.cast(builder, arguments[0], signature.args[0], types.int32)
+        builder.call(_declared(builder, "usleep", i32, [i32]), [value])
+        return context.get_dummy_value()
+
+    return types.void(microseconds), codegen
+
+
+_X86 = os.uname().machine in ("x86_64", "AMD64", "i686")
+
+
+@jit
+def cycles_now():
+    return cycle_counter()
+
+
+@jit
+def exchange_status(control, status):
+    """Set the partner's STATUS from Python (`exchange`)."""
+    return exchange(control, STATUS, status)
+
+
+# ---- the job -----------------------------------------------------------------------------------
+
+
+@jit_inline
+def _product_of(control, chunk):
+    """(p, the chunk's first row in product p, its end) of chunk number `chunk`."""
+    first = control[PRODUCTS + 6]  # chunks of product 0
+    p = 0 if chunk < first else 1
+    index = chunk - p * first
+    base = PRODUCTS + 8 * p
+    start = index * control[base + 5]
+    end = control[base + 1] if index == control[base + 6] - 1 else start + control[base + 5]
+    return p, start, end
+
+
+@jit_inline
+def _add_chunk(control, chunk, like):
+    """The rows of chunk number `chunk` of the job in `control`: out[b] += W @ v[b] over them,
+    for the arrays at the job's addresses, of `like`'s dtype."""
+    p, start, end = _product_of(control, chunk)
+    base = PRODUCTS + 8 * p
+    rows, cols, batch = control[base + 1], control[base + 2], control[BATCH]
+    weight = rows_at(control[base], rows, cols, like)
+    vectors = rows_at(control[base + 3], batch, cols, like)
+    out = rows_at(control[base + 4], batch, rows, like)
+    backward = control[BACKWARD] != 0
+    for b in range(batch):
+        add_matvec1(weight[start:end], vectors[b], out[b, start:end], backward)
+
+
+@jit_inline
+def _describe_product(control, p, weight, vectors, out):
+    """Write product p (out += weight @ vectors[b] for each b) into the job; returns its
+    number of chunks (rows in multiples of eight, about CHUNK_BYTES each)."""
+    rows, cols = weight.shape
+    chunk_rows = max(8, CHUNK_BYTES // (cols * weight.itemsize) // 8 * 8)
+    while (rows + chunk_rows - 1) // chunk_rows > MAX_CHUNKS // 2:
+        chunk_rows *= 2
+    count = max(1, rows // chunk_rows)  # the last chunk takes the rows left over
+    base = PRODUCTS + 8 * p
+    control[base] = weight.ctypes.data
+    control[base + 1] = rows
+    control[base + 2] = cols
+    control[base + 3] = vectors.ctypes.data
+    control[base + 4] = out.ctypes.data
+    control[base + 5] = chunk_rows
+    control[base + 6] = count
+    return count
+
+
+@jit_inline
+def _partner_share(control, n_chunks):
+    """How many of the first chunks the partner takes: those before the middle of the weights'
+    bytes (a chunk goes to the side that holds most of it)."""
+    total = control[PRODUCTS + 1] * control[PRODUCTS + 2]
+    total += control[PRODUCTS + 9] * control[PRODUCTS + 10]
+    done = 0
+    for chunk in range(n_chunks):
+        p, start, end = _product_of(control, chunk)
+        size = (end - start) * control[PRODUCTS + 8 * p + 2]
+        if 2 * done + size > total:
+            return chunk
+        done += size
+    return n_chunks
+
+
+# ---- the two sides -----------------------------------------------------------------------------
+
+
+@jit_inline
+def pair_products(control, weight_ih, x, weight_hh, h, out_x, out_h, backward):
+    """out_x[b] += weight_ih @ x[b] and out_h[b] += weight_hh @ h[b] for every sequence b, the
+    rows shared with the partner of `control` (all arrays C-contiguous). Returns 1 if the partner
+    was parked (the caller then wakes it, `Partner.wake_if_parked`), 0 if not, and -1 without
+    computing anything if another thread holds the partner or the dtype is not float32/64."""
+    if weight_ih.itemsize != 4 and weight_ih.itemsize != 8:
+        return -1
+    if compare_swap(control, OWNER, 0, 1) != 0:
+        return -1
+    ticket = control[TICKET] + 1
+    control[DTYPE] = weight_ih.itemsize // 8  # 0: float32, 1: float64
+    control[BATCH] = x.shape[0]
+    control[BACKWARD] = 1 if backward else 0
+    n_chunks = _describe_product(control, 0, weight_ih, x, out_x)
+    n_chunks += _describe_product(control, 1, weight_hh, h, out_h)
+    n_partner = _partner_share(control, n_chunks)
+    control[N_CHUNKS] = n_chunks
+    control[N_PARTNER] = n_partner
+    for chunk in range(n_chunks):
+        control[CHUNKS + 8 * chunk] = 4 * ticket + FREE
+    exchange(control, TICKET, ticket)  # publish: the partner reads the job after this
+    parked = 1 if load_acquire(control, STATUS) == PARKED else 0
+    for k in range(n_chunks - n_partner):  # the caller's chunks, in this call's direction
+        chunk = n_chunks - 1 - k if backward else n_partner + k
+        _add_chunk(control, chunk, weight_ih)
+    for k in range(n_partner):  # the partner's not yet claimed, from the end it reaches last
+        chunk = k if backward else n_partner - 1 - k
+        if compare_swap(control, CHUNKS + 8 * chunk, 4 * ticket + FREE, 4 * ticket + STOLEN) != (
+            4 * ticket + FREE
+        ):
+            break  # the partner claims in order: it has claimed the rest
+        _add_chunk(control, chunk, weight_ih)
+    for chunk in range(n_partner):  # wait for the chunks the partner claimed
+        while load_acquire(control, CHUNKS + 8 * chunk) == 4 * ticket + CLAIMED:
+            spin_pause()
+    store_release(control, OWNER, 0)
+    return parked
+
+
+@jit
+def serve(control, spin_cycles, park_cycles, like32, like64):
+    """The partner's loop: wait for a ticket, claim and compute its chunks of the job in order
+    until one is taken, wait again; spin for `spin_cycles` after a job, then nap, and return
+    PARKED after `park_cycles` without one (STOPPED when told to stop)."""
+    exchange(control, STATUS, RUNNING)
+    seen = load_acquire(control, TICKET)
+    idle_since = cycle_counter()
+    while True:
+        ticket = load_acquire(control, TICKET)
+        if ticket != seen:
+            seen = ticket
+            _serve_job(control, ticket, like32, like64)
+            idle_since = cycle_counter()
+            continue
+        if load_acquire(control, STATUS) == STOPPED:
+            return STOPPED
+        idle = cycle_counter() - idle_since
+        if idle < spin_cycles:
+            spin_pause()
+        elif idle < park_cycles:
+            nap(NAP_US)
+        elif compare_swap(control, STATUS, RUNNING, PARKED) == STOPPED:
+            return STOPPED
+        elif load_acquire(control, TICKET) == seen:  # parked, and no job came meanwhile
+            return PARKED
+        else:
+            exchange(control, STATUS, RUNNING)
+
+
+@jit_inline
+def _serve_job(control, ticket, like32, like64):
+    """Claim and compute the partner's chunks of job `ticket`, first to last (last to first
+    when the job's direction is backward), until a claim fails: the caller has taken the rest,
+    or finished the job and published another (whose fields this may have read half-written,
+    which is why nothing is computed before a claim succeeds)."""
+    n_partner = load_acquire(control, N_PARTNER)
+    backward = load_acquire(control, BACKWARD) != 0
+    float64 = load_acquire(control, DTYPE) == 1
+    for k in range(n_partner):
+        chunk = n_partner - 1 - k if backward else k
+        if chunk < 0 or chunk >= MAX_CHUNKS:
+            return
+        state = CHUNKS + 8 * chunk
+        if compare_swap(control, state, 4 * ticket + FREE, 4 * ticket + CLAIMED) != (
+            4 * ticket + FREE
+        ):
+            return
+        if float64:
+            _add_chunk(control, chunk, like64)
+        else:
+            _add_chunk(control, chunk, like32)
+        store_release(control, state, 4 * ticket + DONE)
+
+
+# ---- the partner thread ------------------------------------------------------------------------
+
+
+class Partner:
+    """The partner thread of this process and its control array (see the module docstring)."""
+
+    def __init__(self):
+        self.control = np.zeros(CONTROL_SIZE, np.int64)
+        self._wake = threading.Event()
+        self._stopping = False
+        self.wakes = 0  # times woken from parked
+        self.serving = threading.Event()  # set once the loop runs (its clock measured, loaded)
+        self._thread = threading.Thread(target=self._run, name="rnnkit-step-partner", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        rate = _cycles_per_second()
+        spin, park = int(rate * SPIN_SECONDS), int(rate * PARK_SECONDS)
+        like32, like64 = np.zeros(0, np.float32), np.zeros(0, np.float64)
+        serve(self.control, 0, 0, like32, like64)  # compiled or loaded: returns PARKED at once
+        exchange_status(self.control, RUNNING)
+        self.serving.set()
+        while not self._stopping:
+            if serve(self.control, spin, park, like32, like64) == STOPPED:
+                return
+            self._wake.wait()
+            self._wake.clear()
+            self.wakes += 1
+
+    def wake_if_parked(self, parked: int) -> None:
+        """Wake the partner after a step that found it parked (`pair_products` returned 1)."""
+        if parked > 0:
+            self._wake.set()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """End the thread (at exit, or in tests)."""
+        self._stopping = True
+        exchange_status(self.control, STOPPED)
+        self._wake.set()
+        self._thread.join(timeout)
+
+
+def _cycles_per_second() -> float:
+    """The time-stamp counter's rate, over 5 ms."""
+    cycles_now()  # compiled (or loaded from the cache) before the measurement
+    start, counted = time.perf_counter(), cycles_now()
+    time.sleep(0.005)
+    return (cycles_now() - counted) / (time.perf_counter() - start)
+
+
+_partner: Partner | None = None
+_lock = threading.Lock()
+
+
+def partner_control(weight_bytes: int) -> np.ndarray:
+    """The control array for a step that reads `weight_bytes` of weights: the partner's (started
+    on first use) where torch may use two threads or more and the weights are at least
+    `PAIR_MIN_BYTES`, else `NO_PARTNER` (the step runs alone)."""
+    if weight_bytes < PAIR_MIN_BYTES or torch.get_num_threads() < 2:
+        return NO_PARTNER
+    return (_partner or _started()).control
+
+
+def wake_if_parked(parked: int) -> None:
+    """`Partner.wake_if_parked` of this process's partner."""
+    if parked > 0 and _partner is not None:
+        _partner.wake_if_parked(parked)
+
+
+def _started() -> Partner:
+    global _partner
+    with _lock:
+        if _partner is None:
+            _partner = Partner()
+    return _partner
+
+
+def _forget_after_fork() -> None:
+    """In a forked child the thread is gone: start a new partner there when one is needed."""
+    global _partner, _lock
+    _partner, _lock = None, threading.Lock()
+
+
+def _stop_at_exit() -> None:
+    if _partner is not None:
+        _partner.stop(timeout=0.1)
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+atexit.register(_stop_at_exit)
