@@ -182,6 +182,19 @@ def test_bench_runs_the_named_cases_and_writes_json(tmp_path, capsys):
     assert "a case is kind:mode:B:T:H_in:H" in _one_line_error(capsys)
 
 
+def test_bench_on_two_threads_reports_the_wall_clock(tmp_path, capsys):
+    argv = ["bench", "lstm:stream:1:1:4:8", "--repeats", "1", "--no-compile", "--threads", "2"]
+    assert main([*argv, "--json", "b.json"]) == 0
+    (record,) = json.loads(Path("b.json").read_text())
+    assert record["clock"] == "wall"
+    assert record["ours_ms"] == record["ours_wall_ms"]
+    assert record["ratio"] == record["ours_wall_ms"] / record["reference_wall_ms"]
+    assert "on 2 threads" in capsys.readouterr().out
+    assert torch.get_num_threads() == 1  # as this module set it
+    assert main([*argv[:-1], "0"]) == 2
+    assert "--threads must be >= 1" in _one_line_error(capsys)
+
+
 @pytest.mark.parametrize(
     "kind", ["lstm", "gru", "rnn_tanh", "lstm_layer_norm", "gru_proj", "rnn_proj", "mingru"]
 )

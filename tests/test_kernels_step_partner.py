@@ -8,12 +8,15 @@ import multiprocessing
 import threading
 import time
 
+import numba
+import numpy
 import pytest
 import torch
 
 import rnnkit
 from rnnkit import kernels
 from rnnkit.kernels import _step_partner as partner_module
+from rnnkit.kernels import numba_step
 
 # sizes over PAIR_MIN_BYTES, with 4H and 3H rows that leave a remainder after blocks of eight
 HIDDEN, INPUT = 131, 300
@@ -241,3 +244,73 @@ def test_no_partner_on_one_thread_or_for_small_weights(two_threads):
     assert partner_module.partner_control(partner_module.PAIR_MIN_BYTES).size > 0
     torch.set_num_threads(1)
     assert partner_module.partner_control(10 * partner_module.PAIR_MIN_BYTES).size == 0
+
+
+def test_steps_run_alone_while_backing_off(own_partner, two_threads):
+    torch.manual_seed(7)
+    cell, step = cell_and_step("lstm")
+    x, state = torch.randn(1, INPUT), initial_state("lstm", 1, torch.float32)
+    control = own_partner.control
+    control[partner_module.BACKOFF] = 2
+    ticket = int(control[partner_module.TICKET])
+    with torch.no_grad():
+        for published in (0, 0, 1):
+            torch.testing.assert_close(step(x, state), cell(x, state))
+            assert control[partner_module.TICKET] == ticket + published
+    assert control[partner_module.BACKOFF] == 0
+
+
+@numba.njit(nogil=True)
+def slow_partner(control, like, ticket, nap_us):
+    """A partner that claims all its chunks of the job after `ticket` at once, naps `nap_us`,
+    then computes them: as a partner whose core was taken in the middle of its work. Returns
+    how many it claimed (-1: no job came within some seconds)."""
+    spins = 0
+    while partner_module.load_acquire(control, partner_module.TICKET) == ticket:
+        partner_module.spin_pause()
+        spins += 1
+        if spins > 100_000_000:
+            return -1
+    ticket += 1
+    free, claimed = 4 * ticket + partner_module.FREE, 4 * ticket + partner_module.CLAIMED
+    n_partner, claims = control[partner_module.N_PARTNER], 0
+    for chunk in range(n_partner):
+        state = partner_module.CHUNKS + 8 * chunk
+        if partner_module.compare_swap(control, state, free, claimed) == free:
+            claims += 1
+    partner_module.nap(nap_us)
+    for chunk in range(n_partner):
+        state = partner_module.CHUNKS + 8 * chunk
+        if control[state] == claimed:
+            partner_module._add_chunk(control, chunk, like)
+            partner_module.store_release(control, state, 4 * ticket + partner_module.DONE)
+    return claims
+
+
+def test_a_step_waits_for_a_slow_partner_and_then_backs_off(monkeypatch, two_threads):
+    """The caller waits for the chunks the partner claimed (the result exact), and having
+    waited longer than it worked, runs the next BACKOFF_STEPS steps alone."""
+    torch.manual_seed(8)
+    cell, step = cell_and_step("gru")
+    control = numpy.zeros(partner_module.CONTROL_SIZE, numpy.int64)  # no partner thread
+    monkeypatch.setattr(numba_step, "partner_control", lambda weight_bytes: control)
+    like = numpy.zeros(0, numpy.float32)
+    x, h = torch.randn(1, INPUT), torch.randn(1, HIDDEN)
+    claims: list[int] = []
+    slow_partner(control, like, -1, 0)  # compiled (the ticket is not -1: no wait, no claim)
+
+    def stand_in(ticket: int) -> None:
+        claims.append(slow_partner(control, like, ticket, 20000))
+
+    for _ in range(20):  # until the stand-in claims before the step takes its chunks
+        partner = threading.Thread(target=stand_in, args=(int(control[partner_module.TICKET]),))
+        partner.start()
+        time.sleep(0.01)  # spinning on the ticket
+        with torch.no_grad():
+            torch.testing.assert_close(step(x, h), cell(x, h))
+        partner.join(timeout=60)
+        assert not partner.is_alive()
+        if claims[-1] > 0:
+            break
+    assert claims[-1] > 0
+    assert control[partner_module.BACKOFF] == partner_module.BACKOFF_STEPS

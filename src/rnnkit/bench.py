@@ -265,6 +265,7 @@ def measure(case: Case, repeats: int, peak_gflops: float) -> dict:
     with torch.no_grad() if case.mode == "stream" else contextlib.nullcontext():
         ours(), reference()  # warm up: compile or load the kernel, fill caches
         if case.mode == "stream":  # untimed rounds first: without them a process's first
+            partner_loaded()  # (and the steps' partner thread loaded, with --threads)
             median_times(functions, STREAM_WARMUP, calls)  # streaming timings split 40% apart
         seconds = median_times(functions, repeats, calls)
     return record(case, f"torch.nn.{type(module).__name__}", seconds, peak_gflops)
@@ -323,12 +324,22 @@ def measure_variant_stream(case: Case, repeats: int, peak_gflops: float) -> dict
         "loop": stepping(lambda x, state: loop_layer.step(x, state)[1], x, None),
     }
     with torch.no_grad():
+        functions["ours"]()
+        partner_loaded()  # the steps' partner thread loaded, with --threads
         median_times(functions, STREAM_WARMUP, 200)  # untimed: compile, caches, clock
         seconds = median_times(functions, repeats, calls=200)
     route = "numba" if ours_layer.__dict__.get("_compiled") is not None else "reference"
     result = record(case, "torch.nn.LSTMCell", seconds, peak_gflops, route)
     result |= {"loop_ms": seconds["loop"] * 1e3, "loop_ratio": seconds["ours"] / seconds["loop"]}
     return result | {"loop_wall_ms": seconds["loop_wall"] * 1e3}
+
+
+def partner_loaded() -> None:
+    """Wait for the streaming steps' partner thread, if one started, to serve
+    (`kernels._step_partner.wait_until_serving`; imported here, as it imports Numba)."""
+    from rnnkit.kernels._step_partner import wait_until_serving  # noqa: PLC0415
+
+    wait_until_serving()
 
 
 def stepping(step: Callable, x: torch.Tensor, state) -> Callable[[], None]:
@@ -508,7 +519,9 @@ def run_bench(
         peak = matmul_gflops()  # one thread's rate, whatever `threads`
         torch.set_num_threads(threads)
         malloc = "freed memory kept (keep_freed_memory)" if kept else "the C library's malloc"
-        clock = "this thread's CPU time" if threads == 1 else "the wall clock"
+        clock = "this thread's CPU time"
+        if threads > 1:  # torch's idle OpenMP threads spin unless told not to
+            clock = f"the wall clock, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
         log(
             f"torch {torch.__version__} on {threads} thread{'s' * (threads > 1)} "
             f"(torch.set_num_threads({threads})); medians of {repeats} alternating repeats of "

@@ -54,8 +54,11 @@ SPIN_SECONDS = 200e-6  # spin this long after a job before napping
 NAP_US = 100  # then nap this long between looks at the ticket
 PARK_SECONDS = 0.05  # and park after this long without a job
 
+BACKOFF_STEPS = 200  # steps run alone after one that waited on a slow partner
+
 # fields of the control array, each on its own cache line where two threads write
 TICKET, STATUS, OWNER, JOB, CHUNKS = 0, 8, 16, 24, 64
+BACKOFF = OWNER + 1  # steps left to run alone (the callers' line)
 DTYPE, BATCH, BACKWARD, N_CHUNKS, N_PARTNER = range(JOB, JOB + 5)
 PRODUCTS = JOB + 8  # per product p: PRODUCTS + 8 p + (W, ROWS, COLS, V, OUT, CHUNK_ROWS, COUNT)
 CONTROL_SIZE = CHUNKS + 8 * MAX_CHUNKS
@@ -271,6 +274,10 @@ def pair_products(control, weight_ih, x, weight_hh, h, out_x, out_h, backward):
         return -1
     if compare_swap(control, OWNER, 0, 1) != 0:
         return -1
+    if control[BACKOFF] > 0:  # the partner was slow of late: its core is busy elsewhere
+        control[BACKOFF] -= 1
+        store_release(control, OWNER, 0)
+        return -1
     ticket = control[TICKET] + 1
     control[DTYPE] = weight_ih.itemsize // 8  # 0: float32, 1: float64
     control[BATCH] = x.shape[0]
@@ -284,6 +291,7 @@ def pair_products(control, weight_ih, x, weight_hh, h, out_x, out_h, backward):
         control[CHUNKS + 8 * chunk] = 4 * ticket + FREE
     exchange(control, TICKET, ticket)  # publish: the partner reads the job after this
     parked = 1 if load_acquire(control, STATUS) == PARKED else 0
+    started = cycle_counter()
     for k in range(n_chunks - n_partner):  # the caller's chunks, in this call's direction
         chunk = n_chunks - 1 - k if backward else n_partner + k
         _add_chunk(control, chunk, weight_ih)
@@ -294,10 +302,13 @@ def pair_products(control, weight_ih, x, weight_hh, h, out_x, out_h, backward):
         ):
             break  # the partner claims in order: it has claimed the rest
         _add_chunk(control, chunk, weight_ih)
+    waiting = cycle_counter()
     for chunk in range(n_partner):  # wait for the chunks the partner claimed
         while load_acquire(control, CHUNKS + 8 * chunk) == 4 * ticket + CLAIMED:
             spin_pause()
-    store_release(control, OWNER, 0)
+    if cycle_counter() - waiting > waiting - started:  # waited longer than it worked: the
+        control[BACKOFF] = BACKOFF_STEPS  # partner shares its core (another process, or a
+    store_release(control, OWNER, 0)  # pool's spinning threads); alone for a while
     return parked
 
 
@@ -417,6 +428,13 @@ def partner_control(weight_bytes: int) -> np.ndarray:
     if weight_bytes < PAIR_MIN_BYTES or torch.get_num_threads() < 2:
         return NO_PARTNER
     return (_partner or _started()).control
+
+
+def wait_until_serving(timeout: float = 120.0) -> bool:
+    """Wait until this process's partner (if one was started) serves: its first seconds load
+    its loop from Numba's cache (or compile it) in the background, holding the GIL at times,
+    which a benchmark should not time. True if it serves (or none was started)."""
+    return _partner is None or _partner.serving.wait(timeout)
 
 
 def wake_if_parked(parked: int) -> None:
