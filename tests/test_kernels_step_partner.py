@@ -72,7 +72,7 @@ def partner_has_computed(timeout: float = 5.0) -> bool:
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("batch", [1, 3, 6])
 def test_steps_with_the_partner_equal_steps_alone_bit_for_bit(kind, dtype, batch, two_threads):
     torch.manual_seed(batch)
     cell, step = cell_and_step(kind, dtype)
@@ -289,7 +289,8 @@ def slow_partner(control, like, ticket, nap_us):
 
 def test_a_step_waits_for_a_slow_partner_and_then_backs_off(monkeypatch, two_threads):
     """The caller waits for the chunks the partner claimed (the result exact), and having
-    waited longer than it worked, runs the next BACKOFF_STEPS steps alone."""
+    waited longer than it worked, runs the next BACKOFF_STEPS steps alone (twice as many if it
+    happens again next time)."""
     torch.manual_seed(8)
     cell, step = cell_and_step("gru")
     control = numpy.zeros(partner_module.CONTROL_SIZE, numpy.int64)  # no partner thread
@@ -314,3 +315,4 @@ def test_a_step_waits_for_a_slow_partner_and_then_backs_off(monkeypatch, two_thr
             break
     assert claims[-1] > 0
     assert control[partner_module.BACKOFF] == partner_module.BACKOFF_STEPS
+    assert control[partner_module.DOUBLINGS] == 1  # the next time: twice as long

@@ -26,9 +26,9 @@ The protocol, on one int64 array (`Partner.control`), its fields a cache line ap
   after `PARK_SECONDS` without a job parks on an event; a caller that finds it parked does the
   whole step itself and wakes it for the next (`wake_if_parked`).
 
-Each row's sum is computed by the same loop either way (`_numba_common.add_matvec1` over a chunk
-of rows, chunks a multiple of its eight-row blocks), so a step gives the same bits with or
-without the partner, in either direction.
+Each row's sum is computed by the same loop either way (`_numba_common.add_matvec1`, and from
+four sequences up `add_matvec`, over a chunk of rows; chunks a multiple of their blocks of
+rows), so a step gives the same bits with or without the partner, in either direction.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from rnnkit.kernels._numba_common import add_matvec1, jit, jit_inline, rows_at
+from rnnkit.kernels._numba_common import add_matvec, add_matvec1, jit, jit_inline, rows_at
 
 PAIR_MIN_BYTES = 512 * 1024  # of weights per step: at 256 KiB two threads were no faster
 CHUNK_BYTES = 32 * 1024  # of weights per chunk of rows (at most MAX_CHUNKS chunks)
@@ -54,11 +54,13 @@ SPIN_SECONDS = 200e-6  # spin this long after a job before napping
 NAP_US = 100  # then nap this long between looks at the ticket
 PARK_SECONDS = 0.05  # and park after this long without a job
 
-BACKOFF_STEPS = 200  # steps run alone after one that waited on a slow partner
+BACKOFF_STEPS = 200  # steps run alone after one that waited on a slow partner, doubled
+MAX_BACKOFF_DOUBLINGS = 12  # for each such step in a row (at most 200 * 4096 steps)
 
 # fields of the control array, each on its own cache line where two threads write
 TICKET, STATUS, OWNER, JOB, CHUNKS = 0, 8, 16, 24, 64
 BACKOFF = OWNER + 1  # steps left to run alone (the callers' line)
+DOUBLINGS = OWNER + 2  # slow-partner steps in a row, with only steps alone between them
 DTYPE, BATCH, BACKWARD, N_CHUNKS, N_PARTNER = range(JOB, JOB + 5)
 PRODUCTS = JOB + 8  # per product p: PRODUCTS + 8 p + (W, ROWS, COLS, V, OUT, CHUNK_ROWS, COUNT)
 CONTROL_SIZE = CHUNKS + 8 * MAX_CHUNKS
@@ -221,7 +223,10 @@ def _add_chunk(control, chunk, like):
     vectors = rows_at(control[base + 3], batch, cols, like)
     out = rows_at(control[base + 4], batch, rows, like)
     backward = control[BACKWARD] != 0
-    for b in range(batch):
+    blocked = batch - batch % 4  # as `numba_step.add_products`: blocks of four sequences
+    if blocked:
+        add_matvec(weight[start:end], vectors, np.arange(blocked), blocked, out[:, start:end])
+    for b in range(blocked, batch):
         add_matvec1(weight[start:end], vectors[b], out[b, start:end], backward)
 
 
@@ -307,8 +312,12 @@ def pair_products(control, weight_ih, x, weight_hh, h, out_x, out_h, backward):
         while load_acquire(control, CHUNKS + 8 * chunk) == 4 * ticket + CLAIMED:
             spin_pause()
     if cycle_counter() - waiting > waiting - started:  # waited longer than it worked: the
-        control[BACKOFF] = BACKOFF_STEPS  # partner shares its core (another process, or a
-    store_release(control, OWNER, 0)  # pool's spinning threads); alone for a while
+        doublings = control[DOUBLINGS]  # partner shares its core (another process, or a
+        control[BACKOFF] = BACKOFF_STEPS << doublings  # pool's spinning threads): alone for
+        control[DOUBLINGS] = min(doublings + 1, MAX_BACKOFF_DOUBLINGS)  # a while, and twice
+    else:  # as long each time it happens again
+        control[DOUBLINGS] = 0
+    store_release(control, OWNER, 0)
     return parked
 
 

@@ -65,10 +65,10 @@ def add_products(weight_ih, x, weight_hh, h, out_x, out_h, backward):
 
 @jit_inline
 def products(weight_ih, x, weight_hh, h, out_x, out_h, backward, control):
-    """`add_products`, its rows shared with the partner thread of `control` below four
-    sequences (`_step_partner.pair_products`) unless `control` is empty or the partner is busy;
-    returns 1 if the partner was found parked (the caller wakes it), else 0. Same results."""
-    if control.shape[0] and x.shape[0] < 4:
+    """`add_products`, its rows shared with the partner thread of `control`
+    (`_step_partner.pair_products`) unless `control` is empty or the partner is busy; returns
+    1 if the partner was found parked (the caller wakes it), else 0. Same results."""
+    if control.shape[0]:
         parked = pair_products(control, weight_ih, x, weight_hh, h, out_x, out_h, backward)
         if parked >= 0:
             return parked
