@@ -263,8 +263,8 @@ def test_steps_run_alone_while_backing_off(own_partner, two_threads):
 @numba.njit(nogil=True)
 def slow_partner(control, like, ticket, nap_us):
     """A partner that claims all its chunks of the job after `ticket` at once, naps `nap_us`,
-    then computes them: as a partner whose core was taken in the middle of its work. Returns
-    how many it claimed (-1: no job came within some seconds)."""
+    then computes them and acknowledges the job: as a partner whose core was taken in the
+    middle of its work. Returns how many it claimed (-1: no job came within some seconds)."""
     spins = 0
     while partner_module.load_acquire(control, partner_module.TICKET) == ticket:
         partner_module.spin_pause()
@@ -275,44 +275,82 @@ def slow_partner(control, like, ticket, nap_us):
     free, claimed = 4 * ticket + partner_module.FREE, 4 * ticket + partner_module.CLAIMED
     n_partner, claims = control[partner_module.N_PARTNER], 0
     for chunk in range(n_partner):
-        state = partner_module.CHUNKS + 8 * chunk
-        if partner_module.compare_swap(control, state, free, claimed) == free:
+        slot = partner_module.CHUNKS + 8 * chunk
+        if partner_module.compare_swap(control, slot, free, claimed) == free:
             claims += 1
     partner_module.nap(nap_us)
     for chunk in range(n_partner):
-        state = partner_module.CHUNKS + 8 * chunk
-        if control[state] == claimed:
-            partner_module._add_chunk(control, chunk, like)
-            partner_module.store_release(control, state, 4 * ticket + partner_module.DONE)
+        slot = partner_module.CHUNKS + 8 * chunk
+        if control[slot] == claimed:
+            partner_module._add_chunk(control, chunk, like, partner_module.RESULT)
+            partner_module.compare_swap(control, slot, claimed, 4 * ticket + partner_module.DONE)
+    partner_module.store_release(control, partner_module.ACK, ticket)
     return claims
 
 
-def test_a_step_waits_for_a_slow_partner_and_then_backs_off(monkeypatch, two_threads):
-    """The caller waits for the chunks the partner claimed (the result exact), and having
-    waited longer than it worked, runs the next BACKOFF_STEPS steps alone (twice as many if it
-    happens again next time)."""
+def test_a_step_takes_over_the_chunks_of_a_stalled_partner(two_threads):
+    """A step waits for the chunks the partner claimed only about as long as it worked itself,
+    then computes them itself (the result exact), runs the next BACKOFF_STEPS steps alone
+    (twice as many if it happens again next time), and gives the partner no new job before it
+    has let go of that one (ACK). A partner that spins yet takes no part backs the steps off
+    too."""
     torch.manual_seed(8)
     cell, step = cell_and_step("gru")
     control = numpy.zeros(partner_module.CONTROL_SIZE, numpy.int64)  # no partner thread
-    monkeypatch.setattr(numba_step, "partner_control", lambda weight_bytes: control)
+    buffer = numpy.zeros(partner_module.BUFFER_BYTES_DEFAULT // 8)
+    control[partner_module.BUFFER] = buffer.ctypes.data
+    control[partner_module.BUFFER_BYTES] = buffer.nbytes
+    control[partner_module.STATUS] = partner_module.NAPPING  # (a spinning one would take part)
     like = numpy.zeros(0, numpy.float32)
     x, h = torch.randn(1, INPUT), torch.randn(1, HIDDEN)
+    with torch.no_grad():
+        expected = cell(x, h)
+
+    def kernel_step():  # flags, the new h
+        h_new = numpy.empty((1, HIDDEN), numpy.float32)
+        flags = numba_step.gru_step_at(x.data_ptr(), h.numpy(), *step.views, h_new, False, control)
+        torch.testing.assert_close(torch.from_numpy(h_new), expected)
+        return flags
+
     claims: list[int] = []
     slow_partner(control, like, -1, 0)  # compiled (the ticket is not -1: no wait, no claim)
+    control[partner_module.ACK] = 0  # (which it acknowledged)
 
     def stand_in(ticket: int) -> None:
-        claims.append(slow_partner(control, like, ticket, 20000))
+        claims.append(slow_partner(control, like, ticket, 300_000))
 
     for _ in range(20):  # until the stand-in claims before the step takes its chunks
-        partner = threading.Thread(target=stand_in, args=(int(control[partner_module.TICKET]),))
+        ticket = int(control[partner_module.TICKET])
+        partner = threading.Thread(target=stand_in, args=(ticket,))
         partner.start()
         time.sleep(0.01)  # spinning on the ticket
-        with torch.no_grad():
-            torch.testing.assert_close(step(x, h), cell(x, h))
-        partner.join(timeout=60)
-        assert not partner.is_alive()
-        if claims[-1] > 0:
+        flags = kernel_step()
+        if flags == partner_module.STALE_FLAG:
             break
-    assert claims[-1] > 0
+        partner.join(timeout=60)
+    assert flags == partner_module.STALE_FLAG
     assert control[partner_module.BACKOFF] == partner_module.BACKOFF_STEPS
     assert control[partner_module.DOUBLINGS] == 1  # the next time: twice as long
+    control[partner_module.BACKOFF] = 0
+    assert kernel_step() == 0
+    assert control[partner_module.TICKET] == ticket + 1  # alone: the stand-in still naps in
+    # the job it has not acknowledged
+    partner.join(timeout=60)
+    assert not partner.is_alive() and claims[-1] > 0
+    assert kernel_step() == 0  # acknowledged: a new job is published (nobody takes part)
+    assert control[partner_module.TICKET] == ticket + 2
+    assert control[partner_module.BACKOFF] == 0
+    assert control[partner_module.DOUBLINGS] == 1  # (a napping partner tells nothing)
+    control[partner_module.ACK] = ticket + 2  # acknowledged by a partner that
+    control[partner_module.STATUS] = partner_module.RUNNING  # spins, yet takes no part:
+    assert kernel_step() == 0  # its core is taken, and the steps back off
+    assert control[partner_module.TICKET] == ticket + 3
+    assert control[partner_module.BACKOFF] == 2 * partner_module.BACKOFF_STEPS
+
+
+def test_the_partner_holds_the_step_of_a_job_it_may_still_read(own_partner):
+    owner = object()
+    own_partner.after_step(partner_module.PARKED_FLAG, owner)
+    assert own_partner.holding is None
+    own_partner.after_step(partner_module.STALE_FLAG, owner)
+    assert own_partner.holding is owner

@@ -57,15 +57,20 @@ PARK_SECONDS = 0.05  # and park after this long without a job
 BACKOFF_STEPS = 200  # steps run alone after one that waited on a slow partner, doubled
 MAX_BACKOFF_DOUBLINGS = 12  # for each such step in a row (at most 200 * 4096 steps)
 
+BUFFER_BYTES_DEFAULT = 4 * 1024 * 1024  # the partner's copies of the vectors and its results
+
 # fields of the control array, each on its own cache line where two threads write
-TICKET, STATUS, OWNER, JOB, CHUNKS = 0, 8, 16, 24, 64
+TICKET, STATUS, OWNER, JOB, ACK, CHUNKS = 0, 8, 16, 24, 56, 64
 BACKOFF = OWNER + 1  # steps left to run alone (the callers' line)
 DOUBLINGS = OWNER + 2  # slow-partner steps in a row, with only steps alone between them
+BUFFER, BUFFER_BYTES = OWNER + 3, OWNER + 4  # the partner's buffer: address, size (fixed)
 DTYPE, BATCH, BACKWARD, N_CHUNKS, N_PARTNER = range(JOB, JOB + 5)
-PRODUCTS = JOB + 8  # per product p: PRODUCTS + 8 p + (W, ROWS, COLS, V, OUT, CHUNK_ROWS, COUNT)
+PRODUCTS = JOB + 8  # product p's fields: PRODUCTS + 8 p + one of
+WEIGHT, ROWS, COLS, VECTORS, OUT, CHUNK_ROWS, COUNT, RESULT = range(8)
 CONTROL_SIZE = CHUNKS + 8 * MAX_CHUNKS
-RUNNING, PARKED, STOPPED = 0, 1, 2  # STATUS
+RUNNING, PARKED, STOPPED, NAPPING = 0, 1, 2, 3  # STATUS (RUNNING: serving or spinning)
 FREE, CLAIMED, DONE, STOLEN = 0, 1, 2, 3  # a chunk's state: 4 * ticket + one of these
+PARKED_FLAG, STALE_FLAG = 1, 2  # what `pair_products` returns, besides -1
 NO_PARTNER = np.zeros(0, np.int64)  # the control of a step that runs alone
 
 
@@ -183,6 +188,18 @@ def nap(typingctx, microseconds):
     return types.void(microseconds), codegen
 
 
+@intrinsic
+def yield_processor(typingctx):
+    """Give the core to another thread ready to run on it, if any (sched_yield): a spinning
+    partner that shares a core with the caller steps aside for it."""
+
+    def codegen(context, builder, signature, arguments):
+        builder.call(_declared(builder, "sched_yield", ir.IntType(32), []), [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
 _X86 = os.uname().machine in ("x86_64", "AMD64", "i686")
 
 
@@ -203,25 +220,29 @@ def exchange_status(control, status):
 @jit_inline
 def _product_of(control, chunk):
     """(p, the chunk's first row in product p, its end) of chunk number `chunk`."""
-    first = control[PRODUCTS + 6]  # chunks of product 0
+    first = control[PRODUCTS + COUNT]  # chunks of product 0
     p = 0 if chunk < first else 1
     index = chunk - p * first
     base = PRODUCTS + 8 * p
-    start = index * control[base + 5]
-    end = control[base + 1] if index == control[base + 6] - 1 else start + control[base + 5]
+    start = index * control[base + CHUNK_ROWS]
+    last = index == control[base + COUNT] - 1  # the last chunk takes the rows left over
+    end = control[base + ROWS] if last else start + control[base + CHUNK_ROWS]
     return p, start, end
 
 
 @jit_inline
-def _add_chunk(control, chunk, like):
+def _add_chunk(control, chunk, like, target):
     """The rows of chunk number `chunk` of the job in `control`: out[b] += W @ v[b] over them,
-    for the arrays at the job's addresses, of `like`'s dtype."""
+    v the partner's copy of the vectors, out the caller's output (`target` OUT) or the
+    partner's results (RESULT, its rows zeroed first), arrays of `like`'s dtype."""
     p, start, end = _product_of(control, chunk)
     base = PRODUCTS + 8 * p
-    rows, cols, batch = control[base + 1], control[base + 2], control[BATCH]
-    weight = rows_at(control[base], rows, cols, like)
-    vectors = rows_at(control[base + 3], batch, cols, like)
-    out = rows_at(control[base + 4], batch, rows, like)
+    rows, cols, batch = control[base + ROWS], control[base + COLS], control[BATCH]
+    weight = rows_at(control[base + WEIGHT], rows, cols, like)
+    vectors = rows_at(control[base + VECTORS], batch, cols, like)
+    out = rows_at(control[base + target], batch, rows, like)
+    if target == RESULT:
+        out[:, start:end] = 0
     backward = control[BACKWARD] != 0
     blocked = batch - batch % 4  # as `numba_step.add_products`: blocks of four sequences
     if blocked:
@@ -231,35 +252,54 @@ def _add_chunk(control, chunk, like):
 
 
 @jit_inline
-def _describe_product(control, p, weight, vectors, out):
-    """Write product p (out += weight @ vectors[b] for each b) into the job; returns its
-    number of chunks (rows in multiples of eight, about CHUNK_BYTES each)."""
+def _add_result(control, chunk, like):
+    """out[b] += the partner's results over the rows of chunk number `chunk` (DONE)."""
+    p, start, end = _product_of(control, chunk)
+    base = PRODUCTS + 8 * p
+    rows, batch = control[base + ROWS], control[BATCH]
+    results = rows_at(control[base + RESULT], batch, rows, like)
+    out = rows_at(control[base + OUT], batch, rows, like)
+    for b in range(batch):
+        for j in range(start, end):
+            out[b, j] += results[b, j]
+
+
+@jit_inline
+def _describe_product(control, p, weight, vectors, out, free):
+    """Write product p (out += weight @ vectors[b] for each b) into the job, with a copy of
+    `vectors` and room for the partner's results in its buffer from byte `free` on; returns
+    (its number of chunks (rows in multiples of eight, about CHUNK_BYTES each), the next free
+    byte)."""
     rows, cols = weight.shape
-    chunk_rows = max(8, CHUNK_BYTES // (cols * weight.itemsize) // 8 * 8)
+    batch, size = vectors.shape[0], weight.itemsize
+    chunk_rows = max(8, CHUNK_BYTES // (cols * size) // 8 * 8)
     while (rows + chunk_rows - 1) // chunk_rows > MAX_CHUNKS // 2:
         chunk_rows *= 2
-    count = max(1, rows // chunk_rows)  # the last chunk takes the rows left over
     base = PRODUCTS + 8 * p
-    control[base] = weight.ctypes.data
-    control[base + 1] = rows
-    control[base + 2] = cols
-    control[base + 3] = vectors.ctypes.data
-    control[base + 4] = out.ctypes.data
-    control[base + 5] = chunk_rows
-    control[base + 6] = count
-    return count
+    buffer = control[BUFFER]
+    control[base + WEIGHT] = weight.ctypes.data
+    control[base + ROWS] = rows
+    control[base + COLS] = cols
+    control[base + VECTORS] = buffer + free
+    control[base + OUT] = out.ctypes.data
+    control[base + CHUNK_ROWS] = chunk_rows
+    control[base + COUNT] = max(1, rows // chunk_rows)
+    control[base + RESULT] = buffer + free + batch * cols * size
+    copy = rows_at(buffer + free, batch, cols, vectors)
+    copy[:] = vectors
+    return control[base + COUNT], free + batch * (cols + rows) * size
 
 
 @jit_inline
 def _partner_share(control, n_chunks):
     """How many of the first chunks the partner takes: those before the middle of the weights'
     bytes (a chunk goes to the side that holds most of it)."""
-    total = control[PRODUCTS + 1] * control[PRODUCTS + 2]
-    total += control[PRODUCTS + 9] * control[PRODUCTS + 10]
+    total = control[PRODUCTS + ROWS] * control[PRODUCTS + COLS]
+    total += control[PRODUCTS + 8 + ROWS] * control[PRODUCTS + 8 + COLS]
     done = 0
     for chunk in range(n_chunks):
         p, start, end = _product_of(control, chunk)
-        size = (end - start) * control[PRODUCTS + 8 * p + 2]
+        size = (end - start) * control[PRODUCTS + 8 * p + COLS]
         if 2 * done + size > total:
             return chunk
         done += size
@@ -270,81 +310,134 @@ def _partner_share(control, n_chunks):
 
 
 @jit_inline
-def pair_products(control, weight_ih, x, weight_hh, h, out_x, out_h, backward):
-    """out_x[b] += weight_ih @ x[b] and out_h[b] += weight_hh @ h[b] for every sequence b, the
-    rows shared with the partner of `control` (all arrays C-contiguous). Returns 1 if the partner
-    was parked (the caller then wakes it, `Partner.wake_if_parked`), 0 if not, and -1 without
-    computing anything if another thread holds the partner or the dtype is not float32/64."""
+def _ready(control, weight_ih, x, weight_hh, h):
+    """Whether the partner can take a job of these arrays: float32 or float64, room in its
+    buffer, done with the last job (ACK), and not backing off. Takes the partner (OWNER) if
+    so."""
     if weight_ih.itemsize != 4 and weight_ih.itemsize != 8:
-        return -1
+        return False
+    batch, size = x.shape[0], weight_ih.itemsize
+    need = batch * (weight_ih.shape[0] + weight_ih.shape[1] + weight_hh.shape[0] + h.shape[1])
+    if need * size > control[BUFFER_BYTES]:
+        return False
     if compare_swap(control, OWNER, 0, 1) != 0:
-        return -1
+        return False
     if control[BACKOFF] > 0:  # the partner was slow of late: its core is busy elsewhere
         control[BACKOFF] -= 1
-        store_release(control, OWNER, 0)
+    elif load_acquire(control, ACK) == control[TICKET]:
+        return True
+    store_release(control, OWNER, 0)
+    return False
+
+
+@jit_inline
+def pair_products(control, weight_ih, x, weight_hh, h, out_x, out_h, backward):
+    """out_x[b] += weight_ih @ x[b] and out_h[b] += weight_hh @ h[b] for every sequence b, the
+    rows shared with the partner of `control` (all arrays C-contiguous). Returns -1 without
+    computing anything when the partner cannot take the job (`_ready`), else PARKED_FLAG if the
+    partner was parked (the caller wakes it) plus STALE_FLAG if the step took over a chunk the
+    partner had claimed and not finished (the partner may still read the job's weights: the
+    caller keeps them alive, `after_step`)."""
+    if not _ready(control, weight_ih, x, weight_hh, h):
         return -1
     ticket = control[TICKET] + 1
     control[DTYPE] = weight_ih.itemsize // 8  # 0: float32, 1: float64
     control[BATCH] = x.shape[0]
     control[BACKWARD] = 1 if backward else 0
-    n_chunks = _describe_product(control, 0, weight_ih, x, out_x)
-    n_chunks += _describe_product(control, 1, weight_hh, h, out_h)
+    n_ih, free = _describe_product(control, 0, weight_ih, x, out_x, 0)
+    n_hh, free = _describe_product(control, 1, weight_hh, h, out_h, free)
+    n_chunks = n_ih + n_hh
     n_partner = _partner_share(control, n_chunks)
     control[N_CHUNKS] = n_chunks
     control[N_PARTNER] = n_partner
     for chunk in range(n_chunks):
         control[CHUNKS + 8 * chunk] = 4 * ticket + FREE
     exchange(control, TICKET, ticket)  # publish: the partner reads the job after this
-    parked = 1 if load_acquire(control, STATUS) == PARKED else 0
+    status = load_acquire(control, STATUS)
+    flags = PARKED_FLAG if status == PARKED else 0
     started = cycle_counter()
     for k in range(n_chunks - n_partner):  # the caller's chunks, in this call's direction
-        chunk = n_chunks - 1 - k if backward else n_partner + k
-        _add_chunk(control, chunk, weight_ih)
+        _add_chunk(control, n_chunks - 1 - k if backward else n_partner + k, x, OUT)
+    taken = 0
     for k in range(n_partner):  # the partner's not yet claimed, from the end it reaches last
         chunk = k if backward else n_partner - 1 - k
-        if compare_swap(control, CHUNKS + 8 * chunk, 4 * ticket + FREE, 4 * ticket + STOLEN) != (
-            4 * ticket + FREE
-        ):
+        if not _take(control, chunk, ticket, FREE):
             break  # the partner claims in order: it has claimed the rest
-        _add_chunk(control, chunk, weight_ih)
-    waiting = cycle_counter()
-    for chunk in range(n_partner):  # wait for the chunks the partner claimed
-        while load_acquire(control, CHUNKS + 8 * chunk) == 4 * ticket + CLAIMED:
-            spin_pause()
-    if cycle_counter() - waiting > waiting - started:  # waited longer than it worked: the
-        doublings = control[DOUBLINGS]  # partner shares its core (another process, or a
-        control[BACKOFF] = BACKOFF_STEPS << doublings  # pool's spinning threads): alone for
-        control[DOUBLINGS] = min(doublings + 1, MAX_BACKOFF_DOUBLINGS)  # a while, and twice
-    else:  # as long each time it happens again
+        _add_chunk(control, chunk, x, OUT)
+        taken += 1
+    worked = cycle_counter() - started
+    for chunk in range(n_partner):  # the partner's: its results, or the chunk taken over
+        flags |= _collect(control, chunk, ticket, x, started + 2 * worked)
+    # a partner that was spinning yet claimed nothing, or did not finish a chunk in time, had
+    # its core taken (another process, a pool's spinning threads; a spinning partner then takes
+    # the caller's core too): alone for a while, twice as long each time in a row
+    if flags & STALE_FLAG or (status == RUNNING and taken == n_partner):
+        doublings = control[DOUBLINGS]
+        control[BACKOFF] = BACKOFF_STEPS << doublings
+        control[DOUBLINGS] = min(doublings + 1, MAX_BACKOFF_DOUBLINGS)
+    elif taken < n_partner:  # it took part, in time (a napping partner tells nothing)
         control[DOUBLINGS] = 0
     store_release(control, OWNER, 0)
-    return parked
+    return flags
+
+
+@jit_inline
+def _take(control, chunk, ticket, state):
+    """Take chunk `chunk` of job `ticket` from the partner if it is in `state` (-> STOLEN)."""
+    slot, expected = CHUNKS + 8 * chunk, 4 * ticket + state
+    return compare_swap(control, slot, expected, 4 * ticket + STOLEN) == expected
+
+
+@jit_inline
+def _collect(control, chunk, ticket, like, deadline):
+    """Add the partner's results of chunk `chunk` once it is DONE; past `deadline` (cycles)
+    take over a chunk it still holds and compute it here (returns STALE_FLAG then, else 0)."""
+    slot = CHUNKS + 8 * chunk
+    while True:
+        state = load_acquire(control, slot)
+        if state == 4 * ticket + DONE:
+            _add_result(control, chunk, like)
+            return 0
+        if state != 4 * ticket + CLAIMED:
+            return 0  # taken by the caller before
+        if cycle_counter() > deadline and _take(control, chunk, ticket, CLAIMED):
+            _add_chunk(control, chunk, like, OUT)
+            return STALE_FLAG
+        spin_pause()
 
 
 @jit
 def serve(control, spin_cycles, park_cycles, like32, like64):
     """The partner's loop: wait for a ticket, claim and compute its chunks of the job in order
-    until one is taken, wait again; spin for `spin_cycles` after a job, then nap, and return
-    PARKED after `park_cycles` without one (STOPPED when told to stop)."""
+    until one is taken, acknowledge the ticket, wait again; spin for `spin_cycles` after a job,
+    then nap, and return PARKED after `park_cycles` without one (STOPPED when told to stop)."""
     exchange(control, STATUS, RUNNING)
-    seen = load_acquire(control, TICKET)
+    seen = load_acquire(control, ACK)  # a ticket published before this started is served
     idle_since = cycle_counter()
     while True:
         ticket = load_acquire(control, TICKET)
         if ticket != seen:
+            if compare_swap(control, STATUS, NAPPING, RUNNING) == STOPPED:
+                return STOPPED
             seen = ticket
             _serve_job(control, ticket, like32, like64)
+            store_release(control, ACK, ticket)  # the caller may publish the next job now
             idle_since = cycle_counter()
             continue
-        if load_acquire(control, STATUS) == STOPPED:
+        status = load_acquire(control, STATUS)
+        if status == STOPPED:
             return STOPPED
         idle = cycle_counter() - idle_since
-        if idle < spin_cycles:
+        if idle < spin_cycles // 8:  # the next step of a stream comes within microseconds
             spin_pause()
+        elif idle < spin_cycles:  # a core shared with the caller goes to the caller
+            yield_processor()
         elif idle < park_cycles:
+            if status == RUNNING:
+                compare_swap(control, STATUS, RUNNING, NAPPING)
             nap(NAP_US)
-        elif compare_swap(control, STATUS, RUNNING, PARKED) == STOPPED:
-            return STOPPED
+        elif compare_swap(control, STATUS, status, PARKED) != status:
+            continue  # told to stop meanwhile: seen above
         elif load_acquire(control, TICKET) == seen:  # parked, and no job came meanwhile
             return PARKED
         else:
@@ -353,27 +446,25 @@ def serve(control, spin_cycles, park_cycles, like32, like64):
 
 @jit_inline
 def _serve_job(control, ticket, like32, like64):
-    """Claim and compute the partner's chunks of job `ticket`, first to last (last to first
-    when the job's direction is backward), until a claim fails: the caller has taken the rest,
-    or finished the job and published another (whose fields this may have read half-written,
-    which is why nothing is computed before a claim succeeds)."""
+    """Claim and compute the partner's chunks of job `ticket` into its results, first to last
+    (last to first when the job's direction is backward), until a claim fails (the caller has
+    taken the rest, or finished the job). The job's fields stay as they are until this is
+    acknowledged (the caller publishes no job before), so they are read as they were written."""
     n_partner = load_acquire(control, N_PARTNER)
     backward = load_acquire(control, BACKWARD) != 0
     float64 = load_acquire(control, DTYPE) == 1
     for k in range(n_partner):
         chunk = n_partner - 1 - k if backward else k
-        if chunk < 0 or chunk >= MAX_CHUNKS:
-            return
-        state = CHUNKS + 8 * chunk
-        if compare_swap(control, state, 4 * ticket + FREE, 4 * ticket + CLAIMED) != (
+        slot = CHUNKS + 8 * chunk
+        if compare_swap(control, slot, 4 * ticket + FREE, 4 * ticket + CLAIMED) != (
             4 * ticket + FREE
         ):
             return
         if float64:
-            _add_chunk(control, chunk, like64)
+            _add_chunk(control, chunk, like64, RESULT)
         else:
-            _add_chunk(control, chunk, like32)
-        store_release(control, state, 4 * ticket + DONE)
+            _add_chunk(control, chunk, like32, RESULT)
+        compare_swap(control, slot, 4 * ticket + CLAIMED, 4 * ticket + DONE)  # unless taken
 
 
 # ---- the partner thread ------------------------------------------------------------------------
@@ -384,6 +475,10 @@ class Partner:
 
     def __init__(self):
         self.control = np.zeros(CONTROL_SIZE, np.int64)
+        self.buffer = np.zeros(BUFFER_BYTES_DEFAULT // 8, np.float64)  # 8-byte aligned
+        self.control[BUFFER] = self.buffer.ctypes.data
+        self.control[BUFFER_BYTES] = self.buffer.nbytes
+        self.holding: object = None  # the step of a job the partner may still be reading
         self._wake = threading.Event()
         self._stopping = False
         self.wakes = 0  # times woken from parked
@@ -405,10 +500,12 @@ class Partner:
             self._wake.clear()
             self.wakes += 1
 
-    def wake_if_parked(self, parked: int) -> None:
-        """Wake the partner after a step that found it parked (`pair_products` returned 1)."""
-        if parked > 0:
+    def after_step(self, flags: int, owner: object) -> None:
+        """See the module's `after_step`."""
+        if flags & PARKED_FLAG:
             self._wake.set()
+        if flags & STALE_FLAG:  # no job goes to the partner before it acknowledges this one,
+            self.holding = owner  # so this is the only one it can be reading
 
     def stop(self, timeout: float = 1.0) -> None:
         """End the thread (at exit, or in tests)."""
@@ -446,10 +543,12 @@ def wait_until_serving(timeout: float = 120.0) -> bool:
     return _partner is None or _partner.serving.wait(timeout)
 
 
-def wake_if_parked(parked: int) -> None:
-    """`Partner.wake_if_parked` of this process's partner."""
-    if parked > 0 and _partner is not None:
-        _partner.wake_if_parked(parked)
+def after_step(flags: int, owner: object) -> None:
+    """What a step does after its kernel returned `flags` (`pair_products`): wake a parked
+    partner; after taking over a chunk the partner still computes, keep `owner` (the step
+    object, holder of the weights' arrays) alive until the partner has let go of the job."""
+    if flags > 0 and _partner is not None:
+        _partner.after_step(flags, owner)
 
 
 def _started() -> Partner:

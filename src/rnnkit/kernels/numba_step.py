@@ -38,7 +38,7 @@ from rnnkit.kernels._numba_common import (
     sigmoid_,
     tanh_,
 )
-from rnnkit.kernels._step_partner import pair_products, partner_control, wake_if_parked
+from rnnkit.kernels._step_partner import after_step, pair_products, partner_control
 from rnnkit.kernels.numba_gru import gru_gates
 
 
@@ -66,8 +66,8 @@ def add_products(weight_ih, x, weight_hh, h, out_x, out_h, backward):
 @jit_inline
 def products(weight_ih, x, weight_hh, h, out_x, out_h, backward, control):
     """`add_products`, its rows shared with the partner thread of `control`
-    (`_step_partner.pair_products`) unless `control` is empty or the partner is busy; returns
-    1 if the partner was found parked (the caller wakes it), else 0. Same results."""
+    (`_step_partner.pair_products`) unless `control` is empty or the partner cannot take it;
+    returns its flags for `after_step` (0 without the partner). Same results."""
     if control.shape[0]:
         parked = pair_products(control, weight_ih, x, weight_hh, h, out_x, out_h, backward)
         if parked >= 0:
@@ -330,9 +330,8 @@ class LSTMStep(_CellStep):
         h_new, c_new = np.empty_like(h), np.empty_like(c)
         self._backward = backward = not self._backward  # alternate: the cache keeps more
         control = partner_control(self.weight_bytes)
-        wake_if_parked(
-            lstm_step_at(inputs.data_ptr(), h, c, *self.views, h_new, c_new, backward, control)
-        )
+        flags = lstm_step_at(inputs.data_ptr(), h, c, *self.views, h_new, c_new, backward, control)
+        after_step(flags, self)
         return self._returned((h_new, c_new))
 
 
@@ -351,7 +350,7 @@ class GRUStep(_CellStep):
         h_new = np.empty_like(h)
         self._backward = backward = not self._backward  # alternate: the cache keeps more
         control = partner_control(self.weight_bytes)
-        wake_if_parked(gru_step_at(inputs.data_ptr(), h, *self.views, h_new, backward, control))
+        after_step(gru_step_at(inputs.data_ptr(), h, *self.views, h_new, backward, control), self)
         return self._returned((h_new,))[0]
 
 
@@ -416,9 +415,8 @@ class StackStep:
         self._backward = backward = not self._backward  # the other way from the last call
         for layer, step in enumerate(self.steps):
             control = partner_control(step.weight_bytes)
-            wake_if_parked(
-                self.kernel(address, *arrays, layer, *step.views, *new, out, backward, control)
-            )
+            flags = self.kernel(address, *arrays, layer, *step.views, *new, out, backward, control)
+            after_step(flags, step)
         if self.parts == 2:
             state = (torch.from_numpy(new[0]), torch.from_numpy(new[1]))
             pointers = (state[0].data_ptr(), state[1].data_ptr())

@@ -39,7 +39,7 @@ from rnnkit.kernels._numba_common import (
     sigmoid_,
     tanh_,
 )
-from rnnkit.kernels._step_partner import partner_control, wake_if_parked
+from rnnkit.kernels._step_partner import after_step, partner_control
 from rnnkit.kernels.numba_lstm import group_moments
 from rnnkit.kernels.numba_scan import _coefficients
 from rnnkit.kernels.numba_step import (
@@ -397,11 +397,10 @@ class VariantLSTMStep(_VariantStep):
             self._state(c, "c", batch, cell.hidden_size),
         )
         h_new, c_new = np.empty_like(h), np.empty_like(c)
-        wake_if_parked(
-            variant_lstm_cell_into(
-                inputs, h, c, *self.views, h_new, c_new, self._direction(), self._control()
-            )
+        flags = variant_lstm_cell_into(
+            inputs, h, c, *self.views, h_new, c_new, self._direction(), self._control()
         )
+        after_step(flags, self)
         return torch.from_numpy(h_new), torch.from_numpy(c_new)
 
 
@@ -423,11 +422,10 @@ class VariantGRUStep(_VariantStep):
         h = self._state(parts[1], "h", batch, cell.hidden_size) if projected else s
         h_new = np.empty_like(h)
         s_new = np.empty_like(s) if projected else h_new
-        wake_if_parked(
-            variant_gru_cell_into(
-                inputs, s, h, *self.views, s_new, h_new, self._direction(), self._control()
-            )
+        flags = variant_gru_cell_into(
+            inputs, s, h, *self.views, s_new, h_new, self._direction(), self._control()
         )
+        after_step(flags, self)
         if projected:
             return torch.from_numpy(s_new), torch.from_numpy(h_new)
         return torch.from_numpy(h_new)
@@ -446,11 +444,10 @@ class VariantElmanStep(_VariantStep):
         inputs = self._input(x)
         h = self._state(h, "h", inputs.shape[0], self.cell.output_size)
         h_new = np.empty_like(h)
-        wake_if_parked(
-            variant_elman_cell_into(
-                inputs, h, *self.views, h_new, self._direction(), self._control()
-            )
+        flags = variant_elman_cell_into(
+            inputs, h, *self.views, h_new, self._direction(), self._control()
         )
+        after_step(flags, self)
         return torch.from_numpy(h_new)
 
 
