@@ -10,21 +10,29 @@ reads half the weights, from its own cache where they fit.
 The protocol, on one int64 array (`Partner.control`), its fields a cache line apart:
 
 - the calling thread takes the partner (`OWNER`, compare-and-swap; a second caller that finds
-  it taken runs its step alone), writes the job (`JOB`: dtype, batch, direction, the two
-  products' addresses and sizes), marks every chunk of rows FREE with the new ticket and
-  publishes the ticket;
+  it taken runs its step alone), and only if the partner has acknowledged the last job (`ACK`)
+  writes the job (`JOB`: dtype, batch, direction, the two products' addresses and sizes),
+  copies x and h into the partner's buffer, marks every chunk of rows FREE with the new ticket
+  and publishes the ticket;
 - the partner, waiting on the ticket, claims its chunks (the first half of the weights' bytes)
-  one at a time, FREE -> CLAIMED, computes each into the caller's output rows and marks it
-  DONE; the caller computes the other half, then takes the partner's chunks not yet claimed
-  from the far end (FREE -> STOLEN), and waits only for the chunks the partner claimed;
-- so a partner that is asleep, slow to wake or busy elsewhere never holds a step up for more
-  than a chunk it has started (a partner descheduled in the middle of a chunk does: the step
-  waits for it, as any multi-threaded kernel waits for its threads); the caller returns after
-  every claimed chunk is DONE, so the partner only ever reads the job while the caller holds
-  its memory;
-- between steps the partner spins (`SPIN_SECONDS`), then sleeps in short naps (`NAP_US`), and
-  after `PARK_SECONDS` without a job parks on an event; a caller that finds it parked does the
-  whole step itself and wakes it for the next (`wake_if_parked`).
+  one at a time, FREE -> CLAIMED, computes each into its own buffer and marks it DONE, then
+  acknowledges the ticket; the caller computes the other half into its output, takes the
+  partner's chunks not yet claimed from the far end (FREE -> STOLEN), and adds the partner's
+  results of each DONE chunk;
+- a chunk the partner claimed and has not finished by the time the caller has waited about
+  as long as it worked (its core taken by another thread) the caller takes over and computes
+  itself (CLAIMED -> STOLEN; the partner's late result is dropped). So no step waits on a
+  descheduled partner for long; the partner, still reading that job's weights, gets no new job
+  before it acknowledges this one, and the step object that holds the weights is kept alive
+  meanwhile (`after_step`); it only ever writes its own buffer;
+- a step that had to take over a claimed chunk, or whose spinning partner took no part, runs
+  the next `BACKOFF_STEPS` steps alone, twice as many each time in a row (the partner's core
+  is taken: another process, or a thread pool's spinning threads such as libgomp's after a
+  torch operator on two threads);
+- between steps the partner spins for `SPIN_SECONDS` (after the first eighth, giving its core
+  to any other thread ready to run there, the caller's included), then sleeps in short naps
+  (`NAP_US`), and after `PARK_SECONDS` without a job parks on an event; a caller that finds it
+  parked does the whole step itself and wakes it for the next.
 
 Each row's sum is computed by the same loop either way (`_numba_common.add_matvec1`, and from
 four sequences up `add_matvec`, over a chunk of rows; chunks a multiple of their blocks of
