@@ -337,7 +337,7 @@ def measure_variant_stream(case: Case, repeats: int, peak_gflops: float) -> dict
 def partner_loaded() -> None:
     """Wait for the streaming steps' partner thread, if one started, to serve
     (`kernels._step_partner.wait_until_serving`; imported here, as it imports Numba)."""
-    from rnnkit.kernels._step_partner import wait_until_serving  # noqa: PLC0415
+    from rnnkit.kernels._step_partner import wait_until_serving
 
     wait_until_serving()
 

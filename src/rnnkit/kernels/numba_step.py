@@ -69,9 +69,9 @@ def products(weight_ih, x, weight_hh, h, out_x, out_h, backward, control):
     (`_step_partner.pair_products`) unless `control` is empty or the partner cannot take it;
     returns its flags for `after_step` (0 without the partner). Same results."""
     if control.shape[0]:
-        parked = pair_products(control, weight_ih, x, weight_hh, h, out_x, out_h, backward)
-        if parked >= 0:
-            return parked
+        flags = pair_products(control, weight_ih, x, weight_hh, h, out_x, out_h, backward)
+        if flags >= 0:
+            return flags
     add_products(weight_ih, x, weight_hh, h, out_x, out_h, backward)
     return 0
 
@@ -89,7 +89,7 @@ def lstm_cell_into(
     for b in range(batch):
         for j in range(4 * hidden):
             gates[b, j] = bias_ih[j] + bias_hh[j]
-    parked = products(weight_ih, x, weight_hh, h, gates, h_part, backward, control)
+    flags = products(weight_ih, x, weight_hh, h, gates, h_part, backward, control)
     for b in range(batch):
         for j in range(4 * hidden):
             gates[b, j] += h_part[b, j]
@@ -104,7 +104,7 @@ def lstm_cell_into(
         tanh_(h_out[b], 0, hidden)
         for j in range(hidden):
             h_out[b, j] *= g[3 * hidden + j]
-    return parked
+    return flags
 
 
 @jit_inline
@@ -117,14 +117,14 @@ def gru_cell_into(x, h, weight_ih, weight_hh, bias_ih, bias_hh, h_out, backward,
     for b in range(batch):
         copy_(bias_ih, x_proj[b])
         copy_(bias_hh, h_proj[b])
-    parked = products(weight_ih, x, weight_hh, h, x_proj, h_proj, backward, control)
+    flags = products(weight_ih, x, weight_hh, h, x_proj, h_proj, backward, control)
     gates = np.empty(4 * hidden, dtype=h.dtype)  # r|z|n|h_proj_n of one sequence
     for b in range(batch):
         gru_gates(gates, x_proj[b], h_proj[b])
         for j in range(hidden):
             n = gates[2 * hidden + j]
             h_out[b, j] = n + gates[hidden + j] * (h[b, j] - n)
-    return parked
+    return flags
 
 
 @jit_inline
@@ -164,13 +164,13 @@ def lstm_layer_step(
     input `layer_input`; the top layer's new h is copied to out (B, H) too. Returns
     `products`' flag (every layer kernel of a stack takes `control` and returns it)."""
     x = layer_input(x_address, h_out, layer, weight_ih)
-    parked = lstm_cell_into(
+    flags = lstm_cell_into(
         x, h[layer], c[layer], weight_ih, weight_hh, bias_ih, bias_hh, h_out[layer],
         c_out[layer], backward, control,
     )  # fmt: skip
     if layer == h.shape[0] - 1:
         copy_rows(h_out[layer], out, out.shape[0])
-    return parked
+    return flags
 
 
 @jit
@@ -179,12 +179,12 @@ def gru_layer_step(
 ):
     """Layer `layer` of a stack, states h, h_out (L, B, H); as `lstm_layer_step`."""
     x = layer_input(x_address, h_out, layer, weight_ih)
-    parked = gru_cell_into(
+    flags = gru_cell_into(
         x, h[layer], weight_ih, weight_hh, bias_ih, bias_hh, h_out[layer], backward, control
     )
     if layer == h.shape[0] - 1:
         copy_rows(h_out[layer], out, out.shape[0])
-    return parked
+    return flags
 
 
 def tensor_array(tensor: Tensor) -> np.ndarray:

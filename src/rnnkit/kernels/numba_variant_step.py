@@ -93,7 +93,7 @@ def variant_lstm_cell_into(
     layer_norm, peep, proj = ln_ih_gain.shape[0] > 0, weight_ci.shape[0] > 0, weight_hr.shape[0] > 0
     x_part = np.zeros((batch, 4 * hidden), dtype=c.dtype)
     h_part = np.zeros((batch, 4 * hidden), dtype=c.dtype)
-    parked = products(weight_ih, x, weight_hh, h, x_part, h_part, backward, control)
+    flags = products(weight_ih, x, weight_hh, h, x_part, h_part, backward, control)
     gates = np.empty(4 * hidden, dtype=c.dtype)
     c_hat = np.empty(hidden, dtype=c.dtype)
     y = np.empty(hidden, dtype=c.dtype)  # tanh(LN_c(c_hat)), then o * that
@@ -136,7 +136,7 @@ def variant_lstm_cell_into(
         c_new, h_new, h_row = c_out[b], h_out[b], h[b]
         zoneout_mix(c_hat, c_row, zone_c, c_new)
         zoneout_mix(h_hat, h_row, zone_h, h_new)
-    return parked
+    return flags
 
 
 @jit
@@ -148,14 +148,14 @@ def variant_lstm_layer_step(
     """Layer `layer` of a stack, states h, h_out (L, B, P) and c, c_out (L, B, H) in torch.nn's
     layout; the top layer's new h is copied to out (B, P) too (`numba_step.lstm_layer_step`)."""
     x = layer_input(x_address, h_out, layer, weight_ih)
-    parked = variant_lstm_cell_into(
+    flags = variant_lstm_cell_into(
         x, h[layer], c[layer], weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
         ln_hh_gain, ln_hh_shift, weight_ci, weight_cf, weight_co, ln_c_gain, ln_c_shift,
         weight_hr, zone_h, zone_c, eps, h_out[layer], c_out[layer], backward, control,
     )  # fmt: skip
     if layer == h.shape[0] - 1:
         copy_rows(h_out[layer], out, out.shape[0])
-    return parked
+    return flags
 
 
 @jit_inline
@@ -170,7 +170,7 @@ def variant_gru_cell_into(
     layer_norm, proj = ln_ih_gain.shape[0] > 0, weight_hr.shape[0] > 0
     x_part = np.zeros((batch, 3 * hidden), dtype=h.dtype)
     h_part = np.zeros((batch, 3 * hidden), dtype=h.dtype)
-    parked = products(weight_ih, x, weight_hh, s, x_part, h_part, backward, control)
+    flags = products(weight_ih, x, weight_hh, s, x_part, h_part, backward, control)
     gates = np.empty(3 * hidden, dtype=h.dtype)  # r|z, then n
     moments = np.empty((2, 3))
     for b in range(batch):
@@ -197,7 +197,7 @@ def variant_gru_cell_into(
             s_new = s_out[b]
             s_new[:] = 0
             add_matvec1(weight_hr, h_new, s_new, backward)
-    return parked
+    return flags
 
 
 @jit
@@ -220,14 +220,14 @@ def variant_gru_proj_layer_step(
 ):  # fmt: skip
     """Layer `layer` of a stack with a projection: s, s_out (L, B, P), h, h_out (L, B, H)."""
     x = layer_input(x_address, s_out, layer, weight_ih)
-    parked = variant_gru_cell_into(
+    flags = variant_gru_cell_into(
         x, s[layer], h[layer], weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_gain, ln_ih_shift,
         ln_hh_gain, ln_hh_shift, weight_hr, zone_h, eps, s_out[layer], h_out[layer], backward,
         control,
     )  # fmt: skip
     if layer == s.shape[0] - 1:
         copy_rows(s_out[layer], out, out.shape[0])
-    return parked
+    return flags
 
 
 @jit_inline
@@ -241,7 +241,7 @@ def variant_elman_cell_into(
     proj = weight_hr.shape[0] > 0
     x_part = np.zeros((batch, hidden), dtype=h.dtype)
     h_part = np.zeros((batch, hidden), dtype=h.dtype)
-    parked = products(weight_ih, x, weight_hh, h, x_part, h_part, backward, control)
+    flags = products(weight_ih, x, weight_hh, h, x_part, h_part, backward, control)
     pre = np.empty(hidden, dtype=h.dtype)
     h_hat = np.zeros(h.shape[1], dtype=h.dtype)
     for b in range(batch):
@@ -260,7 +260,7 @@ def variant_elman_cell_into(
             for j in range(hidden):
                 h_hat[j] = pre[j]
         zoneout_mix(h_hat, h_row, zone_h, h_new)
-    return parked
+    return flags
 
 
 @jit
@@ -270,13 +270,13 @@ def variant_elman_layer_step(
 ):  # fmt: skip
     """Layer `layer` of a stack, h and h_out (L, B, P)."""
     x = layer_input(x_address, h_out, layer, weight_ih)
-    parked = variant_elman_cell_into(
+    flags = variant_elman_cell_into(
         x, h[layer], weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, relu, zone_h, h_out[layer],
         backward, control,
     )  # fmt: skip
     if layer == h.shape[0] - 1:
         copy_rows(h_out[layer], out, out.shape[0])
-    return parked
+    return flags
 
 
 @jit_inline
