@@ -437,6 +437,9 @@ variants = {  # every option on: the kernels' every path
 for name, layer in variants.items():
     calls[name] = lambda layer=layer: kernels.variant_sequence(
         layer.cells[0], x, layer.cells[0].zero_state(2, x))[0].sum().backward()
+from rnnkit.kernels import _step_partner  # the streaming steps' partner thread's loop
+if _step_partner.SUPPORTED:  # (its time includes 5 ms measuring its clock)
+    calls["step_partner"] = lambda: _step_partner.Partner().serving.wait()
 for name, call in calls.items():
     start = time.perf_counter(); call(); print(name, time.perf_counter() - start)
 """

@@ -118,7 +118,7 @@ def _product_of(control, chunk):
     return p, start, end
 
 
-@jit_inline
+@jit  # one compiled copy for its four callers
 def _add_chunk(control, chunk, like, target):
     """The rows of chunk number `chunk` of the job in `control`: out[b] += W @ v[b] over them,
     v the partner's copy of the vectors, out the caller's output (`target` OUT) or the
@@ -218,7 +218,7 @@ def _ready(control, weight_ih, x, weight_hh, h):
     return False
 
 
-@jit_inline
+@jit  # not inlined: one compiled copy serves every step kernel (their first call: seconds less)
 def pair_products(control, weight_ih, x, weight_hh, h, out_x, out_h, backward):
     """out_x[b] += weight_ih @ x[b] and out_h[b] += weight_hh @ h[b] for every sequence b, the
     rows shared with the partner of `control` (all arrays C-contiguous). Returns -1 without
