@@ -81,7 +81,7 @@ TICKET, STATUS, OWNER, JOB, ACK, CHUNKS = 0, 8, 16, 24, 56, 64
 BACKOFF = OWNER + 1  # steps left to run alone (the callers' line)
 DOUBLINGS = OWNER + 2  # slow-partner steps in a row, with only steps alone between them
 BUFFER, BUFFER_BYTES = OWNER + 3, OWNER + 4  # the partner's buffer: address, size (fixed)
-DTYPE, BATCH, BACKWARD, N_CHUNKS, N_PARTNER = range(JOB, JOB + 5)
+DTYPE, BATCH, BACKWARD, N_PARTNER = range(JOB, JOB + 4)
 PRODUCTS = JOB + 8  # product p's fields: PRODUCTS + 8 p + one of
 WEIGHT, ROWS, COLS, VECTORS, OUT, CHUNK_ROWS, COUNT, RESULT = range(8)
 CONTROL_SIZE = CHUNKS + 8 * MAX_CHUNKS
@@ -236,7 +236,6 @@ def pair_products(control, weight_ih, x, weight_hh, h, out_x, out_h, backward):
     n_hh, free = _describe_product(control, 1, weight_hh, h, out_h, free)
     n_chunks = n_ih + n_hh
     n_partner = _partner_share(control, n_chunks)
-    control[N_CHUNKS] = n_chunks
     control[N_PARTNER] = n_partner
     for chunk in range(n_chunks):
         control[CHUNKS + 8 * chunk] = 4 * ticket + FREE
