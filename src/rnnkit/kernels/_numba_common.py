@@ -215,6 +215,20 @@ def add_matvec1(weight, vector, out, backward):
         out[j] += acc
 
 
+@jit_inline
+def add_matvecs(weight, vectors, out, backward):
+    """out[b] += weight @ vectors[b] for every sequence b: vectors (B, K), out (B, G). From
+    four sequences up, blocks of four go through `add_matvec` (each weight read once per
+    block); the others (batch 1 in real-time use) through `add_matvec1` (`backward`: its
+    blocks of rows last to first)."""
+    batch = vectors.shape[0]
+    blocked = batch - batch % 4
+    if blocked:
+        add_matvec(weight, vectors, np.arange(blocked), blocked, out)
+    for b in range(blocked, batch):
+        add_matvec1(weight, vectors[b], out[b], backward)
+
+
 @jit
 def _dot(weight, j, vectors, b):
     acc = weight.dtype.type(0)

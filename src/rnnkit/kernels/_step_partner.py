@@ -34,9 +34,9 @@ The protocol, on one int64 array (`Partner.control`), its fields a cache line ap
   (`NAP_US`), and after `PARK_SECONDS` without a job parks on an event; a caller that finds it
   parked does the whole step itself and wakes it for the next.
 
-Each row's sum is computed by the same loop either way (`_numba_common.add_matvec1`, and from
-four sequences up `add_matvec`, over a chunk of rows; chunks a multiple of their blocks of
-rows), so a step gives the same bits with or without the partner, in either direction.
+Each row's sum is computed by the same loop either way (`_numba_common.add_matvecs` over a
+chunk of rows; chunks a multiple of its loops' blocks of rows), so a step gives the same bits
+with or without the partner, in either direction.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from rnnkit.kernels._numba_atomics import (
     store_release,
     yield_processor,
 )
-from rnnkit.kernels._numba_common import add_matvec, add_matvec1, jit, jit_inline, rows_at
+from rnnkit.kernels._numba_common import add_matvecs, jit, jit_inline, rows_at
 
 PAIR_MIN_BYTES = 512 * 1024  # of weights per step: at 256 KiB two threads were no faster
 CHUNK_BYTES = 32 * 1024  # of weights per chunk of rows (at most MAX_CHUNKS chunks)
@@ -131,12 +131,7 @@ def _add_chunk(control, chunk, like, target):
     out = rows_at(control[base + target], batch, rows, like)
     if target == RESULT:
         out[:, start:end] = 0
-    backward = control[BACKWARD] != 0
-    blocked = batch - batch % 4  # as `numba_step.add_products`: blocks of four sequences
-    if blocked:
-        add_matvec(weight[start:end], vectors, np.arange(blocked), blocked, out[:, start:end])
-    for b in range(blocked, batch):
-        add_matvec1(weight[start:end], vectors[b], out[b, start:end], backward)
+    add_matvecs(weight[start:end], vectors, out[:, start:end], control[BACKWARD] != 0)
 
 
 @jit_inline

@@ -26,8 +26,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.kernels._numba_common import (
-    add_matvec,
-    add_matvec1,
+    add_matvecs,
     bias_or_zeros,
     copy_,
     copy_rows,
@@ -45,22 +44,14 @@ from rnnkit.kernels.numba_gru import gru_gates
 @jit_inline
 def add_products(weight_ih, x, weight_hh, h, out_x, out_h, backward):
     """out_x[b] += weight_ih @ x[b] and out_h[b] += weight_hh @ h[b] for every sequence b
-    (two arrays: the order of the products is free). From four sequences up, blocks of four go
-    through `add_matvec` (each weight read once per block); the others (batch 1 in real-time
-    use) through `add_matvec1`, with `backward` weight_hh first and each last row first."""
-    batch = x.shape[0]
-    blocked = batch - batch % 4
-    if blocked:
-        sequences = np.arange(blocked)
-        add_matvec(weight_ih, x, sequences, blocked, out_x)
-        add_matvec(weight_hh, h, sequences, blocked, out_h)
-    for b in range(blocked, batch):
-        if backward:
-            add_matvec1(weight_hh, h[b], out_h[b], True)
-            add_matvec1(weight_ih, x[b], out_x[b], True)
-        else:
-            add_matvec1(weight_ih, x[b], out_x[b], False)
-            add_matvec1(weight_hh, h[b], out_h[b], False)
+    (two arrays: the order of the products is free), each through `add_matvecs`; with
+    `backward` weight_hh first and each matrix's last rows first."""
+    if backward:
+        add_matvecs(weight_hh, h, out_h, True)
+        add_matvecs(weight_ih, x, out_x, True)
+    else:
+        add_matvecs(weight_ih, x, out_x, False)
+        add_matvecs(weight_hh, h, out_h, False)
 
 
 @jit_inline
