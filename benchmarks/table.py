@@ -9,16 +9,24 @@ import json
 import sys
 
 
+def in_place_note(record: dict) -> str:
+    """A streaming step's time with its state written in place (`update_`, `step_`)."""
+    if "in_place_us_per_step" not in record:
+        return ""
+    return f" (in place {record['in_place_us_per_step']:.2f})"
+
+
 def speed_row(record: dict) -> str:
     shape = record["shape"]
     stream = record["mode"] == "stream"
     unit, scale = ("us/step", 1e3) if stream else ("ms", 1.0)
     reference = record["reference"].removeprefix("torch.nn.")
+    in_place = in_place_note(record)
     return (
         f"| {record['kind']} {record['mode']} | {shape['batch']} | {shape['seq_len']} "
         f"| {shape['input_size']} | {shape['hidden']} | {record['route']} "
-        f"| {record['ours_ms'] * scale:.2f} {unit} | {record['reference_ms'] * scale:.2f} {unit} "
-        f"({reference}) | **{record['ratio']:.2f}** "
+        f"| {record['ours_ms'] * scale:.2f} {unit}{in_place} "
+        f"| {record['reference_ms'] * scale:.2f} {unit} ({reference}) | **{record['ratio']:.2f}** "
         f"| {record['ours_gflops']:.1f} ({record['ours_gflops'] / record['peak_gflops']:.0%}) |"
     )
 
@@ -29,8 +37,8 @@ def variant_row(record: dict) -> str:
     return (
         f"| {record['kind']} {record['mode']} | {shape['batch']} | {shape['seq_len']} "
         f"| {shape['input_size']} | {shape['hidden']} | {record['route']} "
-        f"| {record['ours_ms'] * scale:.2f} {unit} | {record['reference_ms'] * scale:.2f} {unit} "
-        f"| **{record['ratio']:.2f}** "
+        f"| {record['ours_ms'] * scale:.2f} {unit}{in_place_note(record)} "
+        f"| {record['reference_ms'] * scale:.2f} {unit} | **{record['ratio']:.2f}** "
         f"| {record['loop_ms'] * scale:.2f} {unit} | {record['loop_ratio']:.2f} |"
     )
 

@@ -281,6 +281,90 @@ def _clone(state):
     return _map(state, torch.clone)
 
 
+# ---- the layer's step in place ---------------------------------------------------------------
+
+IN_PLACE_LAYERS = {
+    "lstm": lambda: rnnkit.LSTM(5, 7, num_layers=2),
+    "gru": lambda: rnnkit.GRU(5, 7, num_layers=3),
+    "gru layer norm zoneout": lambda: rnnkit.GRU(5, 7, 2, layer_norm=True, zoneout=0.3),
+    "gru projection zoneout": lambda: rnnkit.GRU(5, 7, 2, proj_size=3, zoneout=0.3),
+    "lstm peephole projection zoneout": lambda: rnnkit.LSTM(
+        5, 7, 2, peephole=True, proj_size=4, zoneout=0.3
+    ),
+    "rnn relu zoneout": lambda: rnnkit.RNN(5, 7, 2, nonlinearity="relu", zoneout=0.3),
+    "mingru": lambda: rnnkit.MinGRU(5, 7, num_layers=2),
+}
+
+
+@pytest.mark.parametrize("name", list(IN_PLACE_LAYERS))
+@pytest.mark.parametrize("batch", [1, 3])
+def test_layer_step_in_place_equals_step_bit_for_bit(name, batch):
+    """`step_` on the compiled route (its output a view of the state: nothing allocated)
+    writes into the state the bits `step()` returns, for every kind of compiled stack; every
+    layer kernel reads its old state at a position before writing it there."""
+    torch.manual_seed(batch)
+    layer = IN_PLACE_LAYERS[name]().eval()
+    with torch.no_grad():
+        _, state = layer.step(torch.randn(batch, 5))
+        in_place = _clone(state)
+        versions = [p._version for p in _parts(in_place)]
+        for t in range(4):
+            x = torch.randn(batch, 5)
+            out, state = layer.step(x, state)
+            returned = layer.step_(x, in_place)
+            assert returned.data_ptr() == _first(in_place)[-1].data_ptr()  # the compiled route
+            torch.testing.assert_close(returned, out, rtol=0, atol=0, msg=f"{name}, step {t}")
+            torch.testing.assert_close(in_place, state, rtol=0, atol=0, msg=f"{name}, step {t}")
+    assert all(p._version > v for p, v in zip(_parts(in_place), versions, strict=True))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_layer_step_in_place_off_the_compiled_route_copies_what_step_returns(kind):
+    """Where the compiled steps do not serve (training mode, a reset, unbatched input, a list
+    or non-contiguous state) `step_` steps as `step()` and copies into the state."""
+    torch.manual_seed(7)
+    layer, _ = layer_and_reference(kind, 3, 4, 2, torch.float64)
+    x = torch.randn(2, 3, dtype=torch.float64)
+    with torch.no_grad():
+        _, start = layer.step(x)
+        cases = {
+            "reset": dict(reset=torch.tensor([True, False])),
+            "training": {},
+            "unbatched": {},
+            "list": {},
+            "non-contiguous": {},
+        }
+        for case, options in cases.items():
+            layer.train(case == "training")
+            state, inputs = _clone(start), x
+            if case == "unbatched":
+                state, inputs = _map(state, lambda s: s[:, 0].clone()), x[0]
+            if case == "non-contiguous":
+                state = _map(state, lambda s: s.transpose(0, 1).clone().transpose(0, 1))
+            expected_out, expected_state = layer.step(inputs, state, **options)
+            given = list(state) if case == "list" and kind == "lstm" else state
+            out = layer.step_(inputs, given, **options)
+            torch.testing.assert_close(out, expected_out, rtol=0, atol=0, msg=case)
+            torch.testing.assert_close(state, expected_state, rtol=0, atol=0, msg=case)
+
+
+def test_layer_step_in_place_refuses_what_it_cannot_do_with_a_clear_error():
+    layer = rnnkit.LSTM(3, 4, num_layers=2).eval()
+    x = torch.randn(2, 3)
+    with torch.no_grad():
+        _, state = layer.step(x)
+    with pytest.raises(RuntimeError, match="step_ writes the state in place.*torch.no_grad"):
+        layer.step_(x, state)  # parameters require grad and grad mode is on
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=r"start a stream with `out, state = layer.step"):
+            layer.step_(x, None)
+        shared = torch.zeros(2, 2, 4)
+        with pytest.raises(ValueError, match=r"state\[0\] and state\[1\] share memory"):
+            layer.step_(x, (shared, shared))
+        with pytest.raises(ValueError, match=r"state\[0\] must have shape \(2, 2, 4\)"):
+            layer.step_(x, (torch.zeros(2, 5, 4), torch.zeros(2, 5, 4)))
+
+
 # ---- the variant LSTM's compiled step ------------------------------------------------------
 
 
@@ -384,6 +468,102 @@ def test_variant_lstm_step_follows_its_parameters_and_keeps_the_loop_for_trainin
     with torch.no_grad():
         layer.step(x)  # training: the cells' step with its draws
     assert "_compiled" not in layer.__dict__
+
+
+def _parts(state) -> tuple[torch.Tensor, ...]:
+    return state if isinstance(state, tuple) else (state,)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [1, 3, 6])
+def test_update_in_place_equals_the_returning_step_bit_for_bit(kind, dtype, batch):
+    """`update_` writes into the state the bits `step()` returns (both read directions, mixed
+    with `step()` calls on the same object), and returns the state's own tensors."""
+    torch.manual_seed(batch)
+    cell, step = cell_and_step(kind, 7, 13, True, dtype)
+    h = torch.randn(batch, 13, dtype=dtype)
+    state = (h, torch.randn(batch, 13, dtype=dtype)) if kind == "lstm" else h
+    in_place = tuple(part.clone() for part in _parts(state))
+    in_place = in_place if kind == "lstm" else in_place[0]
+    with torch.no_grad():
+        for t in range(5):
+            x = torch.randn(batch, 7, dtype=dtype)
+            expected = cell(x, state)
+            state = step(x, state)
+            returned = step.update_(x, in_place)
+            assert returned is in_place
+            for ours, returning in zip(_parts(in_place), _parts(state), strict=True):
+                torch.testing.assert_close(ours, returning, rtol=0, atol=0, msg=f"step {t}")
+            torch.testing.assert_close(in_place, expected)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_update_sees_edits_swapped_memory_and_an_input_that_is_the_state(kind):
+    """Between `update_` calls the state may be edited in place, have its memory swapped
+    (`set_`) or be other tensors; x may be h itself. Each step equals torch's cell."""
+    torch.manual_seed(5)
+    cell, step = cell_and_step(kind, 4, 4, True, torch.float64)
+    x = torch.randn(2, 4, dtype=torch.float64)
+    state = tuple(torch.randn(2, 4, dtype=torch.float64) for _ in range(2 if kind == "lstm" else 1))
+    state = state if kind == "lstm" else state[0]
+    with torch.no_grad():
+        for change in (None, "in place", "new memory", "other tensors", "x is h"):
+            first = _parts(state)[0]
+            if change == "in place":
+                first.mul_(-2.0)
+            elif change == "new memory":
+                first.set_(torch.randn(2, 4, dtype=torch.float64))
+            elif change == "other tensors":
+                state = tuple(p.clone() for p in _parts(state)) if kind == "lstm" else first + 1
+            inputs = _parts(state)[0] if change == "x is h" else x
+            expected = cell(inputs, state)
+            torch.testing.assert_close(step.update_(inputs, state), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_update_bumps_version_counters_so_autograd_notices(kind):
+    """A state that an autograd graph saved and `update_` then overwrote makes backward raise,
+    as torch's own in-place operators do, instead of giving wrong gradients."""
+    torch.manual_seed(6)
+    _, step = cell_and_step(kind, 3, 4, True, torch.float32)
+    state = tuple(torch.randn(1, 4) for _ in range(2 if kind == "lstm" else 1))
+    state = state if kind == "lstm" else state[0]
+    head = torch.nn.Linear(4, 1)
+    loss = head(_parts(state)[0]).sum()  # saves h for head.weight's gradient
+    before = [p._version for p in _parts(state)]
+    with torch.no_grad():
+        step.update_(torch.randn(1, 3), state)
+    assert all(p._version > v for p, v in zip(_parts(state), before, strict=True))
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_update_rejects_a_state_it_cannot_write_with_a_clear_error(kind):
+    _, step = cell_and_step(kind, 3, 4, True, torch.float32)
+    x = torch.randn(2, 3)
+
+    def state_of(*parts):
+        return parts if kind == "lstm" else parts[0]
+
+    shared = torch.zeros(4, 4)  # rows 0-1 and 1-2: overlapping views
+    bad = [
+        (x, state_of(torch.zeros(2, 4, requires_grad=True), torch.zeros(2, 4)), "h requires grad"),
+        (x, state_of(torch.zeros(4, 2).t(), torch.zeros(2, 4)), "h must be contiguous"),
+        (x, state_of(torch.zeros(2, 5), torch.zeros(2, 4)), r"h must have shape \(2, 4\)"),
+        (torch.randn(2, 5), state_of(torch.zeros(2, 4), torch.zeros(2, 4)), r"x must have shape"),
+    ]
+    if kind == "lstm":
+        h = torch.zeros(2, 4)
+        bad += [
+            (x, (h, h), "h and c share memory"),
+            (x, (shared[:2], shared[1:3]), "h and c share memory"),
+            (x, h, r"state must be a tuple \(h, c\)"),
+        ]
+    for inputs, state, message in bad:
+        with pytest.raises((TypeError, ValueError), match=message):
+            step.update_(inputs, state)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])

@@ -89,6 +89,28 @@ def test_steps_with_the_partner_equal_steps_alone_bit_for_bit(kind, dtype, batch
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_updates_in_place_with_the_partner_equal_steps_alone(kind, batch, two_threads):
+    """`update_` (the state as both input and output of the kernel, the partner reading its
+    copies of x and h) gives the bits of `step()` on one thread."""
+    torch.manual_seed(10 + batch)
+    _, step = cell_and_step(kind)
+    xs = [torch.randn(batch, INPUT) for _ in range(6)]
+    state = initial_state(kind, batch, torch.float32)
+    in_place = tuple(p.clone() for p in flat([state]))
+    in_place = in_place if kind == "lstm" else in_place[0]
+    updated = []
+    with torch.no_grad():
+        for x in xs:
+            step.update_(x, in_place)
+            updated.append(tuple(p.clone() for p in flat([in_place])))
+    torch.set_num_threads(1)
+    alone = run_steps(step, xs, state)
+    for ours, single in zip(updated, alone, strict=True):
+        torch.testing.assert_close(ours, tuple(flat([single])), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_the_partner_takes_part(kind, two_threads):
     """Over a stream of steps the partner computes chunks (it starts, calibrates its clock and
     loads its loop in the background; the steps meanwhile run alone)."""
@@ -130,10 +152,19 @@ def test_layer_steps_with_the_partner_equal_steps_alone(make, two_threads):
                 outputs.append(out)
         return outputs
 
-    paired = stream()
+    def stream_in_place():  # `step_`: the state is each layer kernel's input and output
+        with torch.no_grad():
+            out, state = layer.step(xs[0])
+            outputs = [out]
+            for x in xs[1:]:
+                outputs.append(layer.step_(x, state).clone())
+        return outputs
+
+    paired, paired_in_place = stream(), stream_in_place()
     torch.set_num_threads(1)
     alone = stream()
     torch.testing.assert_close(paired, alone, rtol=0, atol=0)
+    torch.testing.assert_close(paired_in_place, alone, rtol=0, atol=0)
     with torch.no_grad():
         torch.testing.assert_close(paired[-1], layer(torch.stack(xs))[0][-1])
 

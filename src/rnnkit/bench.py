@@ -7,7 +7,9 @@ median of `repeats` timings, the ratio ours / torch, and GFLOP/s of the matrix p
 the machine's measured single-thread matrix-multiply rate. Training cases time forward +
 backward; inference cases forward under `torch.no_grad()`; streaming cases one step at batch 1
 against torch.nn's cell (its fastest single step), each step fed the state it returned and the
-whole timing under one `torch.no_grad()`, as a real-time loop runs. Variant cases (`VARIANTS`:
+whole timing under one `torch.no_grad()`, as a real-time loop runs; the same step writing its
+state in place (`update_`; a variant layer's `step_`) is timed with them
+(`in_place_us_per_step`). Variant cases (`VARIANTS`:
 layer norm, peepholes, dropouts, zoneout, projection, minGRU, minLSTM) run rnnkit's variant
 layer on its "auto" route against torch.nn.LSTM of the same size (the reference of the ratio)
 and against the same layer on the reference loop, a Python loop over torch ops (`loop_ms`,
@@ -255,13 +257,16 @@ def measure(case: Case, repeats: int, peak_gflops: float) -> dict:
     )  # torch.nn's layout
     state = (h0, h0) if case.kind == "lstm" else h0
     if case.mode == "stream":  # each step fed the state it returned, as a real-time loop runs
-        ours = stepping(rnnkit_route(case, module), x[0], state)
+        step = rnnkit_route(case, module)
+        ours = stepping(step, x[0], state)
         reference = stepping(module, x[0], state)
+        in_place = updating(step.update_, x[0], state)
+        functions = {"ours": ours, "reference": reference, "in_place": in_place}
     else:
         ours = workload(case, rnnkit_route(case, module), x, state)
         reference = workload(case, module, x, state)
+        functions = {"ours": ours, "reference": reference}
     calls = 200 if case.mode == "stream" else 1 + 2000 // (case.seq_len * case.hidden)  # tiny: 13
-    functions = {"ours": ours, "reference": reference}
     with torch.no_grad() if case.mode == "stream" else contextlib.nullcontext():
         ours(), reference()  # warm up: compile or load the kernel, fill caches
         if case.mode == "stream":  # untimed rounds first: without them a process's first
@@ -318,10 +323,13 @@ def measure_variant_stream(case: Case, repeats: int, peak_gflops: float) -> dict
     cell = torch.nn.LSTMCell(case.input_size, case.hidden)
     x = torch.randn(case.batch, case.input_size)
     zeros = torch.zeros(case.batch, case.hidden)
+    with torch.no_grad():
+        _, state = ours_layer.step(x)
     functions = {
         "ours": stepping(lambda x, state: ours_layer.step(x, state)[1], x, None),
         "reference": stepping(cell, x, (zeros, zeros)),
         "loop": stepping(lambda x, state: loop_layer.step(x, state)[1], x, None),
+        "in_place": updating(ours_layer.step_, x, state),
     }
     with torch.no_grad():
         functions["ours"]()
@@ -353,6 +361,17 @@ def stepping(step: Callable, x: torch.Tensor, state) -> Callable[[], None]:
     return call
 
 
+def updating(update: Callable, x: torch.Tensor, state) -> Callable[[], None]:
+    """One streaming step of `update(x, state)` that writes the state in place (`update_` of a
+    cell's step, a layer's `step_`), on a copy of `state`."""
+    state = tuple(part.clone() for part in state) if isinstance(state, tuple) else state.clone()
+
+    def call() -> None:
+        update(x, state)
+
+    return call
+
+
 def record(
     case: Case, reference: str, seconds: dict[str, float], peak_gflops: float, route: str = ""
 ) -> dict:
@@ -379,6 +398,9 @@ def record(
     if case.mode == "stream":
         result["ours_us_per_step"] = ours_s * 1e6
         result["reference_us_per_step"] = reference_s * 1e6
+    if "in_place" in seconds:  # a plain cell's step writing its state in place (`update_`)
+        result["in_place_us_per_step"] = seconds["in_place"] * 1e6
+        result["in_place_wall_us_per_step"] = seconds["in_place_wall"] * 1e6
     return result
 
 
@@ -397,6 +419,8 @@ def by_wall_clock(result: dict, case: Case) -> dict:
     }
     if case.mode == "stream":
         result |= {"ours_us_per_step": ours_s * 1e6, "reference_us_per_step": reference_s * 1e6}
+    if "in_place_wall_us_per_step" in result:
+        result["in_place_us_per_step"] = result["in_place_wall_us_per_step"]
     if "loop_wall_ms" in result:
         loop_s = result["loop_wall_ms"] / 1e3
         result |= {"loop_ms": loop_s * 1e3, "loop_ratio": ours_s / loop_s}
@@ -490,14 +514,16 @@ def format_row(record: dict) -> str:
         record["reference_ms"] * scale,
         record["ours_gflops"],
     )
-    loop = ""
+    extra = ""
+    if "in_place_us_per_step" in record:
+        extra = f"  in place {record['in_place_us_per_step']:6.2f} us/step"
     if "loop_ms" in record:
         loop_time = record["loop_ms"] * scale
-        loop = f"  loop {loop_time:9.2f} {unit} ratio {record['loop_ratio']:5.2f}"
+        extra += f"  loop {loop_time:9.2f} {unit} ratio {record['loop_ratio']:5.2f}"
     return (
         f"{record['name']:<44} {record['route']:<9} ours {ours:9.2f} {unit}  "
         f"torch {reference:9.2f} {unit}  ratio {record['ratio']:5.2f}  "
-        f"{gflops:6.1f} GFLOP/s ({gflops / record['peak_gflops']:4.0%} of matmul)" + loop
+        f"{gflops:6.1f} GFLOP/s ({gflops / record['peak_gflops']:4.0%} of matmul)" + extra
     )
 
 

@@ -37,6 +37,19 @@ def _first(state: State) -> Tensor:
     return state[0] if isinstance(state, tuple) else state
 
 
+def _memory_overlaps(a: Tensor, b: Tensor) -> bool:
+    """Whether the memory spans of two tensors (first to last element) overlap."""
+
+    def span(t: Tensor) -> tuple[int, int]:
+        last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(), strict=True))
+        return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
+
+    if a.numel() == 0 or b.numel() == 0:
+        return False
+    (a_start, a_end), (b_start, b_end) = span(a), span(b)
+    return a_start < b_end and b_start < a_end
+
+
 def _where(mask: Tensor, new: State, old: State) -> State:
     if isinstance(new, tuple):
         return tuple(torch.where(mask, n, o) for n, o in zip(new, old, strict=True))
@@ -426,6 +439,43 @@ class Recurrent(nn.Module):
                 x_t = F.dropout(x_t, self.dropout, training=True)
         out = x_t if seq.batched else x_t.squeeze(0)
         return out, seqs.stack_state(new_states, batched=seq.batched)
+
+    def step_(self, x: Tensor, state: State, reset: Tensor | None = None) -> Tensor:
+        """`step()` with the new state written into `state`'s own tensors (torch.nn's layout),
+        for real-time inference: `out, state = layer.step(x0)`, then `out = layer.step_(x,
+        state)` per frame. Returns the output; on the compiled route (`step()`'s) it is a view
+        of the state, the top layer's new h, so the next `step_` overwrites it too, and nothing
+        is allocated. The state's version counters are bumped, as torch's in-place operators
+        do. Backpropagation through time needs the states this overwrites: with a gradient
+        wanted it raises (train with `step()`)."""
+        if torch.is_grad_enabled() and (
+            getattr(x, "requires_grad", False) or any(p.requires_grad for p in self.parameters())
+        ):
+            raise RuntimeError(
+                "step_ writes the state in place, which backpropagation through time cannot "
+                "go through; call it under torch.no_grad() (or torch.inference_mode()), or "
+                "use step(), which returns a new state"
+            )
+        if state is None:
+            raise ValueError(
+                "step_ needs a state to write into: start a stream with "
+                "`out, state = layer.step(x)` and continue with `layer.step_(x, state)`"
+            )
+        compiled = self._compiled_steps(x)
+        if compiled is not None and reset is None:
+            out = compiled.update_(x, state)  # None unless x and state have the usual form
+            if out is not None:
+                return out
+        out, new = self.step(x, state, reset)  # checks x and state, says what is wrong
+        parts = tuple(state) if isinstance(state, tuple | list) else (state,)
+        if len(parts) == 2 and _memory_overlaps(parts[0], parts[1]):
+            raise ValueError(
+                "state[0] and state[1] share memory: step_ writes both in place, so each "
+                "must have its own (clone one)"
+            )
+        for part, value in zip(parts, new if isinstance(new, tuple) else (new,), strict=True):
+            part.copy_(value)
+        return out
 
     def _state_shapes(self, batch: int, like: Tensor) -> list[State]:
         """Zero states that `split_state` checks a given state against (shapes, dtype, device)

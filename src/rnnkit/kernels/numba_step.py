@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.graph import increment_version
 
 from rnnkit.kernels._numba_common import (
     add_matvecs,
@@ -257,7 +258,8 @@ class _CellStep:
         )  # fmt: skip
         # the state returned last: its tensors, their memory, its arrays (a state fed back
         # costs no conversion and no check)
-        self._last: tuple = ((), (), ())
+        self._last: tuple = ((), (), (), ())  # `_record`
+        self._in_place: tuple = ((), (), (), ())  # the same for the state `update_` wrote last
         self._backward = False  # the direction of this call's weight reads (`add_matvec1`)
 
     def uses(
@@ -267,42 +269,97 @@ class _CellStep:
         been replaced, e.g. by `module.to()` or `load_state_dict(assign=True)`)."""
         return self.pointers == _pointers(weight_ih, weight_hh, bias_ih, bias_hh)
 
+    def _recorded(self, x: Tensor, parts: tuple, record: tuple) -> tuple[np.ndarray, ...] | None:
+        """The arrays of `record` (tensors, their memory, their arrays, the batch's x shape)
+        when x is a contiguous CPU tensor of that shape and the parameters' dtype and `parts`
+        are the record's tensors in the same memory (edits in place show through; a tensor
+        whose memory was swapped, `set_`, is not the record's any more); else None."""
+        tensors, memory, arrays, x_shape = record
+        if (
+            x.__class__ is not Tensor
+            or x.dtype is not self.dtype
+            or not x.is_cpu
+            or not x.is_contiguous()
+            or x.shape != x_shape
+            or len(parts) != len(tensors)
+        ):
+            return None
+        if parts[0] is not tensors[0] or parts[0].data_ptr() != memory[0]:
+            return None
+        if len(parts) == 2 and (parts[1] is not tensors[1] or parts[1].data_ptr() != memory[1]):
+            return None
+        return arrays
+
+    def _record(self, tensors: tuple, arrays: tuple[np.ndarray, ...]) -> tuple:
+        """What `_recorded` compares (written out for one part and two: generators cost
+        0.2-0.3 us a step here)."""
+        if len(tensors) == 1:
+            memory = (tensors[0].data_ptr(),)
+        else:
+            memory = (tensors[0].data_ptr(), tensors[1].data_ptr())
+        return tensors, memory, arrays, (arrays[0].shape[0], self.input_size)
+
     def _arrays(self, x: Tensor, parts: tuple) -> tuple[Tensor, tuple[np.ndarray, ...]]:
         """x checked (`checked_input`) and views of the state's parts: the arrays of the state
-        returned last when `parts` are its tensors in the same memory, for the same batch;
-        else checked views."""
+        returned last when it comes back (`_recorded`); else checked views."""
+        arrays = self._recorded(x, parts, self._last)
+        if arrays is not None:
+            return x, arrays
         inputs = checked_input(x, self.dtype, self.input_size)
-        tensors, memory, arrays = self._last
-        if len(parts) == len(tensors) and arrays[0].shape[0] == inputs.shape[0]:
-            if len(parts) == 1:
-                if parts[0] is tensors[0] and parts[0].data_ptr() == memory[0]:
-                    return inputs, arrays
-            elif (
-                parts[0] is tensors[0]
-                and parts[1] is tensors[1]
-                and parts[0].data_ptr() == memory[0]
-                and parts[1].data_ptr() == memory[1]
-            ):
-                return inputs, arrays
         shape = (inputs.shape[0], self.hidden)
         return inputs, tuple(
             step_state(part, name, self.dtype, shape)
             for part, name in zip(parts, self.names, strict=True)
         )
 
+    def _writable(self, x: Tensor, parts: tuple) -> tuple[Tensor, tuple[np.ndarray, ...]]:
+        """x checked and views of the state's parts for `update_`, which writes them: those of
+        the state it updated last when it comes again (`_recorded`); else checked as
+        `_arrays` does, and each part contiguous, not requiring grad, and sharing no memory
+        with another part."""
+        arrays = self._recorded(x, parts, self._in_place)
+        if arrays is not None:
+            return x, arrays
+        inputs = checked_input(x, self.dtype, self.input_size)
+        shape = (inputs.shape[0], self.hidden)
+        for part, name in zip(parts, self.names, strict=True):
+            step_state(part, name, self.dtype, shape)
+            if part.requires_grad:
+                raise ValueError(
+                    f"{name} requires grad: update_ writes the state in place, outside "
+                    "autograd; pass tensors that do not (made under torch.no_grad(), or "
+                    "detached), or use step(x, state), which returns new ones"
+                )
+            if not part.is_contiguous():
+                raise ValueError(
+                    f"{name} must be contiguous for update_ (it is written in place); pass "
+                    f"{name}.contiguous(), or use step(x, state), which returns new tensors"
+                )
+        if len(parts) == 2 and _overlap(parts[0], parts[1]):
+            raise ValueError(
+                f"{' and '.join(self.names)} share memory: update_ writes both in place, "
+                "so each must have its own (clone one)"
+            )
+        arrays = tuple(part.numpy() for part in parts)
+        self._in_place = self._record(tuple(parts), arrays)
+        return inputs, arrays
+
     def _returned(self, arrays: tuple[np.ndarray, ...]) -> tuple[Tensor, ...]:
         if len(arrays) == 1:
             tensors = (torch.from_numpy(arrays[0]),)
-            memory = (tensors[0].data_ptr(),)
         else:
             tensors = (torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1]))
-            memory = (tensors[0].data_ptr(), tensors[1].data_ptr())
-        self._last = (tensors, memory, arrays)
+        self._last = self._record(tensors, arrays)
         return tensors
 
 
 def _pointers(*parameters: Tensor | None) -> tuple[int | None, ...]:
     return tuple(None if p is None else p.data_ptr() for p in parameters)
+
+
+def _overlap(a: Tensor, b: Tensor) -> bool:
+    """Whether two contiguous tensors' memory overlaps."""
+    return a.data_ptr() < b.data_ptr() + b.nbytes and b.data_ptr() < a.data_ptr() + a.nbytes
 
 
 class LSTMStep(_CellStep):
@@ -311,6 +368,8 @@ class LSTMStep(_CellStep):
     `step = LSTMStep(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)`, then
     `h, c = step(x, (h, c))` per frame; x (B, H_in), h and c (B, H), CPU tensors of the
     parameters' dtype (anything else: a TypeError or ValueError that says what it must be).
+    `step.update_(x, (h, c))` writes the new state into h and c instead (no new tensors: the
+    least time a step takes from Python).
     """
 
     gates = 4
@@ -325,12 +384,26 @@ class LSTMStep(_CellStep):
         after_step(flags, self)
         return self._returned((h_new, c_new))
 
+    def update_(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """One step in place: the new h and c written into `state`'s tensors (contiguous, not
+        requiring grad, each its own memory; their version counters are bumped, as torch's
+        in-place operators do), which are returned. Same results as `step(x, state)`."""
+        parts = step_parts(state, self.names)
+        inputs, (h, c) = self._writable(x, parts)
+        self._backward = backward = not self._backward
+        control = partner_control(self.weight_bytes)
+        flags = lstm_step_at(inputs.data_ptr(), h, c, *self.views, h, c, backward, control)
+        after_step(flags, self)
+        increment_version(parts)
+        return state
+
 
 class GRUStep(_CellStep):
     """Inference-only streaming steps of a GRU cell with torch.nn.GRUCell's parameters.
 
     `step = GRUStep(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)`, then
-    `h = step(x, h)` per frame; x (B, H_in), h (B, H), CPU tensors of the parameters' dtype.
+    `h = step(x, h)` per frame; x (B, H_in), h (B, H), CPU tensors of the parameters' dtype;
+    `step.update_(x, h)` writes the new state into h instead (as `LSTMStep.update_`).
     """
 
     gates = 3
@@ -343,6 +416,17 @@ class GRUStep(_CellStep):
         control = partner_control(self.weight_bytes)
         after_step(gru_step_at(inputs.data_ptr(), h, *self.views, h_new, backward, control), self)
         return self._returned((h_new,))[0]
+
+    def update_(self, x: Tensor, h: Tensor) -> Tensor:
+        """One step in place: the new state written into h, which is returned (as
+        `LSTMStep.update_`)."""
+        inputs, (array,) = self._writable(x, (h,))
+        self._backward = backward = not self._backward
+        control = partner_control(self.weight_bytes)
+        flags = gru_step_at(inputs.data_ptr(), array, *self.views, array, backward, control)
+        after_step(flags, self)
+        increment_version(h)
+        return h
 
 
 class StackStep:
@@ -373,6 +457,8 @@ class StackStep:
             for name, pointer in zip(names, step.pointers, strict=True)
         ]
         self._last: tuple = (None, None, None, (None, None))  # state, shapes, arrays, memory
+        # the state `update_` wrote last: its parts, their memory, arrays, shapes, the output
+        self._in_place: tuple = ((), (), (), (), None)
         self._backward = False  # the direction of this call's weight reads (`add_matvec1`)
 
     def uses(self, cells: Sequence[torch.nn.Module]) -> bool:
@@ -416,6 +502,56 @@ class StackStep:
             pointers = (state.data_ptr(), None)
         self._last = (state, shapes, new, pointers)
         return torch.from_numpy(out), state
+
+    def update_(self, x: Tensor, state: Tensor | tuple[Tensor, ...]) -> Tensor | None:
+        """One step in place: the new state written into `state`'s tensors (L, B, size), and
+        the output returned, a view of the state (the top layer's new first part, which the
+        next call overwrites too). None when x or state is not of the usual form, or a part is
+        not contiguous, requires grad or shares memory with another (the layer's `step_` then
+        steps and copies, or says what is wrong). Same results as `__call__`."""
+        if x.dim() != 2 or x.dtype != self.dtype or not x.is_cpu:
+            return None
+        batch, features = x.shape
+        if features != self.input_size or batch == 0:
+            return None
+        parts = state if isinstance(state, tuple) else (state,)
+        recorded, memory, arrays, shapes, out = self._in_place
+        if not (
+            len(parts) == len(recorded)
+            and shapes[0][1] == batch
+            and parts[0] is recorded[0]
+            and parts[0].data_ptr() == memory[0]
+            and (len(parts) == 1 or (parts[1] is recorded[1] and parts[1].data_ptr() == memory[1]))
+        ):  # not the state written last, in the same memory: checked
+            shapes = tuple((len(self.steps), batch, size) for size in self.sizes)
+            arrays = self._writable_arrays(parts, shapes)
+            if arrays is None:
+                return None
+            out = parts[0][-1]
+            self._in_place = (parts, tuple(p.data_ptr() for p in parts), arrays, shapes, out)
+        x = x if x.is_contiguous() else x.contiguous()
+        address = x.data_ptr()
+        top = arrays[0][-1]  # the kernels copy the top layer's new state there: onto itself
+        self._backward = backward = not self._backward
+        for layer, step in enumerate(self.steps):
+            control = partner_control(step.weight_bytes)
+            flags = self.kernel(
+                address, *arrays, layer, *step.views, *arrays, top, backward, control
+            )
+            after_step(flags, step)
+        increment_version(parts)
+        return out
+
+    def _writable_arrays(self, parts: tuple, shapes: tuple) -> tuple[np.ndarray, ...] | None:
+        """Views of the state's parts that `update_` can write in place, or None."""
+        if len(parts) != self.parts:
+            return None
+        for part, shape in zip(parts, shapes, strict=True):
+            if not self._usual(part, shape) or part.requires_grad or not part.is_contiguous():
+                return None
+        if len(parts) == 2 and _overlap(parts[0], parts[1]):
+            return None
+        return tuple(part.numpy() for part in parts)
 
     def _state_arrays(self, state, shapes: tuple) -> list[np.ndarray] | None:
         """NumPy arrays of `state` (zeros for None), or None if it is not of the usual form."""

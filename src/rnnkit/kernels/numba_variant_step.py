@@ -191,8 +191,8 @@ def variant_gru_cell_into(
         z = gates[hidden:]
         one = h_row.dtype.type(1)  # an int literal would make float32 arithmetic float64
         for j in range(hidden):
-            h_new[j] = (one - z[j]) * n[j] + z[j] * h_row[j]
-        zoneout_mix(h_new, h_row, zone_h, h_new)
+            n[j] = (one - z[j]) * n[j] + z[j] * h_row[j]
+        zoneout_mix(n, h_row, zone_h, h_new)  # h_new may be h_row (`StackStep.update_`)
         if proj:
             s_new = s_out[b]
             s_new[:] = 0
