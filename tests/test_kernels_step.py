@@ -318,6 +318,31 @@ def test_layer_step_in_place_equals_step_bit_for_bit(name, batch):
     assert all(p._version > v for p, v in zip(_parts(in_place), versions, strict=True))
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rnnkit.LSTM(6, 6, num_layers=2),
+        lambda: rnnkit.GRU(6, 6),
+        lambda: rnnkit.GRU(6, 6, 2, layer_norm=True, zoneout=0.2),
+        lambda: rnnkit.MinGRU(6, 6),
+    ],
+)
+def test_layer_step_in_place_can_be_fed_its_own_output(make):
+    """`out = layer.step_(out, state)`: x is then a view of the state itself (the top layer's
+    h), which the kernels read before they overwrite it."""
+    torch.manual_seed(8)
+    layer = make().eval()
+    with torch.no_grad():
+        out, state = layer.step(torch.randn(2, 6))
+        fed, in_place = out.clone(), _clone(state)
+        for _ in range(3):
+            out, state = layer.step(out, state)
+            fed = layer.step_(fed, in_place)  # from the second step on, x is in_place's memory
+            torch.testing.assert_close(fed, out, rtol=0, atol=0)
+        assert fed.data_ptr() == _first(in_place)[-1].data_ptr()
+        torch.testing.assert_close(in_place, state, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_layer_step_in_place_off_the_compiled_route_copies_what_step_returns(kind):
     """Where the compiled steps do not serve (training mode, a reset, unbatched input, a list
