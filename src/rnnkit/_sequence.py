@@ -189,6 +189,20 @@ def split_state(
     return [tuple(s[k] for s in stacked) for k in range(cells)]
 
 
+def memory_overlaps(a: Tensor, b: Tensor) -> bool:
+    """Whether the memory spans of two tensors (first element to last) overlap: two parts of
+    a state that a step writes in place must not."""
+
+    def span(t: Tensor) -> tuple[int, int]:
+        last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(), strict=True))
+        return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
+
+    if a.numel() == 0 or b.numel() == 0:
+        return False
+    (a_start, a_end), (b_start, b_end) = span(a), span(b)
+    return a_start < b_end and b_start < a_end
+
+
 def numba_can_read(x: Tensor) -> bool:
     """Whether the Numba kernels can run on x: a plain CPU tensor of float32/64 (not a subclass,
     such as the fake tensors of `torch.export`'s tracing, which have no memory to read) outside

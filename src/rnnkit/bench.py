@@ -398,7 +398,7 @@ def record(
     if case.mode == "stream":
         result["ours_us_per_step"] = ours_s * 1e6
         result["reference_us_per_step"] = reference_s * 1e6
-    if "in_place" in seconds:  # a plain cell's step writing its state in place (`update_`)
+    if "in_place" in seconds:  # the step writing its state in place (`update_`, `step_`)
         result["in_place_us_per_step"] = seconds["in_place"] * 1e6
         result["in_place_wall_us_per_step"] = seconds["in_place_wall"] * 1e6
     return result

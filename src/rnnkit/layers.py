@@ -37,19 +37,6 @@ def _first(state: State) -> Tensor:
     return state[0] if isinstance(state, tuple) else state
 
 
-def _memory_overlaps(a: Tensor, b: Tensor) -> bool:
-    """Whether the memory spans of two tensors (first to last element) overlap."""
-
-    def span(t: Tensor) -> tuple[int, int]:
-        last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(), strict=True))
-        return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
-
-    if a.numel() == 0 or b.numel() == 0:
-        return False
-    (a_start, a_end), (b_start, b_end) = span(a), span(b)
-    return a_start < b_end and b_start < a_end
-
-
 def _where(mask: Tensor, new: State, old: State) -> State:
     if isinstance(new, tuple):
         return tuple(torch.where(mask, n, o) for n, o in zip(new, old, strict=True))
@@ -468,7 +455,7 @@ class Recurrent(nn.Module):
                 return out
         out, new = self.step(x, state, reset)  # checks x and state, says what is wrong
         parts = tuple(state) if isinstance(state, tuple | list) else (state,)
-        if len(parts) == 2 and _memory_overlaps(parts[0], parts[1]):
+        if len(parts) == 2 and seqs.memory_overlaps(parts[0], parts[1]):
             raise ValueError(
                 "state[0] and state[1] share memory: step_ writes both in place, so each "
                 "must have its own (clone one)"

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import increment_version
 
+from rnnkit._sequence import memory_overlaps
 from rnnkit.kernels._numba_common import (
     add_matvecs,
     bias_or_zeros,
@@ -335,7 +336,7 @@ class _CellStep:
                     f"{name} must be contiguous for update_ (it is written in place); pass "
                     f"{name}.contiguous(), or use step(x, state), which returns new tensors"
                 )
-        if len(parts) == 2 and _overlap(parts[0], parts[1]):
+        if len(parts) == 2 and memory_overlaps(parts[0], parts[1]):
             raise ValueError(
                 f"{' and '.join(self.names)} share memory: update_ writes both in place, "
                 "so each must have its own (clone one)"
@@ -355,11 +356,6 @@ class _CellStep:
 
 def _pointers(*parameters: Tensor | None) -> tuple[int | None, ...]:
     return tuple(None if p is None else p.data_ptr() for p in parameters)
-
-
-def _overlap(a: Tensor, b: Tensor) -> bool:
-    """Whether two contiguous tensors' memory overlaps."""
-    return a.data_ptr() < b.data_ptr() + b.nbytes and b.data_ptr() < a.data_ptr() + a.nbytes
 
 
 class LSTMStep(_CellStep):
@@ -549,7 +545,7 @@ class StackStep:
         for part, shape in zip(parts, shapes, strict=True):
             if not self._usual(part, shape) or part.requires_grad or not part.is_contiguous():
                 return None
-        if len(parts) == 2 and _overlap(parts[0], parts[1]):
+        if len(parts) == 2 and memory_overlaps(parts[0], parts[1]):
             return None
         return tuple(part.numpy() for part in parts)
 
