@@ -472,10 +472,8 @@ class StackStep:
     def __call__(self, x: Tensor, state: Tensor | tuple[Tensor, ...] | None):
         """(out, new state), or None when x or state is not a batched CPU tensor of the usual
         shape and dtype (the layer's general path then checks them and says what is wrong)."""
-        if x.dim() != 2 or x.dtype != self.dtype or not x.is_cpu:
-            return None
-        batch, features = x.shape
-        if features != self.input_size or batch == 0:
+        batch = self._batch(x)
+        if batch is None:
             return None
         shapes = tuple((len(self.steps), batch, size) for size in self.sizes)  # (L, B, P|H)
         arrays = self._state_arrays(state, shapes)
@@ -499,16 +497,21 @@ class StackStep:
         self._last = (state, shapes, new, pointers)
         return torch.from_numpy(out), state
 
+    def _batch(self, x: Tensor) -> int | None:
+        """x's batch size if x is a batched CPU tensor of the usual dtype and width, else None."""
+        if x.dim() != 2 or x.dtype != self.dtype or not x.is_cpu:
+            return None
+        batch, features = x.shape
+        return batch if features == self.input_size and batch > 0 else None
+
     def update_(self, x: Tensor, state: Tensor | tuple[Tensor, ...]) -> Tensor | None:
         """One step in place: the new state written into `state`'s tensors (L, B, size), and
         the output returned, a view of the state (the top layer's new first part, which the
         next call overwrites too). None when x or state is not of the usual form, or a part is
         not contiguous, requires grad or shares memory with another (the layer's `step_` then
         steps and copies, or says what is wrong). Same results as `__call__`."""
-        if x.dim() != 2 or x.dtype != self.dtype or not x.is_cpu:
-            return None
-        batch, features = x.shape
-        if features != self.input_size or batch == 0:
+        batch = self._batch(x)
+        if batch is None:
             return None
         parts = state if isinstance(state, tuple) else (state,)
         recorded, memory, arrays, shapes, out = self._in_place
