@@ -1,7 +1,8 @@
 """Per-step latency of a streaming LSTM step, alone (one thread) and with its partner thread
-(two), in the same process: median, 99th and 99.9th percentile and maximum of the wall-clock
-time of each step over a stream, in alternating rounds. `--busy` runs a busy loop in another
-process meanwhile, as another job holding a core of a shared machine.
+(two), returning a new state (`step(x, state)`) and writing it in place (`step.update_`), in
+the same process: median, 99th and 99.9th percentile and maximum of the wall-clock time of
+each step over a stream, in alternating rounds. `--busy` runs a busy loop in another process
+meanwhile, as another job holding a core of a shared machine.
 
 python benchmarks/stream_tail.py [--input-size 256] [--hidden 256] [--steps 20000] [--busy]
 """
@@ -25,11 +26,12 @@ def busy_loop(seconds: float) -> None:
         pass
 
 
-def stream(step: LSTMStep, x: torch.Tensor, state, steps: int) -> tuple[np.ndarray, tuple]:
+def stream(advance, x: torch.Tensor, state, steps: int) -> tuple[np.ndarray, tuple]:
+    """Per-step microseconds of `state = advance(x, state)` over `steps` steps."""
     times = np.empty(steps)
     for i in range(steps):
         start = time.perf_counter()
-        state = step(x, state)
+        state = advance(x, state)
         times[i] = time.perf_counter() - start
     return times * 1e6, state
 
@@ -46,6 +48,7 @@ def main() -> None:
     step = LSTMStep(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
     x = torch.randn(1, args.input_size)
     state = (torch.zeros(1, args.hidden), torch.zeros(1, args.hidden))
+    forms = {"new state": step, "in place": step.update_}  # update_ returns the state it wrote
     torch.set_num_threads(2)
     partner_control(10**9)  # the partner started and loaded before any timing
     wait_until_serving()
@@ -59,14 +62,15 @@ def main() -> None:
             for _ in range(args.rounds):
                 for threads in (1, 2):
                     torch.set_num_threads(threads)
-                    _, state = stream(step, x, state, 2000)  # warm-up
-                    times, state = stream(step, x, state, args.steps)
-                    p50, p99, p999 = np.percentile(times, [50, 99, 99.9])
-                    print(
-                        f"{threads} thread{'s' * (threads > 1)}{' busy' * args.busy}: median "
-                        f"{p50:.1f} us, p99 {p99:.1f}, p99.9 {p999:.1f}, max {times.max():.0f}, "
-                        f"total {times.sum() / 1e3:.0f} ms"
-                    )
+                    for form, advance in forms.items():
+                        _, state = stream(advance, x, state, 2000)  # warm-up
+                        times, state = stream(advance, x, state, args.steps)
+                        p50, p99, p999 = np.percentile(times, [50, 99, 99.9])
+                        print(
+                            f"{threads} thread{'s' * (threads > 1)}{' busy' * args.busy}, "
+                            f"{form}: median {p50:.1f} us, p99 {p99:.1f}, p99.9 {p999:.1f}, "
+                            f"max {times.max():.0f}, total {times.sum() / 1e3:.0f} ms"
+                        )
     finally:
         if busy is not None:
             busy.terminate()
