@@ -323,8 +323,9 @@ class _CellStep:
             return x, arrays
         inputs = checked_input(x, self.dtype, self.input_size)
         shape = (inputs.shape[0], self.hidden)
+        arrays = []
         for part, name in zip(parts, self.names, strict=True):
-            step_state(part, name, self.dtype, shape)
+            arrays.append(step_state(part, name, self.dtype, shape))  # its memory, when usable
             if part.requires_grad:
                 raise ValueError(
                     f"{name} requires grad: update_ writes the state in place, outside "
@@ -341,9 +342,8 @@ class _CellStep:
                 f"{' and '.join(self.names)} share memory: update_ writes both in place, "
                 "so each must have its own (clone one)"
             )
-        arrays = tuple(part.numpy() for part in parts)
-        self._in_place = self._record(tuple(parts), arrays)
-        return inputs, arrays
+        self._in_place = self._record(tuple(parts), tuple(arrays))
+        return inputs, self._in_place[2]
 
     def _returned(self, arrays: tuple[np.ndarray, ...]) -> tuple[Tensor, ...]:
         if len(arrays) == 1:
