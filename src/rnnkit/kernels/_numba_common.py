@@ -21,7 +21,10 @@ from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
 from torch import Tensor
 
+from rnnkit.kernels import _cache
 from rnnkit.kernels._onednn import summed_outer_products
+
+_cache.refresh()  # every module with kernels imports this one: before any kernel loads
 
 # `reassoc` lets LLVM split a dot product over several vector accumulators; no flag that assumes
 # away NaN or infinity, so the kernels propagate them the way torch does.
