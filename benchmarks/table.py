@@ -10,10 +10,17 @@ import sys
 
 
 def in_place_note(record: dict) -> str:
-    """A streaming step's time with its state written in place (`update_`, `step_`)."""
+    """A streaming step's time with its state written in place (`update_`, `step_`), and the
+    drop-in layer's `step()` and `step_()` where they were timed."""
     if "in_place_us_per_step" not in record:
         return ""
-    return f" (in place {record['in_place_us_per_step']:.2f})"
+    layer = ""
+    if "layer_us_per_step" in record:
+        layer = (
+            f"; layer step() {record['layer_us_per_step']:.2f}, "
+            f"step_() {record['layer_in_place_us_per_step']:.2f}"
+        )
+    return f" (in place {record['in_place_us_per_step']:.2f}{layer})"
 
 
 def speed_row(record: dict) -> str:

@@ -179,8 +179,11 @@ def test_bench_runs_the_named_cases_and_writes_json(tmp_path, capsys):
     assert [r["name"] for r in records] == ["gru infer B=2 T=5 I=4 H=4"]
     assert "gru infer B=2 T=5 I=4 H=4" in capsys.readouterr().out
     assert main(["bench", "gru:stream:1:1:4:8", "--repeats", "1", "--no-compile"]) == 0
-    in_place = r"^gru stream B=1 .* in place +\d+\.\d+ us/step$"  # `update_`, timed too
-    assert re.search(in_place, capsys.readouterr().out, re.MULTILINE)
+    timed_too = (  # `update_`, and the drop-in layer's step() and step_()
+        r"^gru stream B=1 .* in place +\d+\.\d+ us/step  layer step\(\) +\d+\.\d+ us/step "
+        r"step_\(\) +\d+\.\d+ us/step$"
+    )
+    assert re.search(timed_too, capsys.readouterr().out, re.MULTILINE)
     assert main(["bench", "gru:fly:2:5:4:4"]) == 2
     assert "a case is kind:mode:B:T:H_in:H" in _one_line_error(capsys)
 
@@ -192,7 +195,8 @@ def test_bench_on_two_threads_reports_the_wall_clock(tmp_path, capsys):
     assert record["clock"] == "wall"
     assert record["ours_ms"] == record["ours_wall_ms"]
     assert record["ratio"] == pytest.approx(record["ours_wall_ms"] / record["reference_wall_ms"])
-    assert record["in_place_us_per_step"] == record["in_place_wall_us_per_step"]  # `update_`
+    for name in ("in_place", "layer", "layer_in_place"):  # `update_`, the layer's step(), step_()
+        assert record[f"{name}_us_per_step"] == record[f"{name}_wall_us_per_step"] > 0
     assert "on 2 threads" in capsys.readouterr().out
     assert torch.get_num_threads() == 1  # as this module set it
     assert main([*argv[:-1], "0"]) == 2

@@ -9,7 +9,9 @@ backward; inference cases forward under `torch.no_grad()`; streaming cases one s
 against torch.nn's cell (its fastest single step), each step fed the state it returned and the
 whole timing under one `torch.no_grad()`, as a real-time loop runs; the same step writing its
 state in place (`update_`; a variant layer's `step_`) is timed with them
-(`in_place_us_per_step`). Variant cases (`VARIANTS`:
+(`in_place_us_per_step`), and for LSTM and GRU the drop-in layer's `step()` and `step_()`, the
+same kernel behind the layer's checks (`layer_us_per_step`, `layer_in_place_us_per_step`).
+Variant cases (`VARIANTS`:
 layer norm, peepholes, dropouts, zoneout, projection, minGRU, minLSTM) run rnnkit's variant
 layer on its "auto" route against torch.nn.LSTM of the same size (the reference of the ratio)
 and against the same layer on the reference loop, a Python loop over torch ops (`loop_ms`,
@@ -175,6 +177,17 @@ def rnnkit_route(case: Case, module: torch.nn.Module) -> Callable:
     return layer
 
 
+def stream_layer(case: Case, cell: torch.nn.Module) -> torch.nn.Module:
+    """rnnkit's drop-in layer (`rnnkit.LSTM`, `GRU`) in eval with the weights of torch.nn's
+    `cell`, whose `step()` and `step_()` run the same kernel as the cell's step object behind
+    the layer's own checks (`Recurrent._compiled_steps`)."""
+    layer = (LSTM if case.kind == "lstm" else GRU)(case.input_size, case.hidden).eval()
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(layer, f"{name}_l0").copy_(getattr(cell, name))
+    return layer
+
+
 def workload(case: Case, run: Callable, x: torch.Tensor, state) -> Callable[[], None]:
     """One timed call of `run`: a forward (+ backward) over the sequence, or one streaming step."""
     if case.mode != "train":
@@ -260,8 +273,12 @@ def measure(case: Case, repeats: int, peak_gflops: float) -> dict:
         step = rnnkit_route(case, module)
         ours = stepping(step, x[0], state)
         reference = stepping(module, x[0], state)
-        in_place = updating(step.update_, x[0], state)
-        functions = {"ours": ours, "reference": reference, "in_place": in_place}
+        functions = {"ours": ours, "reference": reference}
+        functions["in_place"] = updating(step.update_, x[0], state)
+        layer = stream_layer(case, module)  # the drop-in layer's step() and step_() too
+        layer_state = tuple(h[None] for h in state) if case.kind == "lstm" else state[None]
+        functions["layer"] = stepping(lambda x, state: layer.step(x, state)[1], x[0], layer_state)
+        functions["layer_in_place"] = updating(layer.step_, x[0], layer_state)
     else:
         ours = workload(case, rnnkit_route(case, module), x, state)
         reference = workload(case, module, x, state)
@@ -398,9 +415,10 @@ def record(
     if case.mode == "stream":
         result["ours_us_per_step"] = ours_s * 1e6
         result["reference_us_per_step"] = reference_s * 1e6
-    if "in_place" in seconds:  # the step writing its state in place (`update_`, `step_`)
-        result["in_place_us_per_step"] = seconds["in_place"] * 1e6
-        result["in_place_wall_us_per_step"] = seconds["in_place_wall"] * 1e6
+    for name in ("in_place", "layer", "layer_in_place"):  # in place: `update_`, `step_`
+        if name in seconds:
+            result[f"{name}_us_per_step"] = seconds[name] * 1e6
+            result[f"{name}_wall_us_per_step"] = seconds[f"{name}_wall"] * 1e6
     return result
 
 
@@ -419,8 +437,9 @@ def by_wall_clock(result: dict, case: Case) -> dict:
     }
     if case.mode == "stream":
         result |= {"ours_us_per_step": ours_s * 1e6, "reference_us_per_step": reference_s * 1e6}
-    if "in_place_wall_us_per_step" in result:
-        result["in_place_us_per_step"] = result["in_place_wall_us_per_step"]
+    for name in ("in_place", "layer", "layer_in_place"):
+        if f"{name}_wall_us_per_step" in result:
+            result[f"{name}_us_per_step"] = result[f"{name}_wall_us_per_step"]
     if "loop_wall_ms" in result:
         loop_s = result["loop_wall_ms"] / 1e3
         result |= {"loop_ms": loop_s * 1e3, "loop_ratio": ours_s / loop_s}
@@ -517,6 +536,11 @@ def format_row(record: dict) -> str:
     extra = ""
     if "in_place_us_per_step" in record:
         extra = f"  in place {record['in_place_us_per_step']:6.2f} us/step"
+    if "layer_us_per_step" in record:
+        extra += (
+            f"  layer step() {record['layer_us_per_step']:6.2f} us/step"
+            f" step_() {record['layer_in_place_us_per_step']:6.2f} us/step"
+        )
     if "loop_ms" in record:
         loop_time = record["loop_ms"] * scale
         extra += f"  loop {loop_time:9.2f} {unit} ratio {record['loop_ratio']:5.2f}"
