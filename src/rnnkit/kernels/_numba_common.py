@@ -307,6 +307,14 @@ def unowned(typingctx, array):
     return array(array), codegen
 
 
+@jit
+def alive(array):
+    """Nothing but a call: Numba releases a local array after its last use, so a loop that
+    reads a local array through `unowned` views calls this with the array after the loop.
+    (A call to another compiled function is a use that Numba's dead-code pass keeps.)"""
+    return array.shape[0]
+
+
 @intrinsic
 def prefetch(typingctx, array, index):
     """A hint to bring the cache line holding element `index` of `array`'s flat data (C order)

@@ -38,6 +38,7 @@ from torch import Tensor
 from rnnkit.kernels._compiled_sequence import Loops, Static, pair
 from rnnkit.kernels._numba_common import (
     PREFETCH_AHEAD,
+    alive,
     bias_or_zeros,
     copy_,
     copy_rows,
@@ -233,27 +234,35 @@ def lstm_forward_loop(
     layer_norm, peep = ln_hh.shape[0] > 0, peephole.shape[0] > 0
     proj, masked = weight_hr.shape[0] > 0, h_mask.shape[0] > 0
     zoned_h, zoned_c = zone_h.shape[0] > 0, zone_c.shape[0] > 0
-    # the rows below are views: of unowned arrays (the caller holds the arguments; h_own and
-    # c_own are returned), they take no reference counts
+    # every array below is unowned (the caller holds the arguments; h_own and c_own are
+    # returned, the other local arrays kept until the loop ends: `alive`): its views, and its
+    # passing to the inlined helpers (an assignment), take no reference counts
     x_proj, output, tape, ln_c = unowned(x_proj), unowned(output), unowned(tape), unowned(ln_c)
     peephole, h_mask = unowned(peephole), unowned(h_mask)
+    bias_ih, bias_hh = unowned(bias_ih), unowned(bias_hh)
     zone_h, zone_c = unowned(zone_h), unowned(zone_c)
+    lengths, order, ln_ih, ln_hh = unowned(lengths), unowned(order), unowned(ln_ih), unowned(ln_hh)
+    weight_hh, weight_hr = unowned(weight_hh), unowned(weight_hr)
     fields = tape_fields(tape, batch, hidden, out_size, layer_norm)
     i_f, g, o, c_prev, c_hat = fields[0], fields[1], fields[2], fields[3], fields[4]
     tanh_c, s_tape, c_norm, hh_norm, stats = fields[5], fields[6], fields[7], fields[8], fields[9]
     dtype = h0.dtype
     one = dtype.type(1)  # an int literal would make float32 arithmetic float64
-    identity = np.arange(batch)
+    identity_own = np.arange(batch)
+    identity = unowned(identity_own)
     h_own, c_own = sort_rows(h0, order), sort_rows(c0, order)  # (B, P), (B, H): row i is order[i]'s
     h, c = unowned(h_own), unowned(c_own)
-    a = np.zeros((batch, 4 * hidden), dtype=dtype)  # (B, 4H): W_hh s, then a
-    bias = bias_ih + bias_hh  # (4H,): with layer norm all that is added to the gates' inputs
+    a_own = np.zeros((batch, 4 * hidden), dtype=dtype)  # (B, 4H): W_hh s, then a
+    a = unowned(a_own)
+    bias_own = bias_ih + bias_hh  # (4H,): with layer norm all that is added to the gates' inputs
     if layer_norm:
-        bias += ln_ih[1] + ln_hh[1]
-    hh_mean = np.zeros(4)  # LN_h's means of one sequence
+        bias_own += ln_ih[1] + ln_hh[1]
+    hh_mean_own = np.zeros(4)  # LN_h's means of one sequence
+    bias, hh_mean = unowned(bias_own), unowned(hh_mean_own)
     gain_x, gain_h = (ln_ih[0], ln_hh[0]) if layer_norm else (bias, bias)  # LN's gains
-    h_hat = np.zeros_like(h) if zoned_h else h  # (B, P): W_hr u
-    u = np.zeros((batch, hidden), dtype=dtype) if proj else h_hat  # (B, H): o * tanh(LN_c(c_hat))
+    h_hat_own = np.zeros_like(h) if zoned_h else h  # (B, P): W_hr u
+    u_own = np.zeros((batch, hidden), dtype=dtype) if proj else h_hat_own  # (B, H): o * tanh(..)
+    h_hat, u = unowned(h_hat_own), unowned(u_own)  # u: o * tanh(LN_c(c_hat))
     last = lengths[order[0]]
     n = batch
     for step in range(last):
@@ -340,6 +349,12 @@ def lstm_forward_loop(
                     d = zone_row[j]
                     h_row[j] = (one - d) * h_hat_row[j] + d * h_row[j]
             copy_(h_row, output[t, b])
+    alive(identity_own)
+    alive(a_own)
+    alive(bias_own)
+    alive(hh_mean_own)
+    alive(h_hat_own)
+    alive(u_own)
     return unsort(h_own, order), unsort(c_own, order)
 
 
@@ -366,12 +381,16 @@ def lstm_backward_loop(
     layer_norm, peep = ln_hh_gain.shape[0] > 0, peephole.shape[0] > 0
     proj, masked = weight_hr_t.shape[0] > 0, h_mask.shape[0] > 0
     zoned_h, zoned_c = zone_h.shape[0] > 0, zone_c.shape[0] > 0
-    # the caller holds the arguments: their rows below take no reference counts (`unowned`)
+    # the caller holds the arguments: unowned, their views and their passing to the inlined
+    # helpers take no reference counts (as in the forward loop)
     x_proj, grad_output, tape = unowned(x_proj), unowned(grad_output), unowned(tape)
     grad_x_proj, grad_hh, grad_h_hat = unowned(grad_x_proj), unowned(grad_hh), unowned(grad_h_hat)
     h_mask, zone_h, zone_c = unowned(h_mask), unowned(zone_h), unowned(zone_c)
     peephole, grad_ln_gains = unowned(peephole), unowned(grad_ln_gains)
     grad_ln_c, grad_peephole = unowned(grad_ln_c), unowned(grad_peephole)
+    lengths, order, grad_bias = unowned(lengths), unowned(order), unowned(grad_bias)
+    weight_hh_t, weight_hr_t = unowned(weight_hh_t), unowned(weight_hr_t)
+    ln_ih_gain, ln_hh_gain, ln_c_gain = unowned(ln_ih_gain), unowned(ln_hh_gain), unowned(ln_c_gain)
     fields = tape_fields(tape, batch, hidden, out_size, layer_norm)
     i_f, g, o, c_prev, c_hat = fields[0], fields[1], fields[2], fields[3], fields[4]
     tanh_c, c_norm, hh_norm, stats = fields[5], fields[7], fields[8], fields[9]
@@ -380,15 +399,21 @@ def lstm_backward_loop(
         grad_hh = grad_x_proj
     dtype = grad_h_n.dtype
     one = dtype.type(1)  # an int literal would make float32 arithmetic float64
-    identity = np.arange(batch)
-    grad_h, grad_c = sort_rows(grad_h_n, order), sort_rows(grad_c_n, order)  # (B, P), (B, H)
-    grad_u = np.zeros((batch, hidden), dtype=dtype)  # (B, H): dL/d(o * tanh(LN_c(c_hat)))
+    identity_own = np.arange(batch)
+    grad_h_own = sort_rows(grad_h_n, order)  # (B, P)
+    grad_c_own = sort_rows(grad_c_n, order)  # (B, H)
+    grad_u_own = np.zeros((batch, hidden), dtype=dtype)  # (B, H): dL/d(o * tanh(LN_c(c_hat)))
     into_h = not (masked or zoned_h)  # W_hh.T's product is all of dL/dh_{t-1}
-    grad_s = grad_h if into_h else np.zeros_like(grad_h)  # (B, P): dL/ds
-    scratch = np.zeros(4 * hidden, dtype=dtype)
-    grad_c_hat = np.zeros(hidden, dtype=dtype)  # dL/dc_hat of one sequence
-    grad_gates = np.zeros(4 * hidden, dtype=dtype)  # dL/da of one sequence, with layer norm
-    zeros, ones = np.zeros(4, dtype=dtype), np.ones(4, dtype=dtype)  # normalise what is normed
+    grad_s_own = grad_h_own if into_h else np.zeros_like(grad_h_own)  # (B, P): dL/ds
+    scratch_own = np.zeros(4 * hidden, dtype=dtype)
+    grad_c_hat_own = np.zeros(hidden, dtype=dtype)  # dL/dc_hat of one sequence
+    grad_gates_own = np.zeros(4 * hidden, dtype=dtype)  # dL/da of one sequence, with layer norm
+    zeros_own, ones_own = np.zeros(4, dtype=dtype), np.ones(4, dtype=dtype)  # normalise the normed
+    # unowned as the arguments (kept until the loop ends: `alive`)
+    grad_h, grad_c, grad_u = unowned(grad_h_own), unowned(grad_c_own), unowned(grad_u_own)
+    grad_s, scratch, grad_gates = unowned(grad_s_own), unowned(scratch_own), unowned(grad_gates_own)
+    identity, grad_c_hat = unowned(identity_own), unowned(grad_c_hat_own)
+    zeros, ones = unowned(zeros_own), unowned(ones_own)
     last = lengths[order[0]]
     n = 0
     for step in range(last - 1, -1, -1):
@@ -497,7 +522,15 @@ def lstm_backward_loop(
                 else:
                     for j in range(out_size):
                         grad_h_row[j] += grad_s_row[j]
-    return unsort(grad_h, order), unsort(grad_c, order)
+    alive(identity_own)
+    alive(grad_u_own)
+    alive(grad_s_own)
+    alive(scratch_own)
+    alive(grad_c_hat_own)
+    alive(grad_gates_own)
+    alive(zeros_own)
+    alive(ones_own)
+    return unsort(grad_h_own, order), unsort(grad_c_own, order)
 
 
 def _peepholes(w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None) -> Tensor | None:
