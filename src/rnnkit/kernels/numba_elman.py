@@ -19,6 +19,7 @@ from torch import Tensor
 
 from rnnkit.kernels._numba_common import (
     PREFETCH_AHEAD,
+    alive,
     check_sequence_args,
     copy_,
     jit,
@@ -49,20 +50,22 @@ def elman_forward_loop(
     `order`, so the running ones are rows 0..n_active-1 and h @ W_hh.T is one product over them
     (`product_prefix`)."""
     batch, hidden = h0.shape
-    identity = np.arange(batch)
+    identity_own = np.arange(batch)
     zero = h0.dtype.type(0)  # an int literal would make max() float64
     h_own = sort_rows(h0, order)  # (B, H), the running state, row i for sequence order[i]
     pre_own = np.empty_like(h_own)  # (B, H), the pre-activation of the current step
-    pre_flat = pre_own.reshape(-1)
-    # rows below are views of unowned arrays, without reference counts (`unowned`): the
-    # caller holds the arguments, and the owners are used in the loop and after it
+    # every array below is unowned, so that its views and its passing to the inlined helpers
+    # take no reference counts (`unowned`): the caller holds the arguments, h_own is returned
+    # and the other owners are kept until the loop ends (`alive`)
     x_proj, output, h_prev = unowned(x_proj), unowned(output), unowned(h_prev)
-    h, pre = unowned(h_own), unowned(pre_own)
+    lengths, order, weight_hh = unowned(lengths), unowned(order), unowned(weight_hh)
+    h, pre, identity = unowned(h_own), unowned(pre_own), unowned(identity_own)
+    pre_flat = pre.reshape(-1)
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
         prefetch_step(x_proj, lengths, order, n_active, step + PREFETCH_AHEAD, reverse)
-        product_prefix(weight_hh, blas, h_own, n_active, pre_own, identity)
+        product_prefix(weight_hh, blas, h, n_active, pre, identity)
         for i in range(n_active):
             pre_row = pre[i]
             x_row = x_proj[position(lengths, order[i], step, reverse), order[i]]
@@ -79,6 +82,8 @@ def elman_forward_loop(
             copy_(h[i], h_prev[t if save else 0, b])
             copy_(pre[i], h[i])
             copy_(pre[i], output[t, b])
+    alive(identity_own)
+    alive(pre_own)
     return unsort(h_own, order)
 
 
@@ -90,12 +95,14 @@ def elman_backward_loop(
     weight_hh_t is W_hh.T (H, H) as `product_operand` gives it for `blas`. Returns dL/dh0 (B, H).
     Rows of the carried gradients follow `order`, as in `elman_forward_loop`."""
     batch, hidden = grad_h_n.shape
-    identity = np.arange(batch)
+    identity_own = np.arange(batch)
     zero, one = grad_h_n.dtype.type(0), grad_h_n.dtype.type(1)  # int literals: float64 math
     grad_h_own = sort_rows(grad_h_n, order)  # (B, H), dL/dh carried back through time
     step_grad_own = np.zeros_like(grad_h_own)  # (B, H)
     grad_output, output, grad_pre = unowned(grad_output), unowned(output), unowned(grad_pre)
+    lengths, order, weight_hh_t = unowned(lengths), unowned(order), unowned(weight_hh_t)
     grad_h, step_grad = unowned(grad_h_own), unowned(step_grad_own)  # as in the forward loop
+    identity = unowned(identity_own)
     n_active = 0
     for step in range(lengths[order[0]] - 1, -1, -1):
         n_active = running(lengths, order, step, n_active)
@@ -112,7 +119,9 @@ def elman_backward_loop(
                 else:
                     grad[j] = dh * (one - h * h)
             copy_(grad, grad_pre[t, b])
-        product_prefix(weight_hh_t, blas, step_grad_own, n_active, grad_h_own, identity)
+        product_prefix(weight_hh_t, blas, step_grad, n_active, grad_h, identity)
+    alive(identity_own)
+    alive(step_grad_own)
     return unsort(grad_h_own, order)
 
 

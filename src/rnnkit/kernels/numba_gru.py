@@ -23,6 +23,7 @@ from torch import Tensor
 
 from rnnkit.kernels._numba_common import (
     PREFETCH_AHEAD,
+    alive,
     bias_or_zeros,
     check_sequence_args,
     jit,
@@ -73,23 +74,25 @@ def gru_forward_loop(
     all running sequences. Rows are read through 1-D views, whose unit stride lets LLVM
     vectorise the loops over units."""
     batch, hidden = h0.shape
-    identity = np.arange(batch)
+    identity_own = np.arange(batch)
     h_own = sort_rows(h0, order)  # (B, H), the running state, row i for sequence order[i]
     h_proj_own = np.empty((batch, 3 * hidden), dtype=h0.dtype)  # (B, 3H)
     rz_own = np.empty((batch, 2 * hidden), dtype=h0.dtype)  # (B, 2H): r|z of the step
     n_gate_own = np.empty((batch, hidden), dtype=h0.dtype)  # (B, H): n of the step
-    rz_flat, n_flat = rz_own.reshape(-1), n_gate_own.reshape(-1)
-    # rows below are views of unowned arrays, without reference counts (`unowned`): the
-    # caller holds the arguments, and the owners are used in the loop and after it
+    # every array below is unowned, so that its views and its passing to the inlined helpers
+    # take no reference counts (`unowned`): the caller holds the arguments, h_own is returned
+    # and the other owners are kept until the loop ends (`alive`)
     x_proj, output = unowned(x_proj), unowned(output)
     gates, h_prev = unowned(gates), unowned(h_prev)
-    h, h_proj = unowned(h_own), unowned(h_proj_own)
+    lengths, order, weight_hh = unowned(lengths), unowned(order), unowned(weight_hh)
+    h, h_proj, identity = unowned(h_own), unowned(h_proj_own), unowned(identity_own)
     rz, n_gate = unowned(rz_own), unowned(n_gate_own)
+    rz_flat, n_flat = rz.reshape(-1), n_gate.reshape(-1)
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
         prefetch_step(x_proj, lengths, order, n_active, step + PREFETCH_AHEAD, reverse)
-        product_prefix(weight_hh, blas, h_own, n_active, h_proj_own, identity)
+        product_prefix(weight_hh, blas, h, n_active, h_proj, identity)
         for i in range(n_active):
             x_row = x_proj[position(lengths, order[i], step, reverse), order[i]]
             h_proj_row, rz_row = h_proj[i], rz[i]
@@ -123,6 +126,10 @@ def gru_forward_loop(
                 h_new = n + z * (h_row[j] - n)  # (1 - z) * n + z * h, rounded as torch does
                 h_row[j] = h_new
                 output_row[j] = h_new
+    alive(identity_own)
+    alive(h_proj_own)
+    alive(rz_own)
+    alive(n_gate_own)
     return unsort(h_own, order)
 
 
@@ -137,14 +144,15 @@ def gru_backward_loop(
     gives it for `blas`. Returns dL/dh0 (B, H). Rows of the carried gradients follow `order`, as in
     `gru_forward_loop`."""
     batch, hidden = grad_h_n.shape
-    identity = np.arange(batch)
+    identity_own = np.arange(batch)
     grad_h_own = sort_rows(grad_h_n, order)  # (B, H), dL/dh through W_hh, carried back
     grad_direct_own = np.zeros_like(grad_h_own)  # (B, H), dL/dh through h' = ... + z * h
     step_grad_own = np.zeros((batch, 3 * hidden), dtype=grad_h_n.dtype)  # (B, 3H): dL/d(h_proj)
     grad_output, gates, h_prev = unowned(grad_output), unowned(gates), unowned(h_prev)
     grad_x_proj, grad_h_proj_n = unowned(grad_x_proj), unowned(grad_h_proj_n)
+    lengths, order, weight_hh_t = unowned(lengths), unowned(order), unowned(weight_hh_t)
     grad_h, grad_direct = unowned(grad_h_own), unowned(grad_direct_own)  # as in the forward loop
-    step_grad = unowned(step_grad_own)
+    step_grad, identity = unowned(step_grad_own), unowned(identity_own)
     # 1 in the tensors' dtype (an int literal would make float32 arithmetic float64), and
     # offset(k * H, j) (unsigned) for the gate thirds, so that the loops vectorise
     one = grad_h_n.dtype.type(1)
@@ -177,7 +185,9 @@ def gru_backward_loop(
             for j in range(hidden):  # and dL/d(h_proj_n) = r * dL/d(x_proj_n)
                 n_at = offset(2 * hidden, j)
                 grad_n_row[j] = grad_h_row[n_at] = grad_x_row[n_at] * g[j]
-        product_prefix(weight_hh_t, blas, step_grad_own, n_active, grad_h_own, identity)
+        product_prefix(weight_hh_t, blas, step_grad, n_active, grad_h, identity)
+    alive(identity_own)
+    alive(step_grad_own)
     return unsort(grad_h_own + grad_direct_own, order)
 
 

@@ -34,6 +34,7 @@ from torch import Tensor
 from rnnkit.kernels._compiled_sequence import Loops, Static, pair, run
 from rnnkit.kernels._numba_common import (
     PREFETCH_AHEAD,
+    alive,
     bias_or_zeros,
     copy_,
     copy_rows,
@@ -169,17 +170,24 @@ def gru_forward_loop(
     masked, zoned, store_s = h_mask.shape[0] > 0, zone_h.shape[0] > 0, s_tape.shape[2] > 0
     dtype = h0.dtype
     one = dtype.type(1)  # an int literal would make float32 arithmetic float64
-    identity = np.arange(batch)
-    # the caller holds the arguments: their rows below take no reference counts (`unowned`)
+    identity_own = np.arange(batch)
+    # every array below is unowned, so that its views and its passing to the inlined helpers
+    # take no reference counts (`unowned`): the caller holds the arguments, and the local
+    # arrays are returned or kept until the loop ends (`alive`)
     x_proj, output, rz_tape = unowned(x_proj), unowned(output), unowned(rz_tape)
     n_tape, a_h_n_tape, h_prev_tape = unowned(n_tape), unowned(a_h_n_tape), unowned(h_prev_tape)
     h_new_tape, s_tape, hh_norm_tape = unowned(h_new_tape), unowned(s_tape), unowned(hh_norm_tape)
     ih_norm_tape, rstd_tape, zone_h = unowned(ih_norm_tape), unowned(rstd_tape), unowned(zone_h)
     h_mask, ln_ih, ln_hh = unowned(h_mask), unowned(ln_ih), unowned(ln_hh)
-    h = sort_rows(h0, order)  # (B, H): row i is order[i]'s
-    s = sort_rows(s0, order) if proj else h  # (B, P): the output and recurrent state
-    hh = np.zeros((batch, 3 * hidden), dtype=dtype)  # (B, 3H): W_hh (m * s), then a^h
-    a_x = np.zeros(3 * hidden, dtype=dtype)  # a^x of one sequence, with layer norm
+    lengths, order = unowned(lengths), unowned(order)
+    bias_ih, bias_hh = unowned(bias_ih), unowned(bias_hh)
+    weight_hh, weight_hr = unowned(weight_hh), unowned(weight_hr)
+    h_own = sort_rows(h0, order)  # (B, H): row i is order[i]'s
+    s_own = sort_rows(s0, order) if proj else h_own  # (B, P): the output and recurrent state
+    hh_own = np.zeros((batch, 3 * hidden), dtype=dtype)  # (B, 3H): W_hh (m * s), then a^h
+    a_x_own = np.zeros(3 * hidden, dtype=dtype)  # a^x of one sequence, with layer norm
+    h, s, hh, a_x = unowned(h_own), unowned(s_own), unowned(hh_own), unowned(a_x_own)
+    identity = unowned(identity_own)
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
@@ -245,7 +253,10 @@ def gru_forward_loop(
         for i in range(n_active):
             b = order[i]
             copy_(s[i], output[position(lengths, b, step, reverse), b])
-    return unsort(s, order) if proj else s0.copy(), unsort(h, order)
+    alive(identity_own)
+    alive(hh_own)
+    alive(a_x_own)
+    return unsort(s_own, order) if proj else s0.copy(), unsort(h_own, order)
 
 
 @jit
@@ -269,21 +280,32 @@ def gru_backward_loop(
     masked, zoned = h_mask.shape[0] > 0, zone_h.shape[0] > 0
     dtype = grad_h_n.dtype
     one = dtype.type(1)  # an int literal would make float32 arithmetic float64
-    identity = np.arange(batch)
-    # the caller holds the arguments: their rows below take no reference counts (`unowned`)
+    identity_own = np.arange(batch)
+    # every array below is unowned (as in the forward loop)
     grad_output, h_mask, zone_h = unowned(grad_output), unowned(h_mask), unowned(zone_h)
     rz_tape, n_tape, a_h_n_tape = unowned(rz_tape), unowned(n_tape), unowned(a_h_n_tape)
     h_prev_tape, hh_norm_tape = unowned(h_prev_tape), unowned(hh_norm_tape)
     ih_norm_tape, rstd_tape = unowned(ih_norm_tape), unowned(rstd_tape)
     grad_x_proj, grad_hh, grad_s = unowned(grad_x_proj), unowned(grad_hh), unowned(grad_s)
     grad_bias, grad_ln_gains = unowned(grad_bias), unowned(grad_ln_gains)
-    grad_h = sort_rows(grad_h_n, order)  # (B, H): dL/dh_t, carried
-    grad_s_step = sort_rows(grad_s_n, order) if proj else grad_h  # (B, P): dL/ds_t, carried
-    grad_h_from_s = np.zeros((batch, hidden), dtype=dtype)  # (B, H): W_hr.T dL/ds_t
-    grad_masked = np.zeros((batch, out_size), dtype=dtype)  # (B, P): W_hh.T dL/d(W_hh (m * s))
-    grad_x = np.zeros(3 * hidden, dtype=dtype)  # dL/da^x of one sequence, with layer norm
-    grad_a_h_ln = np.zeros(3 * hidden, dtype=dtype)  # dL/da^h of one sequence, with layer norm
-    no_zone = np.zeros(hidden, dtype=dtype)  # d = 0 without zoneout
+    lengths, order, ln_ih_gain, ln_hh_gain = (
+        unowned(lengths),
+        unowned(order),
+        unowned(ln_ih_gain),
+        unowned(ln_hh_gain),
+    )
+    weight_hh_t, weight_hr_t = unowned(weight_hh_t), unowned(weight_hr_t)
+    grad_h_own = sort_rows(grad_h_n, order)  # (B, H): dL/dh_t, carried
+    grad_s_step_own = sort_rows(grad_s_n, order) if proj else grad_h_own  # (B, P): dL/ds_t
+    grad_h_from_s_own = np.zeros((batch, hidden), dtype=dtype)  # (B, H): W_hr.T dL/ds_t
+    grad_masked_own = np.zeros((batch, out_size), dtype=dtype)  # (B, P): W_hh.T dL/d(W_hh m s)
+    grad_x_own = np.zeros(3 * hidden, dtype=dtype)  # dL/da^x of one sequence, with layer norm
+    grad_a_h_ln_own = np.zeros(3 * hidden, dtype=dtype)  # dL/da^h of one sequence, with LN
+    no_zone_own = np.zeros(hidden, dtype=dtype)  # d = 0 without zoneout
+    grad_h, grad_s_step = unowned(grad_h_own), unowned(grad_s_step_own)
+    grad_h_from_s, grad_masked = unowned(grad_h_from_s_own), unowned(grad_masked_own)
+    grad_x, grad_a_h_ln = unowned(grad_x_own), unowned(grad_a_h_ln_own)
+    no_zone, identity = unowned(no_zone_own), unowned(identity_own)
     n_active = 0
     for step in range(lengths[order[0]] - 1, -1, -1):
         n_active = running(lengths, order, step, n_active)
@@ -344,8 +366,14 @@ def gru_backward_loop(
             else:
                 for k in range(out_size):
                     carried[k] += grad_masked_row[k]
-    grad_s0 = unsort(grad_s_step, order) if proj else grad_s_n.copy()
-    return grad_s0, unsort(grad_h, order)
+    alive(identity_own)
+    alive(grad_h_from_s_own)
+    alive(grad_masked_own)
+    alive(no_zone_own)
+    alive(grad_x_own)
+    alive(grad_a_h_ln_own)
+    grad_s0 = unsort(grad_s_step_own, order) if proj else grad_s_n.copy()
+    return grad_s0, unsort(grad_h_own, order)
 
 
 def _gru_options(static: Static, ln_g: Tensor | None, weight_hr: Tensor | None) -> tuple:
@@ -446,12 +474,23 @@ def elman_forward_loop(
     # the caller holds the arguments: their rows below take no reference counts (`unowned`)
     x_proj, h_mask, zone_h = unowned(x_proj), unowned(h_mask), unowned(zone_h)
     output, tape = unowned(output), unowned(tape)
-    h = h0.copy()
-    masked_h = np.zeros_like(h0)  # (B, P): m * h
-    pre = np.zeros((batch, hidden), dtype=h0.dtype)  # (B, H)
-    h_hat = np.zeros_like(h0) if proj else pre  # (B, P)
-    hh_in, hh_out = product_buffers(weight_hh, blas_hh, batch, out_size)
-    hr_in, hr_out = product_buffers(weight_hr, blas_hr, batch if proj else 0, hidden)
+    lengths, order, bias_hh = unowned(lengths), unowned(order), unowned(bias_hh)
+    weight_hh, weight_hr = unowned(weight_hh), unowned(weight_hr)
+    h_own = h0.copy()
+    masked_h_own = np.zeros_like(h0)  # (B, P): m * h
+    pre_own = np.zeros((batch, hidden), dtype=h0.dtype)  # (B, H)
+    h_hat_own = np.zeros_like(h0) if proj else pre_own  # (B, P)
+    hh_in_own, hh_out_own = product_buffers(weight_hh, blas_hh, batch, out_size)
+    hr_in_own, hr_out_own = product_buffers(weight_hr, blas_hr, batch if proj else 0, hidden)
+    # the local arrays unowned as well, kept until the loop ends (`alive`)
+    h, masked_h, pre, h_hat = (
+        unowned(h_own),
+        unowned(masked_h_own),
+        unowned(pre_own),
+        unowned(h_hat_own),
+    )
+    hh_in, hh_out = unowned(hh_in_own), unowned(hh_out_own)
+    hr_in, hr_out = unowned(hr_in_own), unowned(hr_out_own)
     n_active = batch
     for step in range(lengths[order[0]]):
         n_active = running(lengths, order, step, n_active)
@@ -484,7 +523,14 @@ def elman_forward_loop(
                 d = draws_at(zone_h, t, b)[k] if zoned else zero
                 h[b, k] = (one - d) * h_hat[b, k] + d * h[b, k]
                 output[t, b, k] = h[b, k]
-    return h
+    alive(masked_h_own)
+    alive(pre_own)
+    alive(h_hat_own)
+    alive(hh_in_own)
+    alive(hh_out_own)
+    alive(hr_in_own)
+    alive(hr_out_own)
+    return h_own
 
 
 @jit
@@ -502,12 +548,19 @@ def elman_backward_loop(
     # the caller holds the arguments: their rows below take no reference counts (`unowned`)
     grad_output, h_mask, zone_h = unowned(grad_output), unowned(h_mask), unowned(zone_h)
     tape, grads = unowned(tape), unowned(grads)
-    grad_h = grad_h_n.copy()
-    grad_act = np.zeros((batch, hidden), dtype=grad_h.dtype)  # (B, H)
-    grad_h_hat = np.zeros_like(grad_h) if proj else grad_act  # (B, P)
-    grad_masked = np.zeros_like(grad_h)  # (B, P): dL/d(m * h)
-    hh_in, hh_out = product_buffers(weight_hh_t, blas_hh, batch, hidden)
-    hr_in, hr_out = product_buffers(weight_hr_t, blas_hr, batch if proj else 0, out_size)
+    lengths, order = unowned(lengths), unowned(order)
+    weight_hh_t, weight_hr_t = unowned(weight_hh_t), unowned(weight_hr_t)
+    grad_h_own = grad_h_n.copy()
+    grad_act_own = np.zeros((batch, hidden), dtype=grad_h_own.dtype)  # (B, H)
+    grad_h_hat_own = np.zeros_like(grad_h_own) if proj else grad_act_own  # (B, P)
+    grad_masked_own = np.zeros_like(grad_h_own)  # (B, P): dL/d(m * h)
+    hh_in_own, hh_out_own = product_buffers(weight_hh_t, blas_hh, batch, hidden)
+    hr_in_own, hr_out_own = product_buffers(weight_hr_t, blas_hr, batch if proj else 0, out_size)
+    # the local arrays unowned as well, kept until the loop ends (`alive`)
+    grad_h, grad_act = unowned(grad_h_own), unowned(grad_act_own)
+    grad_h_hat, grad_masked = unowned(grad_h_hat_own), unowned(grad_masked_own)
+    hh_in, hh_out = unowned(hh_in_own), unowned(hh_out_own)
+    hr_in, hr_out = unowned(hr_in_own), unowned(hr_out_own)
     n_active = 0
     for step in range(lengths[order[0]] - 1, -1, -1):
         n_active = running(lengths, order, step, n_active)
@@ -540,7 +593,14 @@ def elman_backward_loop(
             b = order[i]
             for k in range(out_size):
                 grad_h[b, k] += h_mask[b, k] * grad_masked[b, k] if masked else grad_masked[b, k]
-    return grad_h
+    alive(grad_act_own)
+    alive(grad_h_hat_own)
+    alive(grad_masked_own)
+    alive(hh_in_own)
+    alive(hh_out_own)
+    alive(hr_in_own)
+    alive(hr_out_own)
+    return grad_h_own
 
 
 def elman_forward(static: Static, tensors: tuple, save: bool) -> tuple[tuple, Tensor]:
