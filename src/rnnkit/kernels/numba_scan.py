@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.kernels._numba_common import jit, needs_grad, numpy_view, sigmoid_
+from rnnkit.kernels._numba_common import alive, jit, needs_grad, numpy_view, sigmoid_, unowned
 
 
 @jit
@@ -135,8 +135,13 @@ def minimal_forward(p, h0, lstm, s, out):
     no backward pass needs it."""
     steps, batch, width = p.shape
     hidden = h0.shape[1]
-    a = np.empty(hidden, dtype=out.dtype)
-    b = np.empty(hidden, dtype=out.dtype)
+    a_own = np.empty(hidden, dtype=out.dtype)
+    b_own = np.empty(hidden, dtype=out.dtype)
+    # unowned: their rows, and their passing to `_coefficients` (which takes a reference to
+    # each array argument), count no references; the caller holds the arguments, and a_own
+    # and b_own are kept until the loop ends (`alive`)
+    p, h0, s, out = unowned(p), unowned(h0), unowned(s), unowned(out)
+    a, b = unowned(a_own), unowned(b_own)
     for t in range(steps):
         s_step = s[t if s.shape[0] > 1 else 0]
         flat_p, flat_s = p[t].reshape(-1), s_step.reshape(-1)
@@ -148,6 +153,8 @@ def minimal_forward(p, h0, lstm, s, out):
             prev, row = (out[t - 1, i] if t > 0 else h0[i]), out[t, i]
             for j in range(hidden):
                 row[j] = a[j] * prev[j] + b[j]
+    alive(a_own)
+    alive(b_own)
 
 
 @jit
@@ -156,9 +163,12 @@ def minimal_backward(p, s, h0, h, lstm, grad_h, grad_p):
     s = sigmoid(p); return dL/dh0 (B, H)."""
     steps, batch, _ = p.shape
     hidden = h0.shape[1]
-    carry = np.zeros_like(h0)  # a_{t+1} * g_{t+1} per sequence
-    a = np.empty(hidden, dtype=h.dtype)
-    b = np.empty(hidden, dtype=h.dtype)
+    carry_own = np.zeros_like(h0)  # a_{t+1} * g_{t+1} per sequence
+    a_own = np.empty(hidden, dtype=h.dtype)
+    b_own = np.empty(hidden, dtype=h.dtype)
+    p, s, h0, h = unowned(p), unowned(s), unowned(h0), unowned(h)  # as in minimal_forward
+    grad_h, grad_p = unowned(grad_h), unowned(grad_p)
+    carry, a, b = unowned(carry_own), unowned(a_own), unowned(b_own)
     for t in range(steps - 1, -1, -1):
         for i in range(batch):
             p_row, s_row, grad_row = p[t, i], s[t, i], grad_p[t, i]
@@ -185,7 +195,9 @@ def minimal_backward(p, s, h0, h, lstm, grad_h, grad_p):
                     s_z = s_row[j]
                     grad_row[j] = (h_tilde * grad_b - grad_a) * s_z * (1 - s_z)
                     grad_h_block[j] = s_z * slope * grad_b
-    return carry
+    alive(a_own)
+    alive(b_own)
+    return carry_own
 
 
 def _minimal_forward(p: Tensor, h0: Tensor, lstm: bool, keep: bool) -> tuple[Tensor, Tensor]:
