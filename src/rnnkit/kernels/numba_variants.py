@@ -288,12 +288,8 @@ def gru_backward_loop(
     ih_norm_tape, rstd_tape = unowned(ih_norm_tape), unowned(rstd_tape)
     grad_x_proj, grad_hh, grad_s = unowned(grad_x_proj), unowned(grad_hh), unowned(grad_s)
     grad_bias, grad_ln_gains = unowned(grad_bias), unowned(grad_ln_gains)
-    lengths, order, ln_ih_gain, ln_hh_gain = (
-        unowned(lengths),
-        unowned(order),
-        unowned(ln_ih_gain),
-        unowned(ln_hh_gain),
-    )
+    lengths, order = unowned(lengths), unowned(order)
+    ln_ih_gain, ln_hh_gain = unowned(ln_ih_gain), unowned(ln_hh_gain)
     weight_hh_t, weight_hr_t = unowned(weight_hh_t), unowned(weight_hr_t)
     grad_h_own = sort_rows(grad_h_n, order)  # (B, H): dL/dh_t, carried
     grad_s_step_own = sort_rows(grad_s_n, order) if proj else grad_h_own  # (B, P): dL/ds_t
@@ -483,12 +479,8 @@ def elman_forward_loop(
     hh_in_own, hh_out_own = product_buffers(weight_hh, blas_hh, batch, out_size)
     hr_in_own, hr_out_own = product_buffers(weight_hr, blas_hr, batch if proj else 0, hidden)
     # the local arrays unowned as well, kept until the loop ends (`alive`)
-    h, masked_h, pre, h_hat = (
-        unowned(h_own),
-        unowned(masked_h_own),
-        unowned(pre_own),
-        unowned(h_hat_own),
-    )
+    h, masked_h = unowned(h_own), unowned(masked_h_own)
+    pre, h_hat = unowned(pre_own), unowned(h_hat_own)
     hh_in, hh_out = unowned(hh_in_own), unowned(hh_out_own)
     hr_in, hr_out = unowned(hr_in_own), unowned(hr_out_own)
     n_active = batch
