@@ -142,3 +142,11 @@ def test_edit_of_a_shared_helper_reaches_the_cached_kernels_that_use_it(tmp_path
 
     common.write_text(source)  # back as it was: the first result again
     assert scan() == before
+
+
+def test_a_numba_without_the_cache_api_leaves_the_cache_alone(monkeypatch):
+    import numba.core.caching
+
+    monkeypatch.delattr(numba.core.caching, "FunctionCache")
+    assert _cache.cache_directory() is None
+    assert not _cache.refresh()

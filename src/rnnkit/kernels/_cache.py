@@ -34,11 +34,14 @@ def _located() -> None:
 def cache_directory() -> Path | None:
     """Where Numba caches the kernels of this directory: its own choice (`__pycache__` beside
     the sources, NUMBA_CACHE_DIR, or the user-wide cache where the first is not writable), or
-    None where it can cache nothing."""
-    from numba.core.caching import FunctionCache
-
+    None where it can cache nothing, or where this Numba has no such API (the cache then works
+    as Numba's own, without the digest)."""
     try:
+        from numba.core.caching import FunctionCache
+
         return Path(FunctionCache(_located).cache_path)
+    except (ImportError, AttributeError):  # a Numba that moved or renamed its cache's classes
+        return None
     except RuntimeError:  # "cannot cache function ...: no locator available for file ..."
         return None
 
