@@ -309,9 +309,10 @@ def unowned(typingctx, array):
 
 @jit
 def alive(array):
-    """Nothing but a call: Numba releases a local array after its last use, so a loop that
-    reads a local array through `unowned` views calls this with the array after the loop.
-    (A call to another compiled function is a use that Numba's dead-code pass keeps.)"""
+    """Nothing but a use: Numba releases a local array after its last use, so a loop that
+    reads a local array through `unowned` views calls this with the array after the loop
+    (without it, a test's loop read the block of its next allocation instead:
+    tests/test_kernels_unowned.py). A call, which no dead-code pass removes, says so by name."""
     return array.shape[0]
 
 
