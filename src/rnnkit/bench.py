@@ -56,6 +56,7 @@ from rnnkit.minimal import MinGRU, MinLSTM
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 MODES = ("train", "infer", "stream")
+STEP_FORMS = ("in_place", "layer", "layer_in_place")  # timed beside a stream case's step
 STREAM_WARMUP = 5  # untimed rounds of 200 steps before a streaming case's timings
 VARIANTS = {  # name: (layer, options, gate blocks); proj_size=True means H / 2
     "lstm_layer_norm": (LSTM, {"layer_norm": True}, 4),
@@ -415,7 +416,7 @@ def record(
     if case.mode == "stream":
         result["ours_us_per_step"] = ours_s * 1e6
         result["reference_us_per_step"] = reference_s * 1e6
-    for name in ("in_place", "layer", "layer_in_place"):  # in place: `update_`, `step_`
+    for name in STEP_FORMS:  # in place: `update_`, `step_`; the drop-in layer's step(), step_()
         if name in seconds:
             result[f"{name}_us_per_step"] = seconds[name] * 1e6
             result[f"{name}_wall_us_per_step"] = seconds[f"{name}_wall"] * 1e6
@@ -437,7 +438,7 @@ def by_wall_clock(result: dict, case: Case) -> dict:
     }
     if case.mode == "stream":
         result |= {"ours_us_per_step": ours_s * 1e6, "reference_us_per_step": reference_s * 1e6}
-    for name in ("in_place", "layer", "layer_in_place"):
+    for name in STEP_FORMS:
         if f"{name}_wall_us_per_step" in result:
             result[f"{name}_us_per_step"] = result[f"{name}_wall_us_per_step"]
     if "loop_wall_ms" in result:

@@ -40,10 +40,8 @@ def cache_directory() -> Path | None:
         from numba.core.caching import FunctionCache
 
         return Path(FunctionCache(_located).cache_path)
-    except (ImportError, AttributeError):  # a Numba that moved or renamed its cache's classes
-        return None
-    except RuntimeError:  # "cannot cache function ...: no locator available for file ..."
-        return None
+    except (ImportError, AttributeError, RuntimeError):  # the API moved or renamed, or
+        return None  # "cannot cache function ...: no locator available for file ..."
 
 
 def drop_stale(directory: Path, digest: str, modules: set[str]) -> bool:
