@@ -124,3 +124,20 @@ def test_torch_func_grad_takes_torchs_operators(name):
     grads = torch.func.grad(loss)(params)
     expected = torch.autograd.grad(layer(x)[0].sum(), list(params.values()))
     torch.testing.assert_close(list(grads.values()), list(expected))
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: rnnkit.LSTM(4, 5, layer_norm=True), lambda: rnnkit.MinGRU(4, 5)]
+)
+def test_vmap_over_streaming_steps_takes_the_cells_operators(make):
+    """Under torch.func.vmap a step's input is a batched wrapper without memory of its own:
+    `step()` leaves the compiled streaming steps (which read memory by address) to the cells'
+    operators, and the mapped steps equal the steps one at a time."""
+    torch.manual_seed(4)
+    layer = make().eval()
+    xs = torch.randn(3, 2, 4)
+    with torch.no_grad():
+        expected = torch.stack([layer.step(x)[0] for x in xs])
+        assert layer._compiled_steps(xs[0]) is not None  # the compiled route serves plain x
+        mapped = torch.func.vmap(lambda x: layer.step(x)[0])(xs)
+    torch.testing.assert_close(mapped, expected)

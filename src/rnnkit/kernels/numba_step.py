@@ -236,6 +236,41 @@ def step_parts(state: object, names: tuple[str, ...]) -> tuple:
     return tuple(state)
 
 
+def recorded_arrays(
+    x: Tensor, parts: tuple, record: tuple, dtype: torch.dtype
+) -> tuple[np.ndarray, ...] | None:
+    """The arrays of `record` (tensors, their memory, their arrays, the batch's x shape:
+    `make_record`) when x is a contiguous CPU tensor of that shape and `dtype` and `parts` are
+    the record's tensors in the same memory (edits in place show through; a tensor whose memory
+    was swapped, `set_`, is not the record's any more); else None. The usual step of a stream,
+    a state fed back, checked at the least cost."""
+    tensors, memory, arrays, x_shape = record
+    if (
+        x.__class__ is not Tensor
+        or x.dtype is not dtype
+        or not x.is_cpu
+        or not x.is_contiguous()
+        or x.shape != x_shape
+        or len(parts) != len(tensors)
+    ):
+        return None
+    if parts[0] is not tensors[0] or parts[0].data_ptr() != memory[0]:
+        return None
+    if len(parts) == 2 and (parts[1] is not tensors[1] or parts[1].data_ptr() != memory[1]):
+        return None
+    return arrays
+
+
+def make_record(tensors: tuple, arrays: tuple[np.ndarray, ...], input_size: int) -> tuple:
+    """What `recorded_arrays` compares (written out for one part and two: generators cost
+    0.2-0.3 us a step here)."""
+    if len(tensors) == 1:
+        memory = (tensors[0].data_ptr(),)
+    else:
+        memory = (tensors[0].data_ptr(), tensors[1].data_ptr())
+    return tensors, memory, arrays, (arrays[0].shape[-2], input_size)
+
+
 class _CellStep:
     """Views of one cell's parameters, taken once; see `LSTMStep` and `GRUStep`."""
 
@@ -259,7 +294,7 @@ class _CellStep:
         )  # fmt: skip
         # the state returned last: its tensors, their memory, its arrays (a state fed back
         # costs no conversion and no check)
-        self._last: tuple = ((), (), (), ())  # `_record`
+        self._last: tuple = ((), (), (), ())  # `make_record`
         self._in_place: tuple = ((), (), (), ())  # the same for the state `update_` wrote last
         self._backward = False  # the direction of this call's weight reads (`add_matvec1`)
 
@@ -270,40 +305,10 @@ class _CellStep:
         been replaced, e.g. by `module.to()` or `load_state_dict(assign=True)`)."""
         return self.pointers == _pointers(weight_ih, weight_hh, bias_ih, bias_hh)
 
-    def _recorded(self, x: Tensor, parts: tuple, record: tuple) -> tuple[np.ndarray, ...] | None:
-        """The arrays of `record` (tensors, their memory, their arrays, the batch's x shape)
-        when x is a contiguous CPU tensor of that shape and the parameters' dtype and `parts`
-        are the record's tensors in the same memory (edits in place show through; a tensor
-        whose memory was swapped, `set_`, is not the record's any more); else None."""
-        tensors, memory, arrays, x_shape = record
-        if (
-            x.__class__ is not Tensor
-            or x.dtype is not self.dtype
-            or not x.is_cpu
-            or not x.is_contiguous()
-            or x.shape != x_shape
-            or len(parts) != len(tensors)
-        ):
-            return None
-        if parts[0] is not tensors[0] or parts[0].data_ptr() != memory[0]:
-            return None
-        if len(parts) == 2 and (parts[1] is not tensors[1] or parts[1].data_ptr() != memory[1]):
-            return None
-        return arrays
-
-    def _record(self, tensors: tuple, arrays: tuple[np.ndarray, ...]) -> tuple:
-        """What `_recorded` compares (written out for one part and two: generators cost
-        0.2-0.3 us a step here)."""
-        if len(tensors) == 1:
-            memory = (tensors[0].data_ptr(),)
-        else:
-            memory = (tensors[0].data_ptr(), tensors[1].data_ptr())
-        return tensors, memory, arrays, (arrays[0].shape[0], self.input_size)
-
     def _arrays(self, x: Tensor, parts: tuple) -> tuple[Tensor, tuple[np.ndarray, ...]]:
         """x checked (`checked_input`) and views of the state's parts: the arrays of the state
-        returned last when it comes back (`_recorded`); else checked views."""
-        arrays = self._recorded(x, parts, self._last)
+        returned last when it comes back (`recorded_arrays`); else checked views."""
+        arrays = recorded_arrays(x, parts, self._last, self.dtype)
         if arrays is not None:
             return x, arrays
         inputs = checked_input(x, self.dtype, self.input_size)
@@ -315,10 +320,10 @@ class _CellStep:
 
     def _writable(self, x: Tensor, parts: tuple) -> tuple[Tensor, tuple[np.ndarray, ...]]:
         """x checked and views of the state's parts for `update_`, which writes them: those of
-        the state it updated last when it comes again (`_recorded`); else checked as
+        the state it updated last when it comes again (`recorded_arrays`); else checked as
         `_arrays` does, and each part contiguous, not requiring grad, and sharing no memory
         with another part."""
-        arrays = self._recorded(x, parts, self._in_place)
+        arrays = recorded_arrays(x, parts, self._in_place, self.dtype)
         if arrays is not None:
             return x, arrays
         inputs = checked_input(x, self.dtype, self.input_size)
@@ -342,7 +347,7 @@ class _CellStep:
                 f"{' and '.join(self.names)} share memory: update_ writes both in place, "
                 "so each must have its own (clone one)"
             )
-        self._in_place = self._record(tuple(parts), tuple(arrays))
+        self._in_place = make_record(tuple(parts), tuple(arrays), self.input_size)
         return inputs, self._in_place[2]
 
     def _returned(self, arrays: tuple[np.ndarray, ...]) -> tuple[Tensor, ...]:
@@ -350,7 +355,7 @@ class _CellStep:
             tensors = (torch.from_numpy(arrays[0]),)
         else:
             tensors = (torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1]))
-        self._last = self._record(tensors, arrays)
+        self._last = make_record(tensors, arrays, self.input_size)
         return tensors
 
 
@@ -452,9 +457,12 @@ class StackStep:
             for cell, step in zip(cells, self.steps, strict=True)
             for name, pointer in zip(names, step.pointers, strict=True)
         ]
-        self._last: tuple = (None, None, None, (None, None))  # state, shapes, arrays, memory
-        # the state `update_` wrote last: its parts, their memory, arrays, shapes, the output
-        self._in_place: tuple = ((), (), (), (), None)
+        # the state `__call__` returned last and the one `update_` wrote last (`make_record`),
+        # with `update_`'s output and the top layer's array of the state, which it writes
+        self._last: tuple = ((), (), (), ())
+        self._in_place: tuple = ((), (), (), ())
+        self._in_place_top: tuple = (None, None)
+        self._shapes: tuple = (0, ())  # a batch size and the state's (L, B, size) shapes for it
         self._backward = False  # the direction of this call's weight reads (`add_matvec1`)
 
     def uses(self, cells: Sequence[torch.nn.Module]) -> bool:
@@ -472,16 +480,24 @@ class StackStep:
     def __call__(self, x: Tensor, state: Tensor | tuple[Tensor, ...] | None):
         """(out, new state), or None when x or state is not a batched CPU tensor of the usual
         shape and dtype (the layer's general path then checks them and says what is wrong)."""
-        batch = self._batch(x)
-        if batch is None:
-            return None
-        shapes = tuple((len(self.steps), batch, size) for size in self.sizes)  # (L, B, P|H)
-        arrays = self._state_arrays(state, shapes)
+        parts = state if isinstance(state, tuple) else (state,)
+        arrays = recorded_arrays(x, parts, self._last, self.dtype)  # the state returned last
         if arrays is None:
-            return None
-        new = [np.empty(shape, self.array_dtype) for shape in shapes]
-        out = np.empty((batch, self.sizes[0]), self.array_dtype)  # not a view of the state
-        x = x if x.is_contiguous() else x.contiguous()
+            batch = self._batch(x)
+            if batch is None:
+                return None
+            arrays = self._state_arrays(parts, self._state_shapes(batch))
+            if arrays is None:
+                return None
+            x = x if x.is_contiguous() else x.contiguous()
+        else:
+            batch = x.shape[0]
+        shapes, dtype = self._state_shapes(batch), self.array_dtype
+        if self.parts == 2:
+            new = (np.empty(shapes[0], dtype), np.empty(shapes[1], dtype))
+        else:
+            new = (np.empty(shapes[0], dtype),)
+        out = np.empty((batch, self.sizes[0]), dtype)  # not a view of the state
         address = x.data_ptr()  # layer 0's input; the others read new[0] (`layer_input`)
         self._backward = backward = not self._backward  # the other way from the last call
         for layer, step in enumerate(self.steps):
@@ -489,17 +505,24 @@ class StackStep:
             flags = self.kernel(address, *arrays, layer, *step.views, *new, out, backward, control)
             after_step(flags, step)
         if self.parts == 2:
-            state = (torch.from_numpy(new[0]), torch.from_numpy(new[1]))
-            pointers = (state[0].data_ptr(), state[1].data_ptr())
+            tensors = (torch.from_numpy(new[0]), torch.from_numpy(new[1]))
+            state = tensors
         else:
-            state = torch.from_numpy(new[0])
-            pointers = (state.data_ptr(), None)
-        self._last = (state, shapes, new, pointers)
+            tensors = (torch.from_numpy(new[0]),)
+            state = tensors[0]
+        self._last = make_record(tensors, new, self.input_size)
         return torch.from_numpy(out), state
+
+    def _state_shapes(self, batch: int) -> tuple:
+        """The state's shapes (L, B, size) per part for this batch size (kept for the last)."""
+        if self._shapes[0] != batch:
+            shapes = tuple((len(self.steps), batch, size) for size in self.sizes)
+            self._shapes = (batch, shapes)
+        return self._shapes[1]
 
     def _batch(self, x: Tensor) -> int | None:
         """x's batch size if x is a batched CPU tensor of the usual dtype and width, else None."""
-        if x.dim() != 2 or x.dtype != self.dtype or not x.is_cpu:
+        if x.__class__ is not Tensor or x.dim() != 2 or x.dtype != self.dtype or not x.is_cpu:
             return None
         batch, features = x.shape
         return batch if features == self.input_size and batch > 0 else None
@@ -510,27 +533,20 @@ class StackStep:
         next call overwrites too). None when x or state is not of the usual form, or a part is
         not contiguous, requires grad or shares memory with another (the layer's `step_` then
         steps and copies, or says what is wrong). Same results as `__call__`."""
-        batch = self._batch(x)
-        if batch is None:
-            return None
         parts = state if isinstance(state, tuple) else (state,)
-        recorded, memory, arrays, shapes, out = self._in_place
-        if not (
-            len(parts) == len(recorded)
-            and shapes[0][1] == batch
-            and parts[0] is recorded[0]
-            and parts[0].data_ptr() == memory[0]
-            and (len(parts) == 1 or (parts[1] is recorded[1] and parts[1].data_ptr() == memory[1]))
-        ):  # not the state written last, in the same memory: checked
-            shapes = tuple((len(self.steps), batch, size) for size in self.sizes)
-            arrays = self._writable_arrays(parts, shapes)
+        arrays = recorded_arrays(x, parts, self._in_place, self.dtype)  # the state written last
+        if arrays is None:
+            batch = self._batch(x)
+            if batch is None:
+                return None
+            arrays = self._writable_arrays(parts, self._state_shapes(batch))
             if arrays is None:
                 return None
-            out = parts[0][-1]
-            self._in_place = (parts, tuple(p.data_ptr() for p in parts), arrays, shapes, out)
-        x = x if x.is_contiguous() else x.contiguous()
+            self._in_place = make_record(parts, arrays, self.input_size)
+            self._in_place_top = (parts[0][-1], arrays[0][-1])
+            x = x if x.is_contiguous() else x.contiguous()
+        out, top = self._in_place_top  # the kernels copy the top layer's new h there: onto itself
         address = x.data_ptr()
-        top = arrays[0][-1]  # the kernels copy the top layer's new state there: onto itself
         self._backward = backward = not self._backward
         for layer, step in enumerate(self.steps):
             control = partner_control(step.weight_bytes)
@@ -552,22 +568,16 @@ class StackStep:
             return None
         return tuple(part.numpy() for part in parts)
 
-    def _state_arrays(self, state, shapes: tuple) -> list[np.ndarray] | None:
-        """NumPy arrays of `state` (zeros for None), or None if it is not of the usual form."""
-        if state is None:
-            return [np.zeros(shape, self.array_dtype) for shape in shapes]
-        last, last_shapes, arrays, (h, c) = self._last
-        if state is last and shapes == last_shapes:  # the state this returned last, if its
-            if self.parts == 1 and state.data_ptr() == h:  # memory is still the arrays'
-                return arrays  # (no `set_` since)
-            if self.parts == 2 and state[0].data_ptr() == h and state[1].data_ptr() == c:
-                return arrays
-        parts = state if isinstance(state, tuple) else (state,)
+    def _state_arrays(self, parts: tuple, shapes: tuple) -> tuple[np.ndarray, ...] | None:
+        """NumPy arrays of the state's `parts` (zeros for (None,)), or None if they are not of
+        the usual form."""
+        if len(parts) == 1 and parts[0] is None:
+            return tuple(np.zeros(shape, self.array_dtype) for shape in shapes)
         if len(parts) != self.parts:
             return None
         if not all(self._usual(p, shape) for p, shape in zip(parts, shapes, strict=True)):
             return None
-        return [tensor_array(p) for p in parts]
+        return tuple(tensor_array(p) for p in parts)
 
     def _usual(self, part: object, shape: tuple[int, int, int]) -> bool:
         return (
