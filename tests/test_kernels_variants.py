@@ -298,6 +298,12 @@ for dtype in (torch.float32, torch.float64):
             operand, _numba_products.PACKED, vectors.numpy(), rows, out.numpy(), np.arange(rows)
         )
         torch.testing.assert_close(out, vectors @ matrix.T)
+        total = torch.randn(inner, cols, dtype=dtype, generator=generator)  # += over rows
+        summed = total.clone()
+        _numba_gemm.add_outer_products(vectors.numpy(), rows, out.numpy(), summed.numpy())
+        expected = (total.double() + vectors.T.double() @ out.double()).to(dtype)
+        tolerance = 1e-4 if dtype == torch.float32 else 1e-10  # sums of up to 64 terms
+        torch.testing.assert_close(summed, expected, rtol=tolerance, atol=tolerance)
 """
 
 
@@ -314,6 +320,28 @@ def test_the_packed_tiles_at_the_vector_widths_of_other_hosts(tmp_path, host, wi
     command = [sys.executable, "-c", _OTHER_WIDTH, host, str(width)]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("rows", "n_out", "n_cols", "batch"),
+    [(8, 64, 256, 8), (3, 5, 40, 4), (1, 13, 33, 2), (1, 64, 256, 1), (5, 3, 7, 9), (6, 17, 96, 6)],
+)
+def test_outer_products_add_up_as_a_float64_product(dtype, rows, n_out, n_cols, batch):
+    """`add_outer_products(v, n, m, out)` adds v[:n].T @ m[:n] to out: whole panels of columns
+    by the register tiles (out's rows in tiles of 8, 4, 2, 1), the columns past the last panel
+    by the plain loop; rows past n and the padding beside each row untouched and unread."""
+    from rnnkit.kernels._numba_gemm import add_outer_products
+
+    rng = np.random.default_rng(rows * 100 + n_cols)
+    vectors = rng.standard_normal((batch, n_out + 3)).astype(dtype)[:, :n_out]  # strided rows
+    matrix = rng.standard_normal((batch, n_cols + 5)).astype(dtype)[:, :n_cols]
+    vectors[rows:], matrix[rows:] = np.nan, np.nan  # rows the call must not read
+    out = rng.standard_normal((n_out, n_cols)).astype(dtype)
+    expected = out.astype(np.float64) + vectors[:rows].T.astype(np.float64) @ matrix[:rows]
+    add_outer_products(vectors, rows, matrix, out)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
 
 
 def test_the_products_take_the_route_they_measured_faster_for():

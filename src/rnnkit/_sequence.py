@@ -208,7 +208,7 @@ def numba_can_read(x: Tensor) -> bool:
     such as the fake tensors of `torch.export`'s tracing, which have no memory to read) outside
     torch.func's transforms (grad, vmap: their wrapped tensors and autograd do not reach into
     NumPy)."""
-    if type(x) is not Tensor or not x.is_cpu or x.dtype not in NUMBA_DTYPES:
+    if x.device.type != "cpu" or x.dtype not in NUMBA_DTYPES or type(x) is not Tensor:
         return False
     return _functorch_interpreter() is None
 

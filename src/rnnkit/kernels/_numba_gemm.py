@@ -64,31 +64,33 @@ def pack_panels(matrix: Tensor) -> np.ndarray:
     return padded.view(count, width, inner).transpose(1, 2).contiguous().numpy()
 
 
-def _make_tile(rows: int):
-    """An intrinsic tile(v, v_at, v_stride, panels, w_at, inner, out, out_at, out_stride):
-    out[out_at + r * out_stride + c] = sum over k < inner of v[v_at + r * v_stride + k] *
-    panels[w_at + k * W + c], for r < rows and c < W, on the flat data of three C-contiguous
-    arrays of one float dtype (offsets in elements)."""
+def _make_tile(rows: int, accumulate: bool = False):
+    """An intrinsic tile(v, v_at, v_stride, v_k_stride, panels, w_at, w_stride, inner, out,
+    out_at, out_stride): out[out_at + r * out_stride + c] = (with `accumulate`, +=) the sum over
+    k < inner of v[v_at + r * v_stride + k * v_k_stride] * panels[w_at + k * w_stride + c], for
+    r < rows and c < W, on the flat data of three C-contiguous arrays of one float dtype
+    (offsets and strides in elements)."""
 
     @intrinsic
-    def tile(typingctx, v, v_at, v_stride, panels, w_at, inner, out, out_at, out_stride):
+    def tile(typingctx, v, v_at, v_stride, v_k_stride, panels, w_at, w_stride, inner, out,
+             out_at, out_stride):  # fmt: skip
         arrays = (v, panels, out)
         if any(not isinstance(a, types.Array) for a in arrays):
             return None
         dtype = v.dtype
         if dtype not in (types.float32, types.float64) or any(a.dtype != dtype for a in arrays):
             return None
-        sig = types.void(v, types.intp, types.intp, panels, types.intp, types.intp, out,
-                         types.intp, types.intp)  # fmt: skip
+        intp = types.intp
+        sig = types.void(v, intp, intp, intp, panels, intp, intp, intp, out, intp, intp)
 
         def codegen(context, builder, signature, args):
             v_data = context.make_array(signature.args[0])(context, builder, args[0]).data
-            w_data = context.make_array(signature.args[3])(context, builder, args[3]).data
-            out_data = context.make_array(signature.args[6])(context, builder, args[6]).data
-            v_at, v_stride, w_at, inner, out_at, out_stride = (args[i] for i in (1, 2, 4, 5, 7, 8))
+            w_data = context.make_array(signature.args[4])(context, builder, args[4]).data
+            out_data = context.make_array(signature.args[8])(context, builder, args[8]).data
+            v_at, v_stride, v_k_stride = args[1], args[2], args[3]
+            w_at, w_stride, inner, out_at, out_stride = (args[i] for i in (5, 6, 7, 9, 10))
             itemsize = 4 if dtype == types.float32 else 8
             lanes = VECTOR_BYTES // itemsize
-            width = PANEL_VECTORS * lanes
             scalar = context.get_value_type(dtype)
             vector = ir.VectorType(scalar, lanes)
             index = ir.IntType(64)
@@ -97,20 +99,29 @@ def _make_tile(rows: int):
                 ir.FunctionType(vector, [vector] * 3),
                 f"llvm.fma.v{lanes}{'f32' if dtype == types.float32 else 'f64'}",
             )
-            sums = [  # promoted to registers by LLVM's mem2reg
-                [cgutils.alloca_once_value(builder, ir.Constant(vector, [0.0] * lanes))
-                 for _ in range(PANEL_VECTORS)]
-                for _ in range(rows)
-            ]  # fmt: skip
-            broadcast = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-            undefined = ir.Constant(vector, ir.Undefined)
 
             def vector_at(data, offset):
                 return builder.bitcast(builder.gep(data, [offset]), vector.as_pointer())
 
+            def out_vector(r, j):
+                out_row = builder.add(out_at, builder.mul(ir.Constant(index, r), out_stride))
+                return vector_at(out_data, builder.add(out_row, ir.Constant(index, j * lanes)))
+
+            def first(r, j):
+                if accumulate:
+                    return builder.load(out_vector(r, j), align=itemsize)
+                return ir.Constant(vector, [0.0] * lanes)
+
+            sums = [  # promoted to registers by LLVM's mem2reg
+                [cgutils.alloca_once_value(builder, first(r, j)) for j in range(PANEL_VECTORS)]
+                for r in range(rows)
+            ]
+            broadcast = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+            undefined = ir.Constant(vector, ir.Undefined)
+
             with cgutils.for_range(builder, inner) as loop:
                 k = loop.index
-                w_row = builder.add(w_at, builder.mul(k, ir.Constant(index, width)))
+                w_row = builder.add(w_at, builder.mul(k, w_stride))
                 weights = [
                     builder.load(
                         vector_at(w_data, builder.add(w_row, ir.Constant(index, j * lanes))),
@@ -118,21 +129,18 @@ def _make_tile(rows: int):
                     )
                     for j in range(PANEL_VECTORS)
                 ]
+                v_k = builder.add(v_at, builder.mul(k, v_k_stride))
                 for r in range(rows):
-                    v_row = builder.add(v_at, builder.mul(ir.Constant(index, r), v_stride))
-                    x = builder.load(builder.gep(v_data, [builder.add(v_row, k)]))
+                    v_row = builder.add(v_k, builder.mul(ir.Constant(index, r), v_stride))
+                    x = builder.load(builder.gep(v_data, [v_row]))
                     x = builder.insert_element(undefined, x, ir.Constant(ir.IntType(32), 0))
                     x = builder.shuffle_vector(x, undefined, broadcast)
                     for j in range(PANEL_VECTORS):
                         total = builder.load(sums[r][j])
                         builder.store(builder.call(fma, [x, weights[j], total]), sums[r][j])
             for r in range(rows):
-                out_row = builder.add(out_at, builder.mul(ir.Constant(index, r), out_stride))
                 for j in range(PANEL_VECTORS):
-                    target = vector_at(
-                        out_data, builder.add(out_row, ir.Constant(index, j * lanes))
-                    )
-                    builder.store(builder.load(sums[r][j]), target, align=itemsize)
+                    builder.store(builder.load(sums[r][j]), out_vector(r, j), align=itemsize)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -141,6 +149,9 @@ def _make_tile(rows: int):
 
 
 _tile_8, _tile_4, _tile_2, _tile_1 = (_make_tile(rows) for rows in (8, 4, 2, 1))
+_sum_tile_8, _sum_tile_4, _sum_tile_2, _sum_tile_1 = (
+    _make_tile(rows, accumulate=True) for rows in (8, 4, 2, 1)
+)
 
 
 @jit
@@ -154,16 +165,16 @@ def _tiles(vectors, i, n_rows, panels, p, out, out_at, out_stride):
         left = n_rows - i
         v_at = i * v_stride
         if left >= 8 and TILE_ROWS == 8:
-            _tile_8(vectors, v_at, v_stride, panels, w_at, inner, out, out_at, out_stride)
+            _tile_8(vectors, v_at, v_stride, 1, panels, w_at, width, inner, out, out_at, out_stride)
             step = 8
         elif left >= 4:
-            _tile_4(vectors, v_at, v_stride, panels, w_at, inner, out, out_at, out_stride)
+            _tile_4(vectors, v_at, v_stride, 1, panels, w_at, width, inner, out, out_at, out_stride)
             step = 4
         elif left >= 2:
-            _tile_2(vectors, v_at, v_stride, panels, w_at, inner, out, out_at, out_stride)
+            _tile_2(vectors, v_at, v_stride, 1, panels, w_at, width, inner, out, out_at, out_stride)
             step = 2
         else:
-            _tile_1(vectors, v_at, v_stride, panels, w_at, inner, out, out_at, out_stride)
+            _tile_1(vectors, v_at, v_stride, 1, panels, w_at, width, inner, out, out_at, out_stride)
             step = 1
         i += step
         out_at += step * out_stride
@@ -188,3 +199,46 @@ def packed_product(panels, vectors, n_rows, out):
                 out_row, scratch_row = out[i], scratch[i]
                 for c in range(n_cols - p * width):
                     out_row[p * width + c] = scratch_row[c]
+
+
+@jit
+def add_outer_products(vectors, n_rows, matrix, out):
+    """out (R, G) += vectors[:n_rows].T @ matrix[:n_rows], the sum over k < n_rows of the outer
+    product of vectors[k] (R,) and matrix[k] (G,): a weight gradient accumulated one step's
+    rows at a time (its few rows stay in cache, where a product over all steps at the end reads
+    them back from memory). Rows of unit stride; matrix's rows are read as panels in place, so
+    nothing is packed: tiles of up to 8 rows of out by one panel of W columns, their sums in
+    registers, and the columns past the last full panel by a plain loop."""
+    n_out, n_cols = out.shape
+    width = PANEL_VECTORS * VECTOR_BYTES // out.itemsize  # W, `panel_width`
+    v_k_stride = vectors.strides[0] // vectors.itemsize
+    w_stride = matrix.strides[0] // matrix.itemsize
+    out_stride = out.strides[0] // out.itemsize
+    full = n_cols // width
+    for p in range(full):
+        i = 0
+        while i < n_out:
+            left = n_out - i
+            out_at = i * out_stride + p * width
+            if left >= 8 and TILE_ROWS == 8:
+                _sum_tile_8(vectors, i, 1, v_k_stride, matrix, p * width, w_stride, n_rows,
+                            out, out_at, out_stride)  # fmt: skip
+                i += 8
+            elif left >= 4:
+                _sum_tile_4(vectors, i, 1, v_k_stride, matrix, p * width, w_stride, n_rows,
+                            out, out_at, out_stride)  # fmt: skip
+                i += 4
+            elif left >= 2:
+                _sum_tile_2(vectors, i, 1, v_k_stride, matrix, p * width, w_stride, n_rows,
+                            out, out_at, out_stride)  # fmt: skip
+                i += 2
+            else:
+                _sum_tile_1(vectors, i, 1, v_k_stride, matrix, p * width, w_stride, n_rows,
+                            out, out_at, out_stride)  # fmt: skip
+                i += 1
+    for r in range(n_out):
+        out_row = out[r]
+        for k in range(n_rows):
+            v, matrix_row = vectors[k, r], matrix[k]
+            for c in range(full * width, n_cols):
+                out_row[c] += v * matrix_row[c]

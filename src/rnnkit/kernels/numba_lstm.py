@@ -59,6 +59,7 @@ from rnnkit.kernels._numba_common import (
     unsort,
     weight_grads,
 )
+from rnnkit.kernels._numba_gemm import add_outer_products
 from rnnkit.kernels._numba_products import operand, product_prefix
 
 # The tape's fields, each (T, B, width): i|f (2H), g, o, c_{t-1}, c_hat, tanh(LN_c(c_hat)) (H
@@ -194,26 +195,37 @@ def layer_norm_backward(grad, v, mean, scale, gain, rstd, grad_gain, out):
     """out = dL/dv through y = normed * gain + shift from grad = dL/dy, per group k of
     len(rstd): normed = (v - mean[k]) * scale[k] (LN's normalised v; mean 0 and scale 1 where
     v is that already) and dL/dv = rstd[k] * (q - mean(q) - normed * mean(q * normed)) with
-    q = grad * gain. Add grad * normed to grad_gain (float64)."""
+    q = grad * gain. Add grad * normed to grad_gain (one step's sum, `add_sums`). The group's
+    two means are summed in the arrays' dtype, over as many vector lanes as it has."""
     size = len(v) // len(rstd)
+    zero = out.dtype.type(0)
     for k in range(len(rstd)):
         start = k * size
         mean_k, scale_k = mean[k], scale[k]
-        mean_q = 0.0
-        mean_qn = 0.0
+        sum_q = zero
+        sum_qn = zero
         for j in range(size):
             u = offset(start, j)
             normed = (v[u] - mean_k) * scale_k
             grad_gain[u] += grad[u] * normed
             q = grad[u] * gain[u]
-            mean_q += q
-            mean_qn += q * normed
-        mean_q_k = out.dtype.type(mean_q / size)
-        mean_qn_k = out.dtype.type(mean_qn / size)
+            sum_q += q
+            sum_qn += q * normed
+        mean_q_k = sum_q / size
+        mean_qn_k = sum_qn / size
         rstd_k = rstd[k]
         for j in range(size):
             u = offset(start, j)
             out[u] = rstd_k * (grad[u] * gain[u] - mean_q_k - (v[u] - mean_k) * scale_k * mean_qn_k)
+
+
+@jit_inline
+def add_sums(step, total):
+    """total += step (float64) and step = 0, both 1-D: a step's sums of a vector's gradient
+    over its sequences, kept in the arrays' dtype, into the sums over the whole sequence."""
+    for j in range(len(step)):
+        total[j] += step[j]
+        step[j] = 0
 
 
 @jit
@@ -304,7 +316,7 @@ def lstm_forward_loop(
         sigmoid_(i_f[k].reshape(-1), 0, n * 2 * hidden)
         tanh_(g[k].reshape(-1), 0, n * hidden)
         if save:
-            c_prev[k, :n] = c[:n]
+            copy_rows(c, c_prev[k], n)
         for i in range(n):
             i_f_row, g_row, c_row, c_hat_row = i_f[k, i], g[k, i], c[i], c_hat[k, i]
             y_row = tanh_c[k, i]  # tanh's input, then tanh(LN_c(c_hat))
@@ -363,19 +375,22 @@ def lstm_backward_loop(
     x_proj, grad_output, grad_h_n, grad_c_n, weight_hh_t, blas_hh, ln_ih_gain, ln_hh_gain,
     peephole, ln_c_gain, weight_hr_t, blas_hr, h_mask, zone_h, zone_c, tape, lengths, order,
     reverse, grad_x_proj, grad_hh, grad_h_hat, grad_bias, grad_ln_gains, grad_ln_c, grad_peephole,
+    grad_w_hh_t,
 ):  # fmt: skip
     """Backpropagate through time from the forward pass's x_proj (T, B, 4H) = W_ih x and
-    tape; fill grad_x_proj (T, B, 4H) = dL/d(W_ih x), and in the tape's layout (step k, row i)
-    grad_hh (T, B, 4H) = dL/d(W_hh s) and, with a projection,
-    grad_h_hat (T, B, P) = dL/dh_hat (else empty). grad_hh is empty where it is grad_x_proj
-    itself: without layer norm dL/d(W_hh s) = dL/da = dL/d(W_ih x), and without padding the
-    tape's layout is x_proj's. Add the sums over steps and sequences of the small parameters'
-    gradients (float64) to grad_bias (4H,) = dL/da (b_ih's, b_hh's and both LN shifts'),
-    grad_ln_gains (2, 4H) LN_x's|LN_h's gains', grad_ln_c (2, H) gain|shift and grad_peephole
-    (3, H). weight_hh_t is W_hh.T (P, 4H) and weight_hr_t W_hr.T (H, P) as `product_operand`
-    gives them for `blas_hh`, `blas_hr`; ln_ih_gain, ln_hh_gain (4H,) and ln_c_gain (H,) are
-    LN's gains. Returns (dL/dh0, dL/dc0). The carried gradients live in `order`, as the states
-    in `lstm_forward_loop`."""
+    tape; fill grad_x_proj (T, B, 4H) = dL/d(W_ih x) and, with a projection, grad_h_hat
+    (T, B, P) = dL/dh_hat in the tape's layout (step k, row i; else empty). grad_hh (1, B, 4H)
+    is a step's scratch for dL/d(W_hh s), or empty where that is grad_x_proj itself: without
+    layer norm dL/d(W_hh s) = dL/da = dL/d(W_ih x), and without padding the tape's layout is
+    x_proj's. Add the sums over steps and sequences of the small parameters' gradients
+    (float64; each step's sum over its sequences in the arrays' dtype) to grad_bias (4H,) =
+    dL/da (b_ih's, b_hh's and both LN shifts'), grad_ln_gains (2, 4H) LN_x's|LN_h's gains',
+    grad_ln_c (2, H) gain|shift and grad_peephole (3, H); and to grad_w_hh_t (P, 4H)
+    dL/dW_hh.T, the sum of s outer dL/d(W_hh s) over the steps' rows, a step at a time
+    (`add_outer_products`). weight_hh_t is W_hh.T (P, 4H) and weight_hr_t W_hr.T (H, P) as
+    `product_operand` gives them for `blas_hh`, `blas_hr`; ln_ih_gain, ln_hh_gain (4H,) and
+    ln_c_gain (H,) are LN's gains. Returns (dL/dh0, dL/dc0). The carried gradients live in
+    `order`, as the states in `lstm_forward_loop`."""
     batch, out_size = grad_h_n.shape
     hidden = grad_c_n.shape[1]
     layer_norm, peep = ln_hh_gain.shape[0] > 0, peephole.shape[0] > 0
@@ -390,10 +405,11 @@ def lstm_backward_loop(
     grad_ln_c, grad_peephole = unowned(grad_ln_c), unowned(grad_peephole)
     lengths, order, grad_bias = unowned(lengths), unowned(order), unowned(grad_bias)
     weight_hh_t, weight_hr_t = unowned(weight_hh_t), unowned(weight_hr_t)
+    grad_w_hh_t = unowned(grad_w_hh_t)
     ln_ih_gain, ln_hh_gain, ln_c_gain = unowned(ln_ih_gain), unowned(ln_hh_gain), unowned(ln_c_gain)
     fields = tape_fields(tape, batch, hidden, out_size, layer_norm)
     i_f, g, o, c_prev, c_hat = fields[0], fields[1], fields[2], fields[3], fields[4]
-    tanh_c, c_norm, hh_norm, stats = fields[5], fields[7], fields[8], fields[9]
+    tanh_c, s_tape, c_norm, hh_norm, stats = fields[5], fields[6], fields[7], fields[8], fields[9]
     shared = grad_hh.shape[0] == 0
     if shared:
         grad_hh = grad_x_proj
@@ -409,11 +425,18 @@ def lstm_backward_loop(
     grad_c_hat_own = np.zeros(hidden, dtype=dtype)  # dL/dc_hat of one sequence
     grad_gates_own = np.zeros(4 * hidden, dtype=dtype)  # dL/da of one sequence, with layer norm
     zeros_own, ones_own = np.zeros(4, dtype=dtype), np.ones(4, dtype=dtype)  # normalise the normed
+    # one step's sums of the vectors' gradients over its sequences, in the arrays' dtype (added
+    # to the float64 totals after each step: `add_sums`): dL/da, LN_x's and LN_h's gains (4H
+    # each), LN_c's gain and shift, the three peepholes (H each)
+    step_sums_own = np.zeros((8, 4 * hidden), dtype=dtype)
     # unowned as the arguments (kept until the loop ends: `alive`)
     grad_h, grad_c, grad_u = unowned(grad_h_own), unowned(grad_c_own), unowned(grad_u_own)
     grad_s, scratch, grad_gates = unowned(grad_s_own), unowned(scratch_own), unowned(grad_gates_own)
     identity, grad_c_hat = unowned(identity_own), unowned(grad_c_hat_own)
     zeros, ones = unowned(zeros_own), unowned(ones_own)
+    step_sums = unowned(step_sums_own)
+    bias_step, gains_step = step_sums[0], step_sums[1:3]
+    ln_c_step, peep_step = step_sums[3:5, :hidden], step_sums[5:8, :hidden]
     last = lengths[order[0]]
     n = 0
     for step in range(last - 1, -1, -1):
@@ -429,7 +452,9 @@ def lstm_backward_loop(
         k_ahead = last - 1 - ahead if reverse else ahead
         for field in fields:
             prefetch_block(field, k_ahead)
-        prefetch_block(grad_hh, k_ahead)
+        if shared:
+            prefetch_block(grad_hh, k_ahead)
+        grad_hh_step = grad_hh[k] if shared else grad_hh[0]  # (B, 4H): dL/d(W_hh s)
         grad_h_hat_step = grad_h_hat[k] if proj else grad_u  # (B, P): dL/dh_hat
         for i in range(n):
             b = order[i]
@@ -454,7 +479,7 @@ def lstm_backward_loop(
             grad_u_row, grad_c_row = grad_u[i], grad_c[i]
             i_f_row, g_row, o_row, y_row = i_f[k, i], g[k, i], o[k, i], tanh_c[k, i]
             c_prev_row, c_hat_row = c_prev[k, i], c_hat[k, i]
-            grad = grad_gates if layer_norm else grad_hh[k, i]  # dL/da
+            grad = grad_gates if layer_norm else grad_hh_step[i]  # dL/da
             grad_i, grad_f = grad[:hidden], grad[hidden : 2 * hidden]
             grad_g, grad_o = grad[2 * hidden : 3 * hidden], grad[3 * hidden :]
             i_row, f_row = i_f_row[:hidden], i_f_row[hidden:]
@@ -464,10 +489,10 @@ def lstm_backward_loop(
                 grad_o[j] = grad_u_row[j] * tanh_y * o_ * (one - o_)
             if layer_norm:
                 for j in range(hidden):
-                    grad_ln_c[1, j] += scratch[j]
+                    ln_c_step[1, j] += scratch[j]
                 layer_norm_backward(
                     scratch[:hidden], c_norm[k, i], zeros, ones, ln_c_gain, stats[k, i, 4:5],
-                    grad_ln_c[0], grad_c_hat,
+                    ln_c_step[0], grad_c_hat,
                 )  # fmt: skip
             else:
                 copy_(scratch, grad_c_hat)
@@ -484,7 +509,7 @@ def lstm_backward_loop(
             if peep:  # through o's peephole
                 for j in range(hidden):
                     grad_c_hat[j] += grad_o[j] * peephole[2, j]
-                    grad_peephole[2, j] += grad_o[j] * c_hat_row[j]
+                    peep_step[2, j] += grad_o[j] * c_hat_row[j]
             for j in range(hidden):  # through c_hat = f * c_{t-1} + i * g
                 dc = grad_c_hat[j]
                 i_, f, g_ = i_row[j], f_row[j], g_row[j]
@@ -495,23 +520,32 @@ def lstm_backward_loop(
             if peep:  # through i's and f's peepholes
                 for j in range(hidden):
                     grad_c_row[j] += grad_i[j] * peephole[0, j] + grad_f[j] * peephole[1, j]
-                    grad_peephole[0, j] += grad_i[j] * c_prev_row[j]
-                    grad_peephole[1, j] += grad_f[j] * c_prev_row[j]
+                    peep_step[0, j] += grad_i[j] * c_prev_row[j]
+                    peep_step[1, j] += grad_f[j] * c_prev_row[j]
             for j in range(4 * hidden):
-                grad_bias[j] += grad[j]
+                bias_step[j] += grad[j]
             if layer_norm:  # through a^h = LN_h(W_hh s) + b_hh and a^x = LN_x(W_ih x) + b_ih
                 r = stats[k, i]
                 layer_norm_backward(
-                    grad, hh_norm[k, i], zeros, ones, ln_hh_gain, r[:4], grad_ln_gains[1],
-                    grad_hh[k, i],
+                    grad, hh_norm[k, i], zeros, ones, ln_hh_gain, r[:4], gains_step[1],
+                    grad_hh_step[i],
                 )  # fmt: skip
                 layer_norm_backward(  # normalising W_ih x again as the forward pass did
-                    grad, x_proj[t, b], r[9:], r[5:9], ln_ih_gain, r[5:9], grad_ln_gains[0],
+                    grad, x_proj[t, b], r[9:], r[5:9], ln_ih_gain, r[5:9], gains_step[0],
                     grad_x_proj[t, b],
                 )  # fmt: skip
             elif not shared:
                 grad_x_proj[t, b] = grad
-        product_prefix(weight_hh_t, blas_hh, grad_hh[k], n, grad_s, identity)
+        add_sums(bias_step, grad_bias)
+        if layer_norm:
+            for r_ in range(2):
+                add_sums(gains_step[r_], grad_ln_gains[r_])
+                add_sums(ln_c_step[r_], grad_ln_c[r_])
+        if peep:
+            for r_ in range(3):
+                add_sums(peep_step[r_], grad_peephole[r_])
+        add_outer_products(s_tape[k], n, grad_hh_step, grad_w_hh_t)
+        product_prefix(weight_hh_t, blas_hh, grad_hh_step, n, grad_s, identity)
         if not into_h:
             for i in range(n):
                 grad_h_row, grad_s_row = grad_h[i], grad_s[i]
@@ -530,6 +564,7 @@ def lstm_backward_loop(
     alive(grad_gates_own)
     alive(zeros_own)
     alive(ones_own)
+    alive(step_sums_own)
     return unsort(grad_h_own, order), unsort(grad_c_own, order)
 
 
@@ -566,8 +601,8 @@ def lstm_forward(static: Static, tensors: tuple, save: bool) -> tuple[tuple, Ten
 
 def lstm_backward(static: Static, tensors: tuple, saved: tuple, grads: tuple) -> list:
     """The gradients of `lstm_forward`'s tensors, from the upstream (grad_output, grad_h_n,
-    grad_c_n) and `saved` = (outputs..., tape). Those of the parameters that are vectors are
-    the loop's sums; the matrices' are one product each over all steps and sequences."""
+    grad_c_n) and `saved` = (outputs..., tape). Those of the parameters that are vectors, and
+    W_hh's, are the loop's sums; W_hr's is one product over all steps and sequences."""
     x_proj, h0, c0, weight_hh, _, _, ln_ih_g, _, ln_hh_g, _, w_ci, w_cf, w_co, ln_c_g, _, w_hr = (
         tensors
     )
@@ -579,8 +614,9 @@ def lstm_backward(static: Static, tensors: tuple, saved: tuple, grads: tuple) ->
     off = x_proj.new_empty(0, 0, 0)  # an output the loop does not write
     grad_x_proj = new(steps, batch, 4 * hidden)
     shared = not layer_norm and not static.padded  # dL/d(W_hh s) is grad_x_proj
-    grad_hh = off if shared else new(steps, batch, 4 * hidden)  # in the tape's layout
+    grad_hh = off if shared else new(1, batch, 4 * hidden)  # a step's dL/d(W_hh s)
     grad_h_hat = new(steps, batch, out_size) if w_hr is not None else off  # the tape's layout
+    grad_w_hh_t = x_proj.new_zeros(out_size, 4 * hidden)  # dL/dW_hh.T, summed by the loop
     sums = {  # the loop's float64 sums of the vectors' gradients
         "bias": torch.zeros(4 * hidden, dtype=torch.float64),  # dL/da
         "ln_gains": torch.zeros(2, 4 * hidden, dtype=torch.float64),  # LN_x's|LN_h's
@@ -596,7 +632,7 @@ def lstm_backward(static: Static, tensors: tuple, saved: tuple, grads: tuple) ->
         optional_view(static.h_mask, 2, x_proj), optional_view(static.zone_h, 3, x_proj),
         optional_view(static.zone_c, 3, x_proj), tape.numpy(), static.lengths, static.order,
         static.reverse, grad_x_proj.numpy(), grad_hh.numpy(), grad_h_hat.numpy(),
-        *(total.numpy() for total in sums.values()),
+        *(total.numpy() for total in sums.values()), grad_w_hh_t.numpy(),
     )  # fmt: skip
     grad_bias, grad_ln_gains, grad_ln_c, grad_peephole = (
         total.to(x_proj.dtype) for total in sums.values()
@@ -606,9 +642,7 @@ def lstm_backward(static: Static, tensors: tuple, saved: tuple, grads: tuple) ->
             TAPE_FIELDS, tape_fields(tape.numpy(), batch, hidden, out_size, layer_norm), strict=True
         )
     )
-    s = torch.from_numpy(fields["s"])  # (T, B, P): m * h_{t-1}
-    grad_w_hh = weight_grads(grad_x_proj if shared else grad_hh, s, True, False)[0]
-    result = [grad_x_proj, torch.from_numpy(grad_h0), torch.from_numpy(grad_c0), grad_w_hh]
+    result = [grad_x_proj, torch.from_numpy(grad_h0), torch.from_numpy(grad_c0), grad_w_hh_t.t()]
     result += [grad_bias, grad_bias]  # b_ih, b_hh
     if layer_norm:
         result += [grad_ln_gains[0], grad_bias, grad_ln_gains[1], grad_bias]
