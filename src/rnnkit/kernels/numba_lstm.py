@@ -102,7 +102,7 @@ def tape_fields(tape, batch, hidden, out_size, layer_norm):
 
 @jit_inline
 def _finish_moments(shift, total, squares, inv_size, eps, mean, mean_at, rstd, rstd_at):
-    """mean[mean_at] and rstd[rstd_at] from the float64 sums of d = v - shift over a group."""
+    """mean[mean_at] and rstd[rstd_at] from the sums of d = v - shift over a group."""
     mean_d = total * inv_size
     mean[mean_at] = shift + mean_d
     # 1 / sqrt in rstd's own dtype: for float32, a shorter chain of latencies per group
@@ -132,16 +132,17 @@ def group_moments(v, groups, mean, mean_at, rstd, rstd_at, eps):
 @jit_inline
 def gate_moments(v, mean, mean_at, rstd, rstd_at, eps):
     """`group_moments` of v (4H,)'s four gate groups in one pass over j: the groups' sums are
-    four independent chains, where one group after the other waits on each group's sums."""
+    four independent chains, where one group after the other waits on each group's sums. Summed
+    in v's dtype over as many vector lanes as it has (float64 sums, for float32 a conversion of
+    every number, took 4-5% more of the loop's time for no error measurable at the output)."""
     size = len(v) // 4
-    s0, s1 = np.float64(v[0]), np.float64(v[size])
-    s2, s3 = np.float64(v[2 * size]), np.float64(v[3 * size])
-    t0 = t1 = t2 = t3 = q0 = q1 = q2 = q3 = 0.0
+    s0, s1, s2, s3 = v[0], v[size], v[2 * size], v[3 * size]
+    t0 = t1 = t2 = t3 = q0 = q1 = q2 = q3 = v.dtype.type(0)
     for j in range(size):
-        d0 = np.float64(v[j]) - s0
-        d1 = np.float64(v[offset(size, j)]) - s1
-        d2 = np.float64(v[offset(2 * size, j)]) - s2
-        d3 = np.float64(v[offset(3 * size, j)]) - s3
+        d0 = v[j] - s0
+        d1 = v[offset(size, j)] - s1
+        d2 = v[offset(2 * size, j)] - s2
+        d3 = v[offset(3 * size, j)] - s3
         t0 += d0
         t1 += d1
         t2 += d2
