@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit import Variant, VariantGRUCell, bench, kernels
-from rnnkit.kernels import _numba_products, _onednn, dispatch
+from rnnkit.kernels import _numba_products, _onednn, dispatch, numba_lstm
 from rnnkit.variants import zoneout_draws
 
 F64 = torch.float64
@@ -144,6 +144,7 @@ def cases(draw):
         "packed": lengths is not None and draw(st.booleans()),
         "training": draw(st.booleans()),
         "route": draw(st.sampled_from(ROUTES)),  # the per-step products' route
+        "w_hh_in_loop": draw(st.booleans()),  # the LSTM loop sums dL/dW_hh, or torch's product
         "seed": draw(st.integers(0, 2**16)),
     }
 
@@ -176,7 +177,8 @@ def test_compiled_variants_equal_the_reference_loop(case):
     torch.manual_seed(case["seed"])
     x = torch.randn(case["steps"], case["batch"], case["options"]["input_size"], dtype=F64)
     hx = initial_state(layers[0], case["batch"], F64)
-    with products(case["route"]):
+    in_loop = (2**62, 1) if case["w_hh_in_loop"] else (0, 2**62)  # `sums_w_hh_in_loop`
+    with products(case["route"]), mock.patch.object(numba_lstm, "SUMS_W_HH_IN_LOOP", in_loop):
         assert_routes_equal(
             layers, x.requires_grad_(), hx, case["lengths"], case["packed"], case["seed"]
         )
@@ -222,8 +224,6 @@ def test_the_gates_layer_norm_moments_in_one_pass_equal_torchs(dtype, size):
     """`gate_moments` (the four gate groups' sums in one pass) gives each group's mean and
     1 / sqrt(var + eps) as `group_moments` and as torch's float64 layer norm, on values far
     from zero (where E[v^2] - E[v]^2 without a shift would cancel)."""
-    from rnnkit.kernels import numba_lstm
-
     generator = np.random.default_rng(3)
     v = 1000 + generator.standard_normal(4 * size) * np.array([1, 1e-2, 10, 1]).repeat(size)
     v = v.astype(dtype)

@@ -380,18 +380,19 @@ def lstm_backward_loop(
 ):  # fmt: skip
     """Backpropagate through time from the forward pass's x_proj (T, B, 4H) = W_ih x and
     tape; fill grad_x_proj (T, B, 4H) = dL/d(W_ih x) and, with a projection, grad_h_hat
-    (T, B, P) = dL/dh_hat in the tape's layout (step k, row i; else empty). grad_hh (1, B, 4H)
-    is a step's scratch for dL/d(W_hh s), or empty where that is grad_x_proj itself: without
-    layer norm dL/d(W_hh s) = dL/da = dL/d(W_ih x), and without padding the tape's layout is
-    x_proj's. Add the sums over steps and sequences of the small parameters' gradients
-    (float64; each step's sum over its sequences in the arrays' dtype) to grad_bias (4H,) =
-    dL/da (b_ih's, b_hh's and both LN shifts'), grad_ln_gains (2, 4H) LN_x's|LN_h's gains',
-    grad_ln_c (2, H) gain|shift and grad_peephole (3, H); and to grad_w_hh_t (P, 4H)
+    (T, B, P) = dL/dh_hat in the tape's layout (step k, row i; else empty). grad_hh is
+    dL/d(W_hh s) in the tape's layout, (T, B, 4H), or (1, B, 4H), a step's scratch, where the
+    loop sums dL/dW_hh itself; empty where it is grad_x_proj: without layer norm
+    dL/d(W_hh s) = dL/da = dL/d(W_ih x), and without padding the tape's layout is x_proj's.
+    Add the sums over steps and sequences of the small parameters' gradients (float64; each
+    step's sum over its sequences in the arrays' dtype) to grad_bias (4H,) = dL/da (b_ih's,
+    b_hh's and both LN shifts'), grad_ln_gains (2, 4H) LN_x's|LN_h's gains', grad_ln_c (2, H)
+    gain|shift and grad_peephole (3, H); and, unless it is empty, to grad_w_hh_t (P, 4H)
     dL/dW_hh.T, the sum of s outer dL/d(W_hh s) over the steps' rows, a step at a time
-    (`add_outer_products`). weight_hh_t is W_hh.T (P, 4H) and weight_hr_t W_hr.T (H, P) as
-    `product_operand` gives them for `blas_hh`, `blas_hr`; ln_ih_gain, ln_hh_gain (4H,) and
-    ln_c_gain (H,) are LN's gains. Returns (dL/dh0, dL/dc0). The carried gradients live in
-    `order`, as the states in `lstm_forward_loop`."""
+    (`add_outer_products`, `SUMS_W_HH_IN_LOOP`). weight_hh_t is W_hh.T (P, 4H) and
+    weight_hr_t W_hr.T (H, P) as `product_operand` gives them for `blas_hh`, `blas_hr`;
+    ln_ih_gain, ln_hh_gain (4H,) and ln_c_gain (H,) are LN's gains. Returns (dL/dh0, dL/dc0).
+    The carried gradients live in `order`, as the states in `lstm_forward_loop`."""
     batch, out_size = grad_h_n.shape
     hidden = grad_c_n.shape[1]
     layer_norm, peep = ln_hh_gain.shape[0] > 0, peephole.shape[0] > 0
@@ -453,9 +454,8 @@ def lstm_backward_loop(
         k_ahead = last - 1 - ahead if reverse else ahead
         for field in fields:
             prefetch_block(field, k_ahead)
-        if shared:
-            prefetch_block(grad_hh, k_ahead)
-        grad_hh_step = grad_hh[k] if shared else grad_hh[0]  # (B, 4H): dL/d(W_hh s)
+        prefetch_block(grad_hh, k_ahead)
+        grad_hh_step = grad_hh[k] if grad_hh.shape[0] > 1 else grad_hh[0]  # (B, 4H)
         grad_h_hat_step = grad_h_hat[k] if proj else grad_u  # (B, P): dL/dh_hat
         for i in range(n):
             b = order[i]
@@ -545,7 +545,8 @@ def lstm_backward_loop(
         if peep:
             for r_ in range(3):
                 add_sums(peep_step[r_], grad_peephole[r_])
-        add_outer_products(s_tape[k], n, grad_hh_step, grad_w_hh_t)
+        if grad_w_hh_t.shape[0] > 0:
+            add_outer_products(s_tape[k], n, grad_hh_step, grad_w_hh_t)
         product_prefix(weight_hh_t, blas_hh, grad_hh_step, n, grad_s, identity)
         if not into_h:
             for i in range(n):
@@ -567,6 +568,20 @@ def lstm_backward_loop(
     alive(ones_own)
     alive(step_sums_own)
     return unsort(grad_h_own, order), unsort(grad_c_own, order)
+
+
+# dL/dW_hh summed in the backward loop, a step's rows at a time, where W_hh is at most this
+# many bytes and a step has this many sequences: each step reads and writes all of the sum, so
+# it must stay in the processor's nearest caches and have rows enough to add. At B = 8,
+# H = 64 (64 KiB) it took 1.1 ms of the loop against 2.0 for oneDNN's product over the tape
+# with its transposed copy; at H = 128 and more, or a sequence or two, it took longer.
+SUMS_W_HH_IN_LOOP = (64 * 1024, 8)
+
+
+def sums_w_hh_in_loop(batch: int, out_size: int, hidden: int, itemsize: int) -> bool:
+    """Whether the backward loop sums dL/dW_hh itself (`SUMS_W_HH_IN_LOOP`)."""
+    most_bytes, least_batch = SUMS_W_HH_IN_LOOP
+    return batch >= least_batch and out_size * 4 * hidden * itemsize <= most_bytes
 
 
 def _peepholes(w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None) -> Tensor | None:
@@ -602,8 +617,9 @@ def lstm_forward(static: Static, tensors: tuple, save: bool) -> tuple[tuple, Ten
 
 def lstm_backward(static: Static, tensors: tuple, saved: tuple, grads: tuple) -> list:
     """The gradients of `lstm_forward`'s tensors, from the upstream (grad_output, grad_h_n,
-    grad_c_n) and `saved` = (outputs..., tape). Those of the parameters that are vectors, and
-    W_hh's, are the loop's sums; W_hr's is one product over all steps and sequences."""
+    grad_c_n) and `saved` = (outputs..., tape). Those of the parameters that are vectors are
+    the loop's sums, and W_hh's where it is small (`sums_w_hh_in_loop`); the other matrices'
+    are one product each over all steps and sequences."""
     x_proj, h0, c0, weight_hh, _, _, ln_ih_g, _, ln_hh_g, _, w_ci, w_cf, w_co, ln_c_g, _, w_hr = (
         tensors
     )
@@ -615,9 +631,10 @@ def lstm_backward(static: Static, tensors: tuple, saved: tuple, grads: tuple) ->
     off = x_proj.new_empty(0, 0, 0)  # an output the loop does not write
     grad_x_proj = new(steps, batch, 4 * hidden)
     shared = not layer_norm and not static.padded  # dL/d(W_hh s) is grad_x_proj
-    grad_hh = off if shared else new(1, batch, 4 * hidden)  # a step's dL/d(W_hh s)
+    in_loop = sums_w_hh_in_loop(batch, out_size, hidden, x_proj.element_size())
+    grad_hh = off if shared else new(1 if in_loop else steps, batch, 4 * hidden)
     grad_h_hat = new(steps, batch, out_size) if w_hr is not None else off  # the tape's layout
-    grad_w_hh_t = x_proj.new_zeros(out_size, 4 * hidden)  # dL/dW_hh.T, summed by the loop
+    grad_w_hh_t = x_proj.new_zeros(out_size, 4 * hidden) if in_loop else x_proj.new_zeros(0, 0)
     sums = {  # the loop's float64 sums of the vectors' gradients
         "bias": torch.zeros(4 * hidden, dtype=torch.float64),  # dL/da
         "ln_gains": torch.zeros(2, 4 * hidden, dtype=torch.float64),  # LN_x's|LN_h's
@@ -643,7 +660,12 @@ def lstm_backward(static: Static, tensors: tuple, saved: tuple, grads: tuple) ->
             TAPE_FIELDS, tape_fields(tape.numpy(), batch, hidden, out_size, layer_norm), strict=True
         )
     )
-    result = [grad_x_proj, torch.from_numpy(grad_h0), torch.from_numpy(grad_c0), grad_w_hh_t.t()]
+    if in_loop:
+        grad_w_hh = grad_w_hh_t.t()
+    else:
+        s = torch.from_numpy(fields["s"])  # (T, B, P): m * h_{t-1}
+        grad_w_hh = weight_grads(grad_x_proj if shared else grad_hh, s, True, False)[0]
+    result = [grad_x_proj, torch.from_numpy(grad_h0), torch.from_numpy(grad_c0), grad_w_hh]
     result += [grad_bias, grad_bias]  # b_ih, b_hh
     if layer_norm:
         result += [grad_ln_gains[0], grad_bias, grad_ln_gains[1], grad_bias]
