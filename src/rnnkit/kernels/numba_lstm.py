@@ -276,6 +276,11 @@ def lstm_forward_loop(
     h_hat_own = np.zeros_like(h) if zoned_h else h  # (B, P): W_hr u
     u_own = np.zeros((batch, hidden), dtype=dtype) if proj else h_hat_own  # (B, H): o * tanh(..)
     h_hat, u = unowned(h_hat_own), unowned(u_own)  # u: o * tanh(LN_c(c_hat))
+    # the fields the nonlinearities run over, flat: a step's rows are one run of them, reached
+    # by offsets (a reshape of the step's block each step calls into Numba's runtime)
+    i_f_flat, g_flat, o_flat = i_f.reshape(-1), g.reshape(-1), o.reshape(-1)
+    y_flat = tanh_c.reshape(-1)
+    u_flat = u.reshape(-1)
     last = lengths[order[0]]
     n = batch
     for step in range(last):
@@ -314,8 +319,9 @@ def lstm_forward_loop(
                 for j in range(hidden):
                     i_row[j] += w_ci[j] * c_row[j]
                     f_row[j] += w_cf[j] * c_row[j]
-        sigmoid_(i_f[k].reshape(-1), 0, n * 2 * hidden)
-        tanh_(g[k].reshape(-1), 0, n * hidden)
+        at = k * batch * hidden  # step k's first number in a field of width H
+        sigmoid_(i_f_flat, 2 * at, 2 * (at + n * hidden))
+        tanh_(g_flat, at, at + n * hidden)
         if save:
             copy_rows(c, c_prev[k], n)
         for i in range(n):
@@ -345,11 +351,10 @@ def lstm_forward_loop(
                     c_row[j] = (one - d) * c_hat_row[j] + d * c_row[j]
             else:
                 copy_(c_hat_row, c_row)
-        sigmoid_(o[k].reshape(-1), 0, n * hidden)
-        tanh_(tanh_c[k].reshape(-1), 0, n * hidden)
-        o_flat, y_flat, u_flat = o[k].reshape(-1), tanh_c[k].reshape(-1), u.reshape(-1)
+        sigmoid_(o_flat, at, at + n * hidden)
+        tanh_(y_flat, at, at + n * hidden)
         for j in range(n * hidden):
-            u_flat[j] = o_flat[j] * y_flat[j]
+            u_flat[j] = o_flat[offset(at, j)] * y_flat[offset(at, j)]
         if proj:
             product_prefix(weight_hr, blas_hr, u, n, h_hat, identity)
         for i in range(n):
