@@ -490,12 +490,14 @@ class Recurrent(nn.Module):
             x.requires_grad or any(p.requires_grad for p in self.parameters())
         ):
             return None
+        kind = self._compiled_step_kind()
+        if kind is None:
+            return None
         cells = self._modules["cells"]  # not `self.cells`: `_TorchLayout.__getattr__` costs 1 us
         cached = self.__dict__.get("_compiled")
-        if cached is not None and cached.uses(cells):
+        if cached is not None and cached.kind == kind and cached.uses(cells):
             return cached
-        kind = self._compiled_step_kind()
-        if kind is None or not seqs.numba_can_read(x):
+        if not seqs.numba_can_read(x):
             return None
         from rnnkit.kernels.numba_step import StackStep  # imports Numba: not at import time
 

@@ -446,7 +446,7 @@ class StackStep:
     """
 
     def __init__(self, cells: Sequence[torch.nn.Module], kind: str):
-        self.cells = tuple(cells)
+        self.cells, self.kind = tuple(cells), kind
         self.steps, self.kernel, names, self.sizes = _plan(kind, cells)
         self.parts = len(self.sizes)  # state tensors: (h, c) or h
         self.dtype = self.steps[0].dtype
