@@ -9,6 +9,8 @@ keeps R * 2 vectors of sums in registers while it walks the inner dimension k: p
 one row of the panel (two vectors) and broadcasts each row's v[r, k], two fused multiply-adds
 per row. Numba has no vector types, so the tile is written in LLVM IR (`_tile`, a Numba
 intrinsic; `llvm.fma` on <16 x float> or <8 x double> with AVX-512, half that width without).
+The same tiles with sums that start from the output add outer products to a weight gradient,
+a step's rows at a time (`add_outer_products`).
 
 Measured (one thread, float32, the product alone in a loop): on Zen 4, whose AVX-512 units
 split each 512-bit operation in two, 104-111 GFLOP/s at B = 8-64 rows by a 256 x 64 to

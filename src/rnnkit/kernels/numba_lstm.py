@@ -544,12 +544,12 @@ def lstm_backward_loop(
                 grad_x_proj[t, b] = grad
         add_sums(bias_step, grad_bias)
         if layer_norm:
-            for r_ in range(2):
-                add_sums(gains_step[r_], grad_ln_gains[r_])
-                add_sums(ln_c_step[r_], grad_ln_c[r_])
+            for part in range(2):
+                add_sums(gains_step[part], grad_ln_gains[part])
+                add_sums(ln_c_step[part], grad_ln_c[part])
         if peep:
-            for r_ in range(3):
-                add_sums(peep_step[r_], grad_peephole[r_])
+            for part in range(3):
+                add_sums(peep_step[part], grad_peephole[part])
         if grad_w_hh_t.shape[0] > 0:
             add_outer_products(s_tape[k], n, grad_hh_step, grad_w_hh_t)
         product_prefix(weight_hh_t, blas_hh, grad_hh_step, n, grad_s, identity)
