@@ -330,13 +330,15 @@ def test_the_packed_tiles_at_the_vector_widths_of_other_hosts(tmp_path, host, wi
 def test_outer_products_add_up_as_a_float64_product(dtype, rows, n_out, n_cols, batch):
     """`add_outer_products(v, n, m, out)` adds v[:n].T @ m[:n] to out: whole panels of columns
     by the register tiles (out's rows in tiles of 8, 4, 2, 1), the columns past the last panel
-    by the plain loop; rows past n and the padding beside each row untouched and unread."""
+    by the plain loop; NaN in the rows past n and beside each row (never read) stays out."""
     from rnnkit.kernels._numba_gemm import add_outer_products
 
     rng = np.random.default_rng(rows * 100 + n_cols)
-    vectors = rng.standard_normal((batch, n_out + 3)).astype(dtype)[:, :n_out]  # strided rows
-    matrix = rng.standard_normal((batch, n_cols + 5)).astype(dtype)[:, :n_cols]
-    vectors[rows:], matrix[rows:] = np.nan, np.nan  # rows the call must not read
+    vectors_padded = rng.standard_normal((batch, n_out + 3)).astype(dtype)
+    matrix_padded = rng.standard_normal((batch, n_cols + 5)).astype(dtype)
+    vectors_padded[:, n_out:], matrix_padded[:, n_cols:] = np.nan, np.nan  # beside each row
+    vectors, matrix = vectors_padded[:, :n_out], matrix_padded[:, :n_cols]  # strided rows
+    vectors[rows:], matrix[rows:] = np.nan, np.nan  # rows past n
     out = rng.standard_normal((n_out, n_cols)).astype(dtype)
     expected = out.astype(np.float64) + vectors[:rows].T.astype(np.float64) @ matrix[:rows]
     add_outer_products(vectors, rows, matrix, out)
