@@ -71,7 +71,8 @@ def _make_tile(rows: int, accumulate: bool = False):
     out_at, out_stride): out[out_at + r * out_stride + c] = (with `accumulate`, +=) the sum over
     k < inner of v[v_at + r * v_stride + k * v_k_stride] * panels[w_at + k * w_stride + c], for
     r < rows and c < W, on the flat data of three C-contiguous arrays of one float dtype
-    (offsets and strides in elements)."""
+    (offsets and strides in elements). Without `accumulate` the panels are packed ones:
+    v_k_stride and w_stride are taken as 1 and W, constants in the code."""
 
     @intrinsic
     def tile(typingctx, v, v_at, v_stride, v_k_stride, panels, w_at, w_stride, inner, out,
@@ -96,6 +97,9 @@ def _make_tile(rows: int, accumulate: bool = False):
             scalar = context.get_value_type(dtype)
             vector = ir.VectorType(scalar, lanes)
             index = ir.IntType(64)
+            if not accumulate:  # packed panels: the strides are constants (a few % at B = 8)
+                v_k_stride = ir.Constant(index, 1)
+                w_stride = ir.Constant(index, PANEL_VECTORS * lanes)
             fma = cgutils.get_or_insert_function(
                 builder.module,
                 ir.FunctionType(vector, [vector] * 3),
