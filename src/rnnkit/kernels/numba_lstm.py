@@ -196,37 +196,26 @@ def layer_norm_backward(grad, v, mean, scale, gain, rstd, grad_gain, out):
     """out = dL/dv through y = normed * gain + shift from grad = dL/dy, per group k of
     len(rstd): normed = (v - mean[k]) * scale[k] (LN's normalised v; mean 0 and scale 1 where
     v is that already) and dL/dv = rstd[k] * (q - mean(q) - normed * mean(q * normed)) with
-    q = grad * gain. Add grad * normed to grad_gain (one step's sum, `add_sums`). The group's
-    two means are summed in the arrays' dtype, over as many vector lanes as it has."""
+    q = grad * gain. Add grad * normed to grad_gain (float64)."""
     size = len(v) // len(rstd)
-    zero = out.dtype.type(0)
     for k in range(len(rstd)):
         start = k * size
         mean_k, scale_k = mean[k], scale[k]
-        sum_q = zero
-        sum_qn = zero
+        mean_q = 0.0
+        mean_qn = 0.0
         for j in range(size):
             u = offset(start, j)
             normed = (v[u] - mean_k) * scale_k
             grad_gain[u] += grad[u] * normed
             q = grad[u] * gain[u]
-            sum_q += q
-            sum_qn += q * normed
-        mean_q_k = sum_q / size
-        mean_qn_k = sum_qn / size
+            mean_q += q
+            mean_qn += q * normed
+        mean_q_k = out.dtype.type(mean_q / size)
+        mean_qn_k = out.dtype.type(mean_qn / size)
         rstd_k = rstd[k]
         for j in range(size):
             u = offset(start, j)
             out[u] = rstd_k * (grad[u] * gain[u] - mean_q_k - (v[u] - mean_k) * scale_k * mean_qn_k)
-
-
-@jit_inline
-def add_sums(step, total):
-    """total += step (float64) and step = 0, both 1-D: a step's sums of a vector's gradient
-    over its sequences, kept in the arrays' dtype, into the sums over the whole sequence."""
-    for j in range(len(step)):
-        total[j] += step[j]
-        step[j] = 0
 
 
 @jit
@@ -389,15 +378,15 @@ def lstm_backward_loop(
     dL/d(W_hh s) in the tape's layout, (T, B, 4H), or (1, B, 4H), a step's scratch, where the
     loop sums dL/dW_hh itself; empty where it is grad_x_proj: without layer norm
     dL/d(W_hh s) = dL/da = dL/d(W_ih x), and without padding the tape's layout is x_proj's.
-    Add the sums over steps and sequences of the small parameters' gradients (float64; each
-    step's sum over its sequences in the arrays' dtype) to grad_bias (4H,) = dL/da (b_ih's,
-    b_hh's and both LN shifts'), grad_ln_gains (2, 4H) LN_x's|LN_h's gains', grad_ln_c (2, H)
-    gain|shift and grad_peephole (3, H); and, unless it is empty, to grad_w_hh_t (P, 4H)
-    dL/dW_hh.T, the sum of s outer dL/d(W_hh s) over the steps' rows, a step at a time
-    (`add_outer_products`, `SUMS_W_HH_IN_LOOP`). weight_hh_t is W_hh.T (P, 4H) and
-    weight_hr_t W_hr.T (H, P) as `product_operand` gives them for `blas_hh`, `blas_hr`;
-    ln_ih_gain, ln_hh_gain (4H,) and ln_c_gain (H,) are LN's gains. Returns (dL/dh0, dL/dc0).
-    The carried gradients live in `order`, as the states in `lstm_forward_loop`."""
+    Add the sums over steps and sequences of the small parameters' gradients (float64) to
+    grad_bias (4H,) = dL/da (b_ih's, b_hh's and both LN shifts'), grad_ln_gains (2, 4H)
+    LN_x's|LN_h's gains', grad_ln_c (2, H) gain|shift and grad_peephole (3, H); and, unless it
+    is empty, to grad_w_hh_t (P, 4H) dL/dW_hh.T, the sum of s outer dL/d(W_hh s) over the
+    steps' rows, a step at a time (`add_outer_products`, `SUMS_W_HH_IN_LOOP`). weight_hh_t is
+    W_hh.T (P, 4H) and weight_hr_t W_hr.T (H, P) as `product_operand` gives them for
+    `blas_hh`, `blas_hr`; ln_ih_gain, ln_hh_gain (4H,) and ln_c_gain (H,) are LN's gains.
+    Returns (dL/dh0, dL/dc0). The carried gradients live in `order`, as the states in
+    `lstm_forward_loop`."""
     batch, out_size = grad_h_n.shape
     hidden = grad_c_n.shape[1]
     layer_norm, peep = ln_hh_gain.shape[0] > 0, peephole.shape[0] > 0
@@ -432,18 +421,11 @@ def lstm_backward_loop(
     grad_c_hat_own = np.zeros(hidden, dtype=dtype)  # dL/dc_hat of one sequence
     grad_gates_own = np.zeros(4 * hidden, dtype=dtype)  # dL/da of one sequence, with layer norm
     zeros_own, ones_own = np.zeros(4, dtype=dtype), np.ones(4, dtype=dtype)  # normalise the normed
-    # one step's sums of the vectors' gradients over its sequences, in the arrays' dtype (added
-    # to the float64 totals after each step: `add_sums`): dL/da, LN_x's and LN_h's gains (4H
-    # each), LN_c's gain and shift, the three peepholes (H each)
-    step_sums_own = np.zeros((8, 4 * hidden), dtype=dtype)
     # unowned as the arguments (kept until the loop ends: `alive`)
     grad_h, grad_c, grad_u = unowned(grad_h_own), unowned(grad_c_own), unowned(grad_u_own)
     grad_s, scratch, grad_gates = unowned(grad_s_own), unowned(scratch_own), unowned(grad_gates_own)
     identity, grad_c_hat = unowned(identity_own), unowned(grad_c_hat_own)
     zeros, ones = unowned(zeros_own), unowned(ones_own)
-    step_sums = unowned(step_sums_own)
-    bias_step, gains_step = step_sums[0], step_sums[1:3]
-    ln_c_step, peep_step = step_sums[3:5, :hidden], step_sums[5:8, :hidden]
     last = lengths[order[0]]
     n = 0
     for step in range(last - 1, -1, -1):
@@ -495,10 +477,10 @@ def lstm_backward_loop(
                 grad_o[j] = grad_u_row[j] * tanh_y * o_ * (one - o_)
             if layer_norm:
                 for j in range(hidden):
-                    ln_c_step[1, j] += scratch[j]
+                    grad_ln_c[1, j] += scratch[j]
                 layer_norm_backward(
                     scratch[:hidden], c_norm[k, i], zeros, ones, ln_c_gain, stats[k, i, 4:5],
-                    ln_c_step[0], grad_c_hat,
+                    grad_ln_c[0], grad_c_hat,
                 )  # fmt: skip
             else:
                 copy_(scratch, grad_c_hat)
@@ -515,7 +497,7 @@ def lstm_backward_loop(
             if peep:  # through o's peephole
                 for j in range(hidden):
                     grad_c_hat[j] += grad_o[j] * peephole[2, j]
-                    peep_step[2, j] += grad_o[j] * c_hat_row[j]
+                    grad_peephole[2, j] += grad_o[j] * c_hat_row[j]
             for j in range(hidden):  # through c_hat = f * c_{t-1} + i * g
                 dc = grad_c_hat[j]
                 i_, f, g_ = i_row[j], f_row[j], g_row[j]
@@ -526,30 +508,22 @@ def lstm_backward_loop(
             if peep:  # through i's and f's peepholes
                 for j in range(hidden):
                     grad_c_row[j] += grad_i[j] * peephole[0, j] + grad_f[j] * peephole[1, j]
-                    peep_step[0, j] += grad_i[j] * c_prev_row[j]
-                    peep_step[1, j] += grad_f[j] * c_prev_row[j]
+                    grad_peephole[0, j] += grad_i[j] * c_prev_row[j]
+                    grad_peephole[1, j] += grad_f[j] * c_prev_row[j]
             for j in range(4 * hidden):
-                bias_step[j] += grad[j]
+                grad_bias[j] += grad[j]
             if layer_norm:  # through a^h = LN_h(W_hh s) + b_hh and a^x = LN_x(W_ih x) + b_ih
                 r = stats[k, i]
                 layer_norm_backward(
-                    grad, hh_norm[k, i], zeros, ones, ln_hh_gain, r[:4], gains_step[1],
+                    grad, hh_norm[k, i], zeros, ones, ln_hh_gain, r[:4], grad_ln_gains[1],
                     grad_hh_step[i],
                 )  # fmt: skip
                 layer_norm_backward(  # normalising W_ih x again as the forward pass did
-                    grad, x_proj[t, b], r[9:], r[5:9], ln_ih_gain, r[5:9], gains_step[0],
+                    grad, x_proj[t, b], r[9:], r[5:9], ln_ih_gain, r[5:9], grad_ln_gains[0],
                     grad_x_proj[t, b],
                 )  # fmt: skip
             elif not shared:
                 grad_x_proj[t, b] = grad
-        add_sums(bias_step, grad_bias)
-        if layer_norm:
-            for part in range(2):
-                add_sums(gains_step[part], grad_ln_gains[part])
-                add_sums(ln_c_step[part], grad_ln_c[part])
-        if peep:
-            for part in range(3):
-                add_sums(peep_step[part], grad_peephole[part])
         if grad_w_hh_t.shape[0] > 0:
             add_outer_products(s_tape[k], n, grad_hh_step, grad_w_hh_t)
         product_prefix(weight_hh_t, blas_hh, grad_hh_step, n, grad_s, identity)
@@ -571,7 +545,6 @@ def lstm_backward_loop(
     alive(grad_gates_own)
     alive(zeros_own)
     alive(ones_own)
-    alive(step_sums_own)
     return unsort(grad_h_own, order), unsort(grad_c_own, order)
 
 
