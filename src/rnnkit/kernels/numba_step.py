@@ -19,7 +19,7 @@ Equations as torch.nn.LSTMCell (gates i|f|g|o) and torch.nn.GRUCell (gates r|z|n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -483,15 +483,11 @@ class StackStep:
         parts = state if isinstance(state, tuple) else (state,)
         arrays = recorded_arrays(x, parts, self._last, self.dtype)  # the state returned last
         if arrays is None:
-            batch = self._batch(x)
-            if batch is None:
-                return None
-            arrays = self._state_arrays(parts, self._state_shapes(batch))
+            arrays = self._checked_arrays(x, parts, self._state_arrays)
             if arrays is None:
                 return None
             x = x if x.is_contiguous() else x.contiguous()
-        else:
-            batch = x.shape[0]
+        batch = x.shape[0]
         shapes, dtype = self._state_shapes(batch), self.array_dtype
         if self.parts == 2:
             new = (np.empty(shapes[0], dtype), np.empty(shapes[1], dtype))
@@ -520,12 +516,16 @@ class StackStep:
             self._shapes = (batch, shapes)
         return self._shapes[1]
 
-    def _batch(self, x: Tensor) -> int | None:
-        """x's batch size if x is a batched CPU tensor of the usual dtype and width, else None."""
+    def _checked_arrays(self, x: Tensor, parts: tuple, arrays_of: Callable) -> tuple | None:
+        """`arrays_of(parts, shapes)` (`_state_arrays` or `_writable_arrays`) for x's batch
+        size, where x is a batched CPU tensor of the usual dtype and width; else None. The path
+        of a state that is not the one recorded last."""
         if x.__class__ is not Tensor or x.dim() != 2 or x.dtype != self.dtype or not x.is_cpu:
             return None
         batch, features = x.shape
-        return batch if features == self.input_size and batch > 0 else None
+        if features != self.input_size or batch == 0:
+            return None
+        return arrays_of(parts, self._state_shapes(batch))
 
     def update_(self, x: Tensor, state: Tensor | tuple[Tensor, ...]) -> Tensor | None:
         """One step in place: the new state written into `state`'s tensors (L, B, size), and
@@ -536,10 +536,7 @@ class StackStep:
         parts = state if isinstance(state, tuple) else (state,)
         arrays = recorded_arrays(x, parts, self._in_place, self.dtype)  # the state written last
         if arrays is None:
-            batch = self._batch(x)
-            if batch is None:
-                return None
-            arrays = self._writable_arrays(parts, self._state_shapes(batch))
+            arrays = self._checked_arrays(x, parts, self._writable_arrays)
             if arrays is None:
                 return None
             self._in_place = make_record(parts, arrays, self.input_size)
