@@ -100,3 +100,30 @@ def test_step_input_checked(lstm):
 def test_bad_constructor_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize(
+    "make, option, value",
+    [
+        (lambda: rnnkit.ElmanCell(3, 4), "nonlinearity", "relu"),
+        (lambda: rnnkit.RNN(3, 4, zoneout=0.1).cells[0], "nonlinearity", "relu"),
+        (lambda: rnnkit.LSTM(3, 4, layer_norm=True).cells[0], "variant", rnnkit.Variant()),
+        (lambda: rnnkit.GRU(3, 4, layer_norm=True).cells[0], "layer_norm_eps", 1e-3),
+    ],
+)
+def test_a_built_cells_options_are_fixed(make, option, value):
+    """The layers choose kernels and build streaming steps from these options: changing one on a
+    built cell raises, naming it and how to get the other option, and leaves the cell as it was
+    (which still copies and pickles)."""
+    import copy
+    import pickle
+
+    cell = make().eval()  # zoneout in eval: no draws
+    before = getattr(cell, option)
+    with pytest.raises(AttributeError, match=rf"{option} is fixed when .* is built.*{option}="):
+        setattr(cell, option, value)
+    assert getattr(cell, option) == before
+    for twin in (copy.deepcopy(cell), pickle.loads(pickle.dumps(cell))):
+        assert getattr(twin, option) == before
+        x, state = torch.randn(2, 3), cell.zero_state(2, torch.empty(0))
+        torch.testing.assert_close(twin(x, state), cell(x, state), rtol=0, atol=0)

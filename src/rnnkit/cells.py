@@ -38,6 +38,25 @@ State = Tensor | tuple[Tensor, ...]
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"tanh": torch.tanh, "relu": torch.relu}
 
 
+def fixed_option(name: str, doc: str) -> property:
+    """A constructor option as a read-only attribute (kept as `_<name>`): the layers choose their
+    kernels and build their streaming steps from it, so a built cell that changed it would
+    compute the old option on some routes and the new one on others. Changing it raises."""
+    key = "_" + name
+
+    def get(self: nn.Module) -> object:
+        return self.__dict__[key]
+
+    def refuse(self: nn.Module, value: object) -> None:
+        raise AttributeError(
+            f"{name} is fixed when {type(self).__name__} is built; build a new one with "
+            f"{name}={value!r} and copy the parameters over "
+            "(new.load_state_dict(old.state_dict()))"
+        )
+
+    return property(get, refuse, doc=doc)
+
+
 def _check_size(name: str, value: int, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
@@ -109,6 +128,7 @@ class ElmanCell(_GatedCell):
     """
 
     gates = 1
+    nonlinearity = fixed_option("nonlinearity", "'tanh', 'relu' or the callable f")
 
     def __init__(
         self,
@@ -126,13 +146,16 @@ class ElmanCell(_GatedCell):
                 raise ValueError(
                     f"nonlinearity must be 'tanh', 'relu' or a callable, got {nonlinearity!r}"
                 )
-            self.activation = _ACTIVATIONS[nonlinearity]
-        elif callable(nonlinearity):
-            self.activation = nonlinearity
-        else:
+        elif not callable(nonlinearity):
             raise TypeError(f"nonlinearity must be a str or a callable, got {type(nonlinearity)}")
-        self.nonlinearity = nonlinearity
+        self._nonlinearity = nonlinearity
         self.reset_parameters()
+
+    @property
+    def activation(self) -> Callable[[Tensor], Tensor]:
+        """f: torch.tanh, torch.relu or the callable given."""
+        f = self.nonlinearity
+        return _ACTIVATIONS[f] if isinstance(f, str) else f
 
     def forward(self, x: Tensor, h: Tensor) -> Tensor:
         x_part, h_part = self.gate_inputs(x, h)

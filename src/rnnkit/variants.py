@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit import init as rinit
-from rnnkit.cells import _ACTIVATIONS, State, _check_size, _GatedCell
+from rnnkit.cells import _ACTIVATIONS, State, _check_size, _GatedCell, fixed_option
 
 
 def check_rate(name: str, value: object) -> float:
@@ -149,7 +149,8 @@ class _VariantCell(_GatedCell):
     """What the three variant cells share: projection, LN parameters, the per-sequence draws of
     recurrent dropout and weight drop, and the gate pre-activations built from them."""
 
-    layer_norm_eps = 1e-5  # as torch.nn.LayerNorm
+    variant = fixed_option("variant", "the `Variant` this cell runs")
+    layer_norm_eps = fixed_option("layer_norm_eps", "layer norm's epsilon (torch.nn.LayerNorm's)")
 
     def __init__(
         self,
@@ -171,7 +172,8 @@ class _VariantCell(_GatedCell):
             input_size, hidden_size, bias, proj_size or hidden_size, init, device, dtype
         )
         self.proj_size = proj_size
-        self.variant = variant
+        self._variant = variant
+        self._layer_norm_eps = 1e-5
         factory = {"device": device, "dtype": dtype}
         rows = self.gates * hidden_size
         if proj_size:
@@ -428,6 +430,7 @@ class VariantElmanCell(_VariantCell):
     """
 
     gates = 1
+    nonlinearity = fixed_option("nonlinearity", "'tanh', 'relu' or the callable f")
 
     def __init__(
         self,
@@ -449,9 +452,14 @@ class VariantElmanCell(_VariantCell):
                 f"nonlinearity must be 'tanh', 'relu' or a callable, got {nonlinearity!r}"
             )
         super().__init__(input_size, hidden_size, bias, proj_size, variant, init, device, dtype)
-        self.nonlinearity = nonlinearity
-        self.activation = _ACTIVATIONS.get(nonlinearity, nonlinearity)
+        self._nonlinearity = nonlinearity
         self.reset_parameters()
+
+    @property
+    def activation(self) -> Callable[[Tensor], Tensor]:
+        """f: torch.tanh, torch.relu or the callable given."""
+        f = self.nonlinearity
+        return _ACTIVATIONS[f] if isinstance(f, str) else f
 
     def zero_state(self, batch: int, like: Tensor) -> Tensor:
         return like.new_zeros(batch, self.output_size)
