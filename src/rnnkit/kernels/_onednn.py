@@ -75,10 +75,12 @@ def _onednn_product(grad: Tensor, inputs: Tensor) -> Tensor:
 def summed_outer_products(grad: Tensor, inputs: Tensor) -> Tensor:
     """grad (N, G).T @ inputs (N, K): (G, K), the sum over N rows of grad[n] outer inputs[n];
     through oneDNN for a float32 product of at least 2**21 multiply-adds, else torch's matmul.
-    The result may be a transposed view."""
+    Contiguous, as a parameter's gradient: autograd adds a transposed one into `.grad` by
+    strided reads (0.47 ms at 1024 x 256 against 0.016 for a contiguous one) or copies it when
+    `.grad` is None, so oneDNN's transposed result is copied here once."""
     rows, outer = grad.shape
     if grad.dtype == inputs.dtype and takes(grad.dtype, rows * outer * inputs.shape[1]):
-        return _onednn_product(grad, inputs)
+        return _onednn_product(grad, inputs).contiguous()
     return grad.t() @ inputs
 
 

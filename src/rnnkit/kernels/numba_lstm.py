@@ -639,7 +639,7 @@ def lstm_backward(static: Static, tensors: tuple, saved: tuple, grads: tuple) ->
         )
     )
     if in_loop:
-        grad_w_hh = grad_w_hh_t.t()
+        grad_w_hh = grad_w_hh_t.t().contiguous()  # as `summed_outer_products`
     else:
         s = torch.from_numpy(fields["s"])  # (T, B, P): m * h_{t-1}
         grad_w_hh = weight_grads(grad_x_proj if shared else grad_hh, s, True, False)[0]
