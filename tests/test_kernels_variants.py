@@ -445,6 +445,7 @@ def test_zoneout_draws_are_the_loops_per_step_draws(reverse):
     for t in reversed(range(6)) if reverse else range(6):
         torch.testing.assert_close(d_c[t], (torch.rand(4, 3, dtype=F64) < 0.5).double())
         torch.testing.assert_close(d_h[t], (torch.rand(4, 2, dtype=F64) < 0.2).double())
+    assert d_c.is_contiguous() and d_h.is_contiguous()  # the kernels read them without a copy
     eval_draws = zoneout_draws([(0.0, 3), (0.2, 2)], 6, 4, torch.zeros(1), False, reverse)
     assert eval_draws[0] is None and torch.all(eval_draws[1] == 0.2)
 

@@ -131,10 +131,21 @@ def zoneout_draws(
     if reverse:
         uniform = uniform.flip(0)  # the loop's first draw belongs to the last step
     parts = iter(uniform.split([batch * units for units in sizes], dim=1))
-    return [  # d = u < rate in place, 1.0 or 0.0 (a third of a compare and a conversion's time)
-        next(parts).lt_(rate).unflatten(1, (batch, units)) if rate > 0 else None
+    return [
+        _below(next(parts), rate).unflatten(1, (batch, units)) if rate > 0 else None
         for rate, units in rates
     ]
+
+
+def _below(uniform: Tensor, rate: float) -> Tensor:
+    """d = uniform < rate, 1.0 or 0.0 in uniform's dtype: in place where uniform is contiguous
+    (a third of a compare and a conversion's time), else written to new contiguous memory, as
+    the kernels read it (one pass, instead of a strided one and a copy in each direction)."""
+    if uniform.is_contiguous():
+        return uniform.lt_(rate)
+    return torch.lt(
+        uniform, rate, out=torch.empty_like(uniform, memory_format=torch.contiguous_format)
+    )
 
 
 def gate_layer_norm(v: Tensor, gain: Tensor, shift: Tensor, gates: int, eps: float) -> Tensor:
