@@ -7,7 +7,9 @@ from unittest import mock
 import pytest
 import torch
 
+import rnnkit
 from rnnkit.kernels import _onednn
+from variant_layers import VARIANT_LAYERS
 
 
 def reference(grad: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -128,9 +130,6 @@ def test_whole_sequence_products_below_the_tiles_rows_go_through_dense_product()
 
 
 def _layers() -> dict:
-    import rnnkit
-    from tests.variant_layers import VARIANT_LAYERS
-
     plain = {
         "gru": lambda i, h, **kw: rnnkit.GRU(i, h, **kw),
         "rnn_relu": lambda i, h, **kw: rnnkit.RNN(i, h, nonlinearity="relu", **kw),

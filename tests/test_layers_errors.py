@@ -3,6 +3,9 @@ and what it expected, before anything reaches torch's kernels."""
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -115,9 +118,6 @@ def test_a_built_cells_options_are_fixed(make, option, value):
     """The layers choose kernels and build streaming steps from these options: changing one on a
     built cell raises, naming it and how to get the other option, and leaves the cell as it was
     (which still copies and pickles)."""
-    import copy
-    import pickle
-
     cell = make().eval()  # zoneout in eval: no draws
     before = getattr(cell, option)
     with pytest.raises(AttributeError, match=rf"{option} is fixed when .* is built.*{option}="):
