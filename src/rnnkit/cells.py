@@ -57,6 +57,13 @@ def fixed_option(name: str, doc: str) -> property:
     return property(get, refuse, doc=doc)
 
 
+@property
+def activation_of_nonlinearity(self: nn.Module) -> Callable[[Tensor], Tensor]:
+    """An Elman cell's f, from its `nonlinearity`: torch.tanh, torch.relu or the callable given."""
+    f = self.nonlinearity
+    return _ACTIVATIONS[f] if isinstance(f, str) else f
+
+
 def _check_size(name: str, value: int, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
@@ -129,6 +136,7 @@ class ElmanCell(_GatedCell):
 
     gates = 1
     nonlinearity = fixed_option("nonlinearity", "'tanh', 'relu' or the callable f")
+    activation = activation_of_nonlinearity
 
     def __init__(
         self,
@@ -150,12 +158,6 @@ class ElmanCell(_GatedCell):
             raise TypeError(f"nonlinearity must be a str or a callable, got {type(nonlinearity)}")
         self._nonlinearity = nonlinearity
         self.reset_parameters()
-
-    @property
-    def activation(self) -> Callable[[Tensor], Tensor]:
-        """f: torch.tanh, torch.relu or the callable given."""
-        f = self.nonlinearity
-        return _ACTIVATIONS[f] if isinstance(f, str) else f
 
     def forward(self, x: Tensor, h: Tensor) -> Tensor:
         x_part, h_part = self.gate_inputs(x, h)

@@ -31,7 +31,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit import init as rinit
-from rnnkit.cells import _ACTIVATIONS, State, _check_size, _GatedCell, fixed_option
+from rnnkit.cells import (
+    _ACTIVATIONS,
+    State,
+    _check_size,
+    _GatedCell,
+    activation_of_nonlinearity,
+    fixed_option,
+)
 
 
 def check_rate(name: str, value: object) -> float:
@@ -442,6 +449,7 @@ class VariantElmanCell(_VariantCell):
 
     gates = 1
     nonlinearity = fixed_option("nonlinearity", "'tanh', 'relu' or the callable f")
+    activation = activation_of_nonlinearity
 
     def __init__(
         self,
@@ -465,12 +473,6 @@ class VariantElmanCell(_VariantCell):
         super().__init__(input_size, hidden_size, bias, proj_size, variant, init, device, dtype)
         self._nonlinearity = nonlinearity
         self.reset_parameters()
-
-    @property
-    def activation(self) -> Callable[[Tensor], Tensor]:
-        """f: torch.tanh, torch.relu or the callable given."""
-        f = self.nonlinearity
-        return _ACTIVATIONS[f] if isinstance(f, str) else f
 
     def zero_state(self, batch: int, like: Tensor) -> Tensor:
         return like.new_zeros(batch, self.output_size)
