@@ -142,7 +142,7 @@ def _layers() -> dict:
 def test_the_compiled_kernels_give_parameter_gradients_in_the_parameters_layout(name):
     """At sizes whose weight gradients take oneDNN's product (and the LSTM's W_hh summed in its
     loop, H = 64, B = 8), every parameter's gradient comes out with the parameter's strides:
-    autograd adds a transposed one into `.grad` by strided reads, 30x slower at 1024 x 256."""
+    autograd adds a transposed one into `.grad` by strided reads, 20-30x slower at 1024 x 256."""
     torch.manual_seed(0)
     layer = _layers()[name](32, 64, num_layers=2, bidirectional=True, backend="numba")
     x = torch.randn(64, 8, 32)
