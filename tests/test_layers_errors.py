@@ -79,9 +79,29 @@ def test_empty_sequence(lstm):
         lstm(torch.randn(2, 0, 3))
 
 
-def test_step_input_checked(lstm):
-    with pytest.raises(ValueError, match="input has 2 features"):
-        lstm.step(torch.randn(4, 2))
+@pytest.mark.parametrize("inference", [False, True])
+def test_step_input_checked_in_the_steps_terms(lstm, inference):
+    """x (B, H_in) or (H_in,), named as the caller passed it, in training and on the compiled
+    streaming route of inference."""
+    lstm.train(not inference)
+    with torch.set_grad_enabled(not inference):
+        with pytest.raises(ValueError, match=r"x has 2 features \(shape \(4, 2\)\).*size=3"):
+            lstm.step(torch.randn(4, 2))
+        with pytest.raises(ValueError, match=r"x has 5 features \(shape \(5,\)\)"):
+            lstm.step(torch.randn(5))
+        with pytest.raises(ValueError, match=r"one time step.*got shape \(1, 4, 3\)"):
+            lstm.step(torch.randn(1, 4, 3))
+        with pytest.raises(ValueError, match="x has batch size 0"):
+            lstm.step(torch.randn(0, 3))
+        with pytest.raises(TypeError, match="x must be a torch.Tensor, got list"):
+            lstm.step([[0.0, 1.0, 2.0]])
+        _, state = lstm.step(torch.randn(4, 3))
+        advance = lstm.step_ if inference else lstm.step  # step_ writes the state: no gradient
+        with pytest.raises(ValueError, match=r"x has 2 features \(shape \(4, 2\)\)"):
+            advance(torch.randn(4, 2), state)
+
+
+def test_step_reset_checked(lstm):
     with pytest.raises(TypeError, match="reset must be a bool tensor"):
         lstm.step(torch.randn(4, 3), reset=torch.tensor([1, 0, 0, 1]))
     with pytest.raises(ValueError, match=r"reset must have shape \(4,\)"):

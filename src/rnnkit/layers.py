@@ -400,7 +400,7 @@ class Recurrent(nn.Module):
             if result is not None:
                 return result
         seq = seqs.prepare_input(
-            seqs._check_tensor("x", x).unsqueeze(0),
+            self._step_input(x).unsqueeze(0),
             None,
             input_size=self.input_size,
             batch_first=False,
@@ -426,6 +426,23 @@ class Recurrent(nn.Module):
                 x_t = F.dropout(x_t, self.dropout, training=True)
         out = x_t if seq.batched else x_t.squeeze(0)
         return out, seqs.stack_state(new_states, batched=seq.batched)
+
+    def _step_input(self, x: object) -> Tensor:
+        """x for one step, checked in the step's own terms: (B, H_in) or (H_in,)."""
+        x = seqs._check_tensor("x", x)
+        if x.dim() not in (1, 2):
+            raise ValueError(
+                "step() takes one time step, x of shape (batch, input_size) or (input_size,); "
+                f"got shape {tuple(x.shape)} (a whole sequence goes through the layer's call)"
+            )
+        if x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"x has {x.shape[-1]} features (shape {tuple(x.shape)}); the layer expects "
+                f"input_size={self.input_size}"
+            )
+        if x.dim() == 2 and x.shape[0] == 0:
+            raise ValueError("x has batch size 0; pass at least one sample")
+        return x
 
     def step_(self, x: Tensor, state: State, reset: Tensor | None = None) -> Tensor:
         """`step()` with the new state written into `state`'s own tensors (torch.nn's layout),
