@@ -184,8 +184,15 @@ def test_bench_runs_the_named_cases_and_writes_json(tmp_path, capsys):
         r"step_\(\) +\d+\.\d+ us/step$"
     )
     assert re.search(timed_too, capsys.readouterr().out, re.MULTILINE)
-    assert main(["bench", "gru:fly:2:5:4:4"]) == 2
-    assert "a case is kind:mode:B:T:H_in:H" in _one_line_error(capsys)
+    for bad in (
+        "gru:fly:2:5:4:4",
+        "gru",
+        "gru:train:2:5:4",
+        "gru:train:0:5:4:4",
+        "gru:train:2:x:4:4",
+    ):
+        assert main(["bench", bad]) == 2  # before anything is timed
+        assert "a case is kind:mode:B:T:H_in:H with kind in" in _one_line_error(capsys)
 
 
 def test_bench_on_two_threads_reports_the_wall_clock(tmp_path, capsys):

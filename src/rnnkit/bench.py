@@ -603,11 +603,16 @@ def cases_from_names(names: Sequence[str]) -> list[Case]:
     """Cases from "kind:mode:B:T:H_in:H" strings, for the command line."""
     cases = []
     for name in names:
-        kind, mode, *sizes = name.split(":")
+        parts = name.split(":")
+        kind, mode, sizes = parts[0], ":".join(parts[1:2]), parts[2:]
         known = kind in GATES or kind in VARIANTS
-        if not known or mode not in MODES or len(sizes) != 4:
+        positive = len(sizes) == 4 and all(size.isdigit() and int(size) > 0 for size in sizes)
+        if not known or mode not in MODES or not positive:
             kinds = [*GATES, *VARIANTS]
-            expected = f"kind:mode:B:T:H_in:H with kind in {kinds} and mode in {MODES}"
+            expected = (
+                f"kind:mode:B:T:H_in:H with kind in {kinds}, mode in {MODES} and B, T, H_in, H "
+                "positive integers"
+            )
             raise ValueError(f"a case is {expected}; got {name!r}")
         cases.append(Case(kind, mode, *map(int, sizes)))
     return cases
