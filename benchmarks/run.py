@@ -35,7 +35,10 @@ def main() -> None:
         "--system-malloc", action="store_true", help="leave malloc as it is (no keep_freed_memory)"
     )
     args = parser.parse_args()
-    cases = cases_from_names(args.case) if args.case else quick_cases() if args.quick else None
+    try:
+        cases = cases_from_names(args.case) if args.case else quick_cases() if args.quick else None
+    except ValueError as error:
+        parser.error(str(error))
     cases = variant_cases() if args.variants else cases
     run_bench(
         cases,
