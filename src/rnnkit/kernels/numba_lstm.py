@@ -61,6 +61,7 @@ from rnnkit.kernels._numba_common import (
 )
 from rnnkit.kernels._numba_gemm import add_outer_products
 from rnnkit.kernels._numba_products import operand, product_prefix
+from rnnkit.memory import tape_buffer
 
 # The tape's fields, each (T, B, width): i|f (2H), g, o, c_{t-1}, c_hat, tanh(LN_c(c_hat)) (H
 # each), s (P); with layer norm LN_c's normalised c_hat (H), LN_h's normalised W_hh s (4H) and
@@ -577,7 +578,7 @@ def lstm_forward(static: Static, tensors: tuple, save: bool) -> tuple[tuple, Ten
     width = sum(tape_widths(hidden, out_size, ln_hh_g is not None))
     new = x_proj.new_zeros if static.padded else x_proj.new_empty
     output = new(steps, batch, out_size)
-    tape = new((steps if save else 1) * batch * width)  # `tape_fields`
+    tape = tape_buffer((steps if save else 1) * batch * width, x_proj, static.padded)  # fields
     h_n, c_n = lstm_forward_loop(
         numpy_view(x_proj), numpy_view(h0), numpy_view(c0), *operand(weight_hh, batch, x_proj),
         numpy_view(bias_or_zeros(b_ih, 4 * hidden, x_proj)),

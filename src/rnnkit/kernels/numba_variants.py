@@ -64,6 +64,7 @@ from rnnkit.kernels._numba_products import (
 )
 from rnnkit.kernels.dispatch import variant_kind
 from rnnkit.kernels.numba_lstm import LSTM_LOOPS
+from rnnkit.memory import tape_buffer
 from rnnkit.variants import (
     VariantGRUCell,
     VariantLSTMCell,
@@ -388,7 +389,9 @@ def gru_forward(static: Static, tensors: tuple, save: bool) -> tuple[tuple, Tens
     saved_steps = steps if save else 1
     new = x_proj.new_zeros if static.padded else x_proj.new_empty  # padding must read as zeros
     output = new(steps, batch, out_size)
-    tape = new(gru_tape(None, saved_steps, batch, hidden, out_size, options)["size"])
+    tape = tape_buffer(
+        gru_tape(None, saved_steps, batch, hidden, out_size, options)["size"], x_proj, static.padded
+    )
     parts = gru_tape(tape, saved_steps, batch, hidden, out_size, options)
     s_n, h_n = gru_forward_loop(
         numpy_view(x_proj), optional_view(s0, 2, x_proj), numpy_view(h0),
@@ -601,7 +604,11 @@ def elman_forward(static: Static, tensors: tuple, save: bool) -> tuple[tuple, Te
     steps, batch, hidden = x_proj.shape
     out_size = h0.shape[1]
     new = x_proj.new_zeros if static.padded else x_proj.new_empty
-    output, tape = new(steps, batch, out_size), new(steps if save else 1, batch, hidden + out_size)
+    output = new(steps, batch, out_size)
+    saved_steps = steps if save else 1
+    tape = tape_buffer(saved_steps * batch * (hidden + out_size), x_proj, static.padded).view(
+        saved_steps, batch, hidden + out_size
+    )
     bias = bias_hh.detach() if bias_hh is not None else x_proj.new_zeros(hidden)
     h_n = elman_forward_loop(
         numpy_view(x_proj), numpy_view(h0), *operand(weight_hh, batch, x_proj), numpy_view(bias),
