@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import threading
 
 import torch
 from torch import Tensor
@@ -35,6 +36,7 @@ MMAP_THRESHOLD_MAX = 32 * 2**20  # the largest value glibc accepts on 64-bit mac
 
 
 _kept_tapes: list[Tensor] = []  # `tape_buffer`'s, least recently handed out first
+_kept_lock = threading.Lock()  # calls on two threads: one looks through the list at a time
 _tape_limit = 0  # bytes of tapes kept; 0 until keep_freed_memory()
 
 
@@ -68,21 +70,23 @@ def tape_buffer(numel: int, like: Tensor, zeros: bool) -> Tensor:
     nbytes = numel * like.element_size()
     if nbytes <= MMAP_THRESHOLD_MAX or nbytes > _tape_limit or like.device.type != "cpu":
         return like.new_zeros(numel) if zeros else like.new_empty(numel)
-    for index in range(len(_kept_tapes)):
-        if _fits(index, numel, like.dtype) and _unused(index):
-            kept = _kept_tapes.pop(index)
-            _kept_tapes.append(kept)  # the most recently used last
-            return kept.zero_() if zeros else kept
-    buffer = like.new_zeros(numel) if zeros else like.new_empty(numel)
-    _kept_tapes.append(buffer)
-    _trim(_tape_limit)  # `buffer` is held here, so it stays
-    return buffer
+    with _kept_lock:
+        for index in range(len(_kept_tapes)):
+            if _fits(index, numel, like.dtype) and _unused(index):
+                kept = _kept_tapes.pop(index)
+                _kept_tapes.append(kept)  # the most recently used last
+                return kept.zero_() if zeros else kept
+        buffer = like.new_zeros(numel) if zeros else like.new_empty(numel)
+        _kept_tapes.append(buffer)
+        _trim(_tape_limit)  # `buffer` is held here, so it stays
+        return buffer
 
 
 def release_tapes() -> None:
     """Let go of the tapes `tape_buffer` keeps (their memory returns once nothing else holds
     them)."""
-    _kept_tapes.clear()
+    with _kept_lock:
+        _kept_tapes.clear()
 
 
 def _fits(index: int, numel: int, dtype: torch.dtype) -> bool:
