@@ -172,3 +172,13 @@ def test_training_with_kept_tapes_gives_the_same_gradients(kept, monkeypatch, ma
     assert tapes >= 8  # 2 layers x 2 directions x 2 calls in flight: all kept, all reused
     gradients(3)
     assert len(kept._kept_tapes) == tapes
+
+
+def test_without_torchs_use_counts_no_tape_is_handed_out_again(kept, monkeypatch):
+    monkeypatch.setattr(memory, "_STORAGE_USE_COUNT", None)
+    like = torch.empty(0)
+    tape = kept.tape_buffer(1000, like, zeros=False)
+    address = tape.data_ptr()
+    del tape
+    again = kept.tape_buffer(1000, like, zeros=False)
+    assert again.data_ptr() != address and len(kept._kept_tapes) == 2  # a new one, both kept

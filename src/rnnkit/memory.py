@@ -14,7 +14,8 @@ Blocks above 32 MiB malloc always maps afresh. The largest of the compiled kerne
 training call's tape (the variant LSTM's: 43 MB at B = 32, T = 100, H = 256), is such a block:
 with `keep_freed_memory()` on, the kernels take their tapes from `tape_buffer`, which keeps
 those above 32 MiB once autograd has released them and hands them to the next call of the same
-size (5,600 page faults and 7 ms of a 76 ms training call there).
+size (5,600 page faults a call there, and a fifth of its time: benchmarks/RESULTS.md,
+change 18).
 
 It is a setting of the whole process, so rnnkit never makes it on import: `rnnkit bench` makes
 it for both sides of its comparison, and programs call it once at start.
@@ -111,6 +112,11 @@ def _unused(index: int) -> bool:
     its storage but the tensor and the storage object asked for here (no view, no NumPy array).
     The callers hold no reference of their own while asking."""
     tensor = _kept_tapes[index]
+    if _STORAGE_USE_COUNT is None or not hasattr(tensor, "_use_count"):
+        return False  # a torch without the use counts: never handed out again
     if sys.getrefcount(tensor) > 3 or tensor._use_count() != 1:
         return False
-    return torch._C._storage_Use_Count(tensor.untyped_storage()._cdata) <= 2
+    return _STORAGE_USE_COUNT(tensor.untyped_storage()._cdata) <= 2
+
+
+_STORAGE_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
