@@ -604,7 +604,7 @@ def cases_from_names(names: Sequence[str]) -> list[Case]:
     cases = []
     for name in names:
         parts = name.split(":")
-        kind, mode, sizes = parts[0], ":".join(parts[1:2]), parts[2:]
+        kind, mode, sizes = parts[0], parts[1] if len(parts) > 1 else "", parts[2:]
         known = kind in GATES or kind in VARIANTS
         positive = len(sizes) == 4 and all(size.isdigit() and int(size) > 0 for size in sizes)
         if not known or mode not in MODES or not positive:
