@@ -81,25 +81,30 @@ class _Saves(torch.autograd.Function):
 
 
 def test_a_kept_tape_is_handed_out_again_once_nothing_holds_it(kept):
+    """Every other buffer stays held (`others`), so the only one that can come back is the
+    tape's: a holder the check missed would show as the tape handed out while held."""
     like = torch.empty(0, dtype=torch.float64)
     tape = kept.tape_buffer(1000, like, zeros=False)
     address = tape.data_ptr()
-    assert kept.tape_buffer(1000, like, zeros=False).data_ptr() != address  # still held
+    others = [kept.tape_buffer(1000, like, zeros=False)]
+    assert others[0].data_ptr() != address  # still held
     tape.fill_(7.0)
     del tape
     tape = kept.tape_buffer(1000, like, zeros=True)
     assert tape.data_ptr() == address and tape.dtype == torch.float64 and not tape.any()
     holders = {
+        "its storage object": lambda t: t.untyped_storage(),
         "a view": lambda t: t[3:],
         "a NumPy array": lambda t: t.numpy(),
+        ".data": lambda t: t.data,
+        "a DLPack capsule": torch.utils.dlpack.to_dlpack,
         "an autograd graph": lambda t: _Saves.apply(torch.ones(2, requires_grad=True), t),
     }
     for what, hold in holders.items():
         holder = hold(tape)
         del tape
-        other = kept.tape_buffer(1000, like, zeros=False)
-        assert other.data_ptr() != address, f"handed out while {what} holds it"
-        del other
+        others.append(kept.tape_buffer(1000, like, zeros=False))
+        assert others[-1].data_ptr() != address, f"handed out while {what} holds it"
         if what == "an autograd graph":
             holder.sum().backward()  # the graph lets go of its saved tensors
         del holder

@@ -107,16 +107,30 @@ def _trim(limit: int) -> None:
 
 def _unused(index: int) -> bool:
     """Whether nothing but `_kept_tapes` holds its tensor `index` or that tensor's memory: no
-    other reference to the Python object (beyond the list, `tensor` here and getrefcount's
-    argument), no other holder of the C++ tensor (an autograd graph that saved it) and none of
-    its storage but the tensor and the storage object asked for here (no view, no NumPy array).
-    The callers hold no reference of their own while asking."""
+    other reference to the Python object, no other holder of the C++ tensor (an autograd graph
+    that saved it, a DLPack capsule) and no other user of its storage (a view, `.data`, its
+    storage object, a NumPy array). The callers hold no reference of their own while asking."""
     tensor = _kept_tapes[index]
     if _STORAGE_USE_COUNT is None or not hasattr(tensor, "_use_count"):
         return False  # a torch without the use counts: never handed out again
+    # the list, `tensor` and getrefcount's argument; torch 2.13 counts a C++ holder of the
+    # tensor in its Python refcount too, the use count tells on any version
     if sys.getrefcount(tensor) > 3 or tensor._use_count() != 1:
         return False
-    return _STORAGE_USE_COUNT(tensor.untyped_storage()._cdata) <= 2
+    # torch keeps one Python object per storage: a caller holding it shows in its refcount
+    storage = tensor.untyped_storage()
+    if sys.getrefcount(storage) > _STORAGE_REFERENCES:
+        return False
+    return _STORAGE_USE_COUNT(storage._cdata) <= 2  # the tensor's and the storage object's
+
+
+def _storage_references() -> int:
+    """getrefcount of the storage object of a tensor that nothing else holds, asked for as
+    `_unused` asks (torch's own references to it differ between versions)."""
+    tensor = torch.empty(1)
+    storage = tensor.untyped_storage()
+    return sys.getrefcount(storage)
 
 
 _STORAGE_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
+_STORAGE_REFERENCES = _storage_references()
