@@ -179,3 +179,44 @@ def test_evaluate_weights_batches_by_what_the_loss_averages_over():
     )
     assert sequences["loss"] == pytest.approx(sum(per_batch) / 5, rel=1e-6)
     assert abs(sequences["loss"] - exact) > 0.01  # the two weightings differ on this data
+
+
+class TokenClassifier(nn.Module):
+    """Per-token cross-entropy of a linear map over (B, T, 3), targets -100 where untagged,
+    averaged over the tagged tokens (as the tagger's loss and `loss_weight`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3, 4)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        logits = self.head(batch.inputs)
+        return F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=-100)
+
+    def loss_weight(self, batch: Batch) -> int:
+        return int((batch.targets != -100).sum())
+
+
+def test_a_batch_with_nothing_to_score_leaves_the_evaluation_loss_alone():
+    """A sequence whose targets are all padding (its cross-entropy is 0/0 = NaN) adds nothing:
+    the loss and perplexity are the mean over the tagged tokens at every batch size; data with
+    no target at all is an error that says so."""
+    torch.manual_seed(0)
+    model = TokenClassifier()
+    inputs = torch.randn(3, 5, 3)
+    targets = torch.randint(0, 4, (3, 5))
+    targets[1] = -100  # the middle sentence is untagged
+    targets[2, 3:] = -100
+    data = Batch(inputs=inputs, lengths=torch.full((3,), 5), targets=targets)
+    with torch.no_grad():
+        logits = model.head(inputs)
+        tagged = targets != -100
+        exact = float(F.cross_entropy(logits[tagged], targets[tagged]))
+    for batch_size in (1, 2, 3):
+        config = TrainConfig(device="cpu", batch_size=batch_size)
+        scores = evaluate(model, data, ("perplexity",), config)
+        assert scores["loss"] == pytest.approx(exact, rel=1e-6)
+        assert scores["perplexity"] == pytest.approx(math.exp(exact), rel=1e-6)
+    untagged = Batch(inputs=inputs, lengths=data.lengths, targets=torch.full((3, 5), -100))
+    with pytest.raises(ValueError, match="nothing to score: every target"):
+        evaluate(model, untagged, (), TrainConfig(device="cpu", batch_size=2))

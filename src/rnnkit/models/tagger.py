@@ -170,7 +170,7 @@ class Tagger(nn.Module):
 
     def loss_weight(self, batch: Batch) -> int:
         """The tagged tokens `loss` averages over (`rnnkit.train.evaluate` weights by them)."""
-        return int((batch.targets != IGNORE_INDEX).sum().clamp(min=1))
+        return int((batch.targets != IGNORE_INDEX).sum())
 
     def predict(self, batch: Batch) -> Tensor:
         emissions = self(batch)  # (B, T, K)

@@ -96,6 +96,8 @@ class MetricSet:
         return bool(self.metrics)
 
     def update_loss(self, loss: torch.Tensor, weight: int) -> None:
+        if weight == 0:  # nothing scored (every target padding): its loss is NaN, 0/0
+            return
         self.loss_sum += loss.detach().double() * weight
         self.loss_weight += weight
 
@@ -111,6 +113,11 @@ class MetricSet:
         totals = torch.stack([self.loss_sum, self.loss_weight])
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(totals)
+        if totals[1] == 0:
+            raise ValueError(
+                "nothing to score: every target of the evaluation data is padding (or ignored); "
+                "check the data's targets, or evaluate on data with at least one target"
+            )
         loss = float(totals[0] / totals[1])
         result = {"loss": loss}
         for name in self.names:
