@@ -15,9 +15,17 @@ import pytest
 import torch
 
 from rnnkit.cli import main
+from rnnkit.data import WordTokenizer
 from rnnkit.models.seq2seq import BOS, EOS, PAD, Seq2Seq
 from rnnkit.tasks import load_run
-from rnnkit.tasks.translate import attention_figure, reverse_pairs, to_model, to_vocab
+from rnnkit.tasks.translate import (
+    _kept,
+    attention_figure,
+    reverse_pairs,
+    to_model,
+    to_vocab,
+    translation_scores,
+)
 
 torch.set_num_threads(1)
 SMALL = ["--hidden-size", "32", "--embedding-dim", "16", "--dropout", "0", "--no-progress"]
@@ -40,6 +48,28 @@ def test_reverse_pairs_are_reversed_and_seeded():
     assert pairs == reverse_pairs(50, seed=3) != reverse_pairs(50, seed=4)
     for source, target in pairs:
         assert target.split() == source.split()[::-1] and 1 <= len(source.split()) <= 8
+
+
+def test_translations_are_scored_against_the_reference_text_where_unk_matches_nothing():
+    """A model that outputs the reference's vocabulary ids, `<unk>` for a word the vocabulary
+    lacks, is not exact there, and its BLEU is sacrebleu's against the true lower-cased text."""
+    import sacrebleu
+
+    tokenizers = {
+        side: WordTokenizer.fit(["The dog eats.", "A cat sleeps."], lowercase=True)
+        for side in ("source", "target")
+    }
+    pairs = [("The dog eats.", "The dog eats."), ("A cat sleeps.", "A zebra sleeps.")]
+    kept = _kept(pairs, tokenizers, max_length=10)
+    target = tokenizers["target"]
+    hypotheses = [to_vocab(sample[1][:-1]) for sample, _ in kept]  # the references' ids
+    assert "<unk>" in target.vocab.decode(hypotheses[1])  # "zebra" is not in the vocabulary
+    scores = translation_scores(hypotheses, [tokens for _, tokens in kept], target)
+    assert scores["exact_accuracy"] == 0.5
+    expected = sacrebleu.corpus_bleu(
+        ["the dog eats.", "a <unk> sleeps."], [["the dog eats.", "a zebra sleeps."]]
+    )
+    assert scores["bleu"] == pytest.approx(expected.score) and scores["bleu"] < 100
 
 
 @pytest.mark.slow

@@ -151,13 +151,23 @@ def to_vocab(ids: list[int]) -> list[int]:
 
 def to_samples(pairs: Pairs, tokenizers: dict[str, WordTokenizer], max_length: int) -> Samples:
     """(source ids, target ids ending in EOS) of the pairs no longer than max_length tokens."""
-    samples = []
+    return [sample for sample, _ in _kept(pairs, tokenizers, max_length)]
+
+
+def _kept(
+    pairs: Pairs, tokenizers: dict[str, WordTokenizer], max_length: int
+) -> list[tuple[tuple[list[int], list[int]], list[str]]]:
+    """(sample, the target's tokens as text) of each pair `to_samples` keeps: the reference
+    translations are scored on these, so that a word outside the vocabulary, `<unk>` in the
+    sample, is never matched by an `<unk>` of the model's."""
+    kept = []
     for source, target in pairs:
         source_ids = tokenizers["source"].encode(source)
-        target_ids = tokenizers["target"].encode(target)
-        if 0 < len(source_ids) <= max_length and len(target_ids) <= max_length:
-            samples.append((source_ids, to_model(target_ids) + [EOS]))
-    return samples
+        target_tokens = tokenizers["target"].tokenize(target)
+        if 0 < len(source_ids) <= max_length and len(target_tokens) <= max_length:
+            target_ids = tokenizers["target"].vocab.encode(target_tokens)
+            kept.append(((source_ids, to_model(target_ids) + [EOS]), target_tokens))
+    return kept
 
 
 def collate_pairs(samples: Samples) -> Batch:
@@ -196,7 +206,7 @@ def train(data: str | None, options: TranslateOptions, config: TrainConfig) -> d
         model, samples["train"], samples["valid"], config,
         collate=collate_pairs, run_info=info, lengths=lengths,
     )  # fmt: skip
-    metrics = _metrics(model, samples["test"], tokenizers["target"], options, config)
+    metrics = _metrics(model, splits["test"], tokenizers, options, config)
     base.record_metrics(config.run_dir, "test", metrics)
     if config.run_dir is not None and base.is_main_process():
         shown = max(samples["test"][:20], key=lambda sample: len(sample[0]))  # a long one
@@ -259,25 +269,38 @@ def decode(
 
 def _metrics(
     model: Seq2Seq,
-    samples: Samples,
-    target: WordTokenizer,
+    pairs: Pairs,
+    tokenizers: dict[str, WordTokenizer],
     options: TranslateOptions,
     config: TrainConfig,
 ) -> dict[str, float]:
-    """Teacher-forced loss; BLEU and exact-sequence accuracy of beam search."""
-    import sacrebleu
-
+    """Teacher-forced loss; BLEU and exact-sequence accuracy of beam search, against the
+    reference translations as text (lower-cased with --lowercase), not as vocabulary ids."""
+    kept = _kept(pairs, tokenizers, options.max_length)
+    if not kept:
+        raise TaskError(f"no test pairs of at most --max-length {options.max_length}")
+    samples = [sample for sample, _ in kept]
     scores = evaluate(model, samples, (), config, collate=collate_pairs)
     batch_size = config.eval_batch_size or config.batch_size
     hypotheses = [ids for ids, _ in decode(model, [s for s, _ in samples], options, batch_size)]
-    references = [to_vocab(target[:-1]) for _, target in samples]  # without EOS
-    exact = sum(h == r for h, r in zip(hypotheses, references, strict=True))
+    references = [tokens for _, tokens in kept]
+    return scores | translation_scores(hypotheses, references, tokenizers["target"])
+
+
+def translation_scores(
+    hypotheses: list[list[int]], references: list[list[str]], target: WordTokenizer
+) -> dict[str, float]:
+    """{"bleu": sacrebleu's corpus BLEU, "exact_accuracy"} of hypotheses (target vocabulary
+    ids) against the references' tokens as text (`_kept`): `<unk>` matches nothing."""
+    import sacrebleu
+
+    hypothesis_tokens = [target.vocab.decode(ids) for ids in hypotheses]
+    exact = sum(h == r for h, r in zip(hypothesis_tokens, references, strict=True))
     bleu = sacrebleu.corpus_bleu(
-        [target.decode(h) for h in hypotheses], [[target.decode(r) for r in references]]
+        [target.join(tokens) for tokens in hypothesis_tokens],
+        [[target.join(tokens) for tokens in references]],
     )
-    scores["bleu"] = float(bleu.score)
-    scores["exact_accuracy"] = exact / len(samples)
-    return scores
+    return {"bleu": float(bleu.score), "exact_accuracy": exact / len(references)}
 
 
 def attention_figure(
@@ -324,11 +347,7 @@ def evaluate_run(run: Run, data: str | None) -> dict[str, float]:
             pairs = split_pairs(_read(source, options))["test"]
         else:
             pairs = _read(source, options)
-    tokenizers = run.extras["tokenizers"]
-    samples = to_samples(pairs, tokenizers, options.max_length)
-    if not samples:
-        raise TaskError(f"no test pairs of at most --max-length {options.max_length}")
-    return _metrics(run.model, samples, tokenizers["target"], options, run.train_config)
+    return _metrics(run.model, pairs, run.extras["tokenizers"], options, run.train_config)
 
 
 def predict(run: Run, inputs: list[str]) -> list[str]:
