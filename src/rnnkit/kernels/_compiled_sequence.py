@@ -57,8 +57,19 @@ class CompiledSequence(torch.autograd.Function):
         return outputs
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, *grads):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "a gradient of a gradient (create_graph=True) cannot go through the compiled "
+                "kernel of the variant layers (layer norm, peepholes, dropout, zoneout, weight "
+                "drop, projections); build the layer with backend='reference', whose torch "
+                "operators are differentiable any number of times"
+            )
+        return CompiledSequence.compiled_backward(ctx, *grads)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def compiled_backward(ctx, *grads):
         saved = ctx.saved_tensors
         tensors = saved[: ctx.count]
         result = ctx.loops.backward(ctx.static, tensors, saved[ctx.count :], grads)

@@ -11,6 +11,8 @@ The GRU, Elman and streaming kernels themselves live in `numba_gru.py`, `numba_e
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy as np
 import torch
@@ -530,6 +532,44 @@ def needs_grad(arguments: tuple) -> bool:
     return torch.is_grad_enabled() and any(
         isinstance(a, Tensor) and a.requires_grad for a in arguments
     )
+
+
+def recomputed_gradients(
+    reference: Callable, inputs: tuple, needs: tuple[bool, ...], grads: tuple
+) -> tuple[Tensor | None, ...]:
+    """The backward of a compiled kernel asked for a graph of its own (`create_graph=True`:
+    a gradient of the gradient, e.g. a gradient penalty), which the compiled loops cannot give:
+    the gradients of `reference(*inputs)`, the kernel's function in torch's operators run
+    again, with respect to the inputs `needs` marks (None for the others), differentiable
+    again. `grads` are the upstream gradients of the reference's outputs (a tuple or one)."""
+    with torch.enable_grad():
+        outputs = reference(*inputs)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    wanted = [
+        i for i, (t, need) in enumerate(zip(inputs, needs, strict=True)) if need and t is not None
+    ]
+    used = [
+        (o, g) for o, g in zip(outputs, grads, strict=True) if g is not None and o.requires_grad
+    ]
+    result: list[Tensor | None] = [None] * len(inputs)
+    if not wanted or not used:
+        return tuple(result)
+    got = torch.autograd.grad(
+        [o for o, _ in used], [inputs[i] for i in wanted], [g for _, g in used],
+        create_graph=True, allow_unused=True,
+    )  # fmt: skip
+    for i, g in zip(wanted, got, strict=True):
+        result[i] = g if g is not None else torch.zeros_like(inputs[i])
+    return tuple(result)
+
+
+def cell_loop(kernel: Callable, weights: tuple, x: Tensor, h0: Tensor, lengths, reverse: bool):
+    """(output, h_n) of one layer direction through torch's cell `kernel` (`torch._VF.gru_cell`,
+    `rnn_tanh_cell`, ...) step by step with `rnnkit.layers.run_cell`'s semantics: the GRU and
+    Elman kernels' function in torch's operators (`recomputed_gradients`)."""
+    from rnnkit.layers import run_cell  # the layers import the kernels
+
+    return run_cell(lambda x_t, h: kernel(x_t, h, *weights), x, h0, lengths, reverse)
 
 
 def bias_or_zeros(bias: Tensor | None, size: int, like: Tensor) -> Tensor:

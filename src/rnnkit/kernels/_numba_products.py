@@ -48,6 +48,7 @@ from rnnkit.kernels._numba_common import (
     jit,
     jit_inline,
     numpy_view,
+    recomputed_gradients,
     unowned,
     weight_grads,
 )
@@ -177,8 +178,16 @@ class PackedLinear(torch.autograd.Function):
         return whole_product(inputs, weight)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        if torch.is_grad_enabled():  # create_graph=True: through torch's operators instead
+            return recomputed_gradients(
+                torch.nn.functional.linear, ctx.saved_tensors, ctx.needs_input_grad, (grad,)
+            )
+        return PackedLinear.compiled_backward(ctx, grad)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def compiled_backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         inputs, weight = ctx.saved_tensors
         needs_inputs, needs_weight = ctx.needs_input_grad
         grad_inputs = whole_product(grad, weight.t()) if needs_inputs else None

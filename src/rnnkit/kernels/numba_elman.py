@@ -20,6 +20,7 @@ from torch import Tensor
 from rnnkit.kernels._numba_common import (
     PREFETCH_AHEAD,
     alive,
+    cell_loop,
     check_sequence_args,
     copy_,
     jit,
@@ -28,6 +29,7 @@ from rnnkit.kernels._numba_common import (
     numpy_view,
     position,
     prefetch_step,
+    recomputed_gradients,
     running,
     sort_rows,
     tanh_,
@@ -154,14 +156,30 @@ class ElmanSequence(torch.autograd.Function):
         output, h_n, h_prev, ctx.lengths, ctx.order = elman_forward(
             x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, nonlinearity, save=True
         )
-        ctx.save_for_backward(x, weight_ih, weight_hh, output, h_prev)
-        ctx.reverse, ctx.relu = reverse, nonlinearity == "relu"
+        ctx.save_for_backward(x, weight_ih, weight_hh, output, h_prev, h0, bias_ih, bias_hh)
+        ctx.reverse, ctx.relu, ctx.lengths_given = reverse, nonlinearity == "relu", lengths
         return output, h_n
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output, grad_h_n):
-        x, weight_ih, weight_hh, output, h_prev = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: through torch's operators instead
+            x, weight_ih, weight_hh, _, _, h0, bias_ih, bias_hh = ctx.saved_tensors
+            inputs = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh)
+            kernel = torch._VF.rnn_relu_cell if ctx.relu else torch._VF.rnn_tanh_cell
+            lengths, reverse = ctx.lengths_given, ctx.reverse
+
+            def reference(x, h0, *weights):
+                return cell_loop(kernel, weights, x, h0, lengths, reverse)
+
+            grads = (grad_output, grad_h_n)
+            needs = ctx.needs_input_grad[:6]
+            return (*recomputed_gradients(reference, inputs, needs, grads), None, None, None)
+        return ElmanSequence.compiled_backward(ctx, grad_output, grad_h_n)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def compiled_backward(ctx, grad_output, grad_h_n):
+        x, weight_ih, weight_hh, output, h_prev, _, _, _ = ctx.saved_tensors
         steps, batch, hidden = output.shape
         new = x.new_empty if ctx.lengths.min() == steps else x.new_zeros
         grad_pre = new(steps, batch, hidden)

@@ -25,6 +25,7 @@ from rnnkit.kernels._numba_common import (
     PREFETCH_AHEAD,
     alive,
     bias_or_zeros,
+    cell_loop,
     check_sequence_args,
     jit,
     jit_inline,
@@ -34,6 +35,7 @@ from rnnkit.kernels._numba_common import (
     offset,
     position,
     prefetch_step,
+    recomputed_gradients,
     running,
     sigmoid_,
     sort_rows,
@@ -219,14 +221,32 @@ class GRUSequence(torch.autograd.Function):
         output, h_n, gates, h_prev, ctx.lengths, ctx.order = gru_forward(
             x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save=True
         )
-        ctx.save_for_backward(x, weight_ih, weight_hh, gates, h_prev)
-        ctx.reverse = reverse
+        ctx.save_for_backward(x, weight_ih, weight_hh, gates, h_prev, h0, bias_ih, bias_hh)
+        ctx.reverse, ctx.lengths_given = reverse, lengths
         return output, h_n
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output, grad_h_n):
-        x, weight_ih, weight_hh, gates, h_prev = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: through torch's operators instead
+            x, weight_ih, weight_hh, _, _, h0, bias_ih, bias_hh = ctx.saved_tensors
+            inputs = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh)
+            lengths, reverse = ctx.lengths_given, ctx.reverse
+
+            def reference(x, h0, *weights):
+                return cell_loop(torch._VF.gru_cell, weights, x, h0, lengths, reverse)
+
+            grads = (grad_output, grad_h_n)
+            return (
+                *recomputed_gradients(reference, inputs, ctx.needs_input_grad[:6], grads),
+                None,
+                None,
+            )
+        return GRUSequence.compiled_backward(ctx, grad_output, grad_h_n)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def compiled_backward(ctx, grad_output, grad_h_n):
+        x, weight_ih, weight_hh, gates, h_prev, _, _, _ = ctx.saved_tensors
         steps, batch, hidden = h_prev.shape
         new = x.new_empty if ctx.lengths.min() == steps else x.new_zeros
         grad_x_proj = new(steps, batch, 3 * hidden)

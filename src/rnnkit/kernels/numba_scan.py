@@ -20,7 +20,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.kernels._numba_common import alive, jit, needs_grad, numpy_view, sigmoid_, unowned
+from rnnkit.kernels._numba_common import (
+    alive,
+    jit,
+    needs_grad,
+    numpy_view,
+    recomputed_gradients,
+    sigmoid_,
+    unowned,
+)
 
 
 @jit
@@ -61,13 +69,22 @@ class LinearRecurrence(torch.autograd.Function):
             numpy_view(h0).reshape(-1),
             h.numpy().reshape(steps, -1),
         )
-        ctx.save_for_backward(a, h0, h)
+        ctx.save_for_backward(a, b, h0, h)
         return h
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h: Tensor):
-        a, h0, h = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: through torch's operators instead
+            a, b, h0, _ = ctx.saved_tensors
+            return recomputed_gradients(
+                recurrence_reference, (a, b, h0), ctx.needs_input_grad, (grad_h,)
+            )
+        return LinearRecurrence.compiled_backward(ctx, grad_h)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def compiled_backward(ctx, grad_h: Tensor):
+        a, _, h0, h = ctx.saved_tensors
         steps = a.shape[0]
         grad_a, grad_b = a.new_empty(a.shape), a.new_empty(a.shape)
         grad_h0 = recurrence_backward(
@@ -81,10 +98,20 @@ class LinearRecurrence(torch.autograd.Function):
         return grad_a, grad_b, torch.from_numpy(grad_h0).reshape(h0.shape)
 
 
+def recurrence_reference(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+    """`recurrence_forward` in torch's operators, step by step (differentiable any number of
+    times: `LinearRecurrence`'s backward with a graph)."""
+    h, out = h0, []
+    for t in range(a.shape[0]):
+        h = a[t] * h + b[t]
+        out.append(h)
+    return torch.stack(out)
+
+
 def linear_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
     """Every h_t of h_t = a_t * h_{t-1} + b_t over dim 0, sequentially, compiled: a, b (T, B, H),
     h0 (B, H) -> h (T, B, H), CPU float32 or float64 tensors of one dtype; differentiable in all
-    three (once)."""
+    three (twice and more through torch's operators, `recurrence_reference`)."""
     if a.shape != b.shape or a.shape[1:] != h0.shape:
         shapes = f"{tuple(a.shape)}, {tuple(b.shape)}, {tuple(h0.shape)}"
         raise ValueError(f"a, b (T, B, H) and h0 (B, H) expected, got {shapes}")
@@ -220,8 +247,21 @@ class MinimalSequence(torch.autograd.Function):
         return h
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h: Tensor):
+        if torch.is_grad_enabled():  # create_graph=True: through torch's operators instead
+            p, h0, _, _ = ctx.saved_tensors
+            lstm = ctx.lstm
+
+            def reference(p: Tensor, h0: Tensor) -> Tensor:
+                return minimal_reference(p, h0, lstm)
+
+            grads = recomputed_gradients(reference, (p, h0), ctx.needs_input_grad[:2], (grad_h,))
+            return (*grads, None)
+        return MinimalSequence.compiled_backward(ctx, grad_h)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def compiled_backward(ctx, grad_h: Tensor):
         p, h0, h, s = ctx.saved_tensors
         grad_p = p.new_empty(p.shape)
         grad_h0 = minimal_backward(
@@ -231,11 +271,28 @@ class MinimalSequence(torch.autograd.Function):
         return grad_p, torch.from_numpy(grad_h0), None
 
 
+def minimal_reference(p: Tensor, h0: Tensor, lstm: bool) -> Tensor:
+    """`minimal_forward` in torch's operators (the coefficients of `rnnkit.minimal`'s cells, then
+    `recurrence_reference`): `MinimalSequence`'s backward with a graph."""
+    from rnnkit.minimal import positive  # the minimal cells import this module
+
+    hidden = h0.shape[-1]
+    s = p.sigmoid()
+    h_tilde = positive(p[..., (1 + lstm) * hidden :])
+    if lstm:
+        f, i = s[..., :hidden], s[..., hidden : 2 * hidden]
+        a, b = f / (f + i), i / (f + i) * h_tilde
+    else:
+        z = s[..., :hidden]
+        a, b = 1 - z, z * h_tilde
+    return recurrence_reference(a, b, h0)
+
+
 def minimal_scan(preactivations: Tensor, h0: Tensor, lstm: bool) -> Tensor:
     """Every h_t of minGRU (`lstm` False: blocks z|h) or minLSTM (True: f|i|h) from the
     preactivations W_ih x_t + b_ih (T, B, G*H) and h0 (B, H), gates and recurrence in one
     compiled pass: (T, B, H), CPU float32 or float64 tensors of one dtype, differentiable in
-    both (once)."""
+    both (a gradient of the gradient through `minimal_reference`)."""
     gates = 3 if lstm else 2
     steps, batch, width = preactivations.shape
     if width % gates or h0.shape != (batch, width // gates):
