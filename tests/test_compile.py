@@ -141,3 +141,64 @@ def test_vmap_over_streaming_steps_takes_the_cells_operators(make):
         assert layer._compiled_steps(xs[0]) is not None  # the compiled route serves plain x
         mapped = torch.func.vmap(lambda x: layer.step(x)[0])(xs)
     torch.testing.assert_close(mapped, expected)
+
+
+class Stepper(torch.nn.Module):
+    """A layer's `step()` from a zero state as a module's forward, for tracing."""
+
+    def __init__(self, layer: torch.nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer.step(x)[0]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rnnkit.GRU(4, 5),
+        lambda: rnnkit.RNN(4, 5, nonlinearity="relu"),
+        lambda: rnnkit.LSTM(4, 5, layer_norm=True),
+        lambda: rnnkit.MinLSTM(4, 5),
+    ],
+)
+def test_jit_trace_records_torchs_operators_not_the_kernels_results(make):
+    """`torch.jit.trace` records torch's operators: the compiled kernels' results would be
+    recorded as constants, and the traced module gave the traced input's outputs for any
+    input. Its step() too."""
+    torch.manual_seed(5)
+    layer = make().eval()
+    x, other = torch.randn(20, 2, 4), torch.randn(20, 2, 4)
+    with torch.no_grad():
+        traced = torch.jit.trace(layer, (x,), check_trace=False)
+        torch.testing.assert_close(traced(other), layer(other))
+        stepped = torch.jit.trace(Stepper(layer), (x[0],), check_trace=False)
+        torch.testing.assert_close(stepped(other[0]), layer.step(other[0])[0])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rnnkit.GRU(4, 5),
+        lambda: rnnkit.RNN(4, 5),
+        lambda: rnnkit.LSTM(4, 5, peephole=True),
+        lambda: rnnkit.MinGRU(4, 5),
+    ],
+)
+def test_forward_mode_ad_takes_torchs_operators(make):
+    """Under a forward-mode AD dual level the layer leaves the compiled kernels (which have no
+    JVP: "You must implement the jvp function" before): the tangent of the output equals
+    torch.func.jvp's. Its step() too."""
+    import torch.autograd.forward_ad as fwad
+
+    torch.manual_seed(6)
+    layer = make().double()
+    x, tangent = torch.randn(20, 2, 4, dtype=torch.float64), torch.randn(20, 2, 4).double()
+    expected = torch.func.jvp(lambda x: layer(x)[0], (x,), (tangent,))[1]
+    step_expected = torch.func.jvp(lambda x: layer.step(x)[0], (x[0],), (tangent[0],))[1]
+    with fwad.dual_level():
+        got = fwad.unpack_dual(layer(fwad.make_dual(x, tangent))[0]).tangent
+        step_got = fwad.unpack_dual(layer.step(fwad.make_dual(x[0], tangent[0]))[0]).tangent
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(step_got, step_expected)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 State = Tensor | tuple[Tensor, ...]
@@ -207,10 +208,21 @@ def numba_can_read(x: Tensor) -> bool:
     """Whether the Numba kernels can run on x: a plain CPU tensor of float32/64 (not a subclass,
     such as the fake tensors of `torch.export`'s tracing, which have no memory to read) outside
     torch.func's transforms (grad, vmap: their wrapped tensors and autograd do not reach into
-    NumPy)."""
+    NumPy), forward-mode AD's dual levels (the kernels have no JVP) and `torch.jit.trace`
+    (which would record the kernels' results as constants)."""
     if x.device.type != "cpu" or x.dtype not in NUMBA_DTYPES or type(x) is not Tensor:
         return False
-    return _functorch_interpreter() is None
+    return not transformed()
+
+
+def transformed() -> bool:
+    """Whether a torch.func transform, a forward-mode AD dual level or `torch.jit.trace` is
+    active here: computations that must stay in torch's operators (no compiled kernel)."""
+    return (
+        _functorch_interpreter() is not None
+        or forward_ad._current_level >= 0
+        or torch._C._get_tracing_state() is not None
+    )
 
 
 try:

@@ -501,7 +501,7 @@ class Recurrent(nn.Module):
         microsecond; x's dtype, device and shape are the steps' own check (`StackStep`)."""
         if self.training or self.backend == "reference" or x.__class__ is not Tensor:
             return None
-        if seqs._functorch_interpreter() is not None:  # inside torch.func's grad or vmap
+        if seqs.transformed():  # torch.func's grad or vmap, forward-mode AD, jit.trace
             return None
         if torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.parameters())
@@ -578,8 +578,8 @@ def _check_numba_input(x: Tensor) -> None:
     if not seqs.numba_can_read(x):
         raise ValueError(
             f"backend='numba' reads a plain tensor's memory, got a {type(x).__name__} under "
-            f"tracing or a torch.func transform (torch.export, grad, vmap); use backend='auto', "
-            f"which takes torch's operators then"
+            f"tracing (torch.export, torch.jit.trace), forward-mode AD or a torch.func "
+            f"transform (grad, vmap, jvp); use backend='auto', which takes torch's operators then"
         )
 
 
