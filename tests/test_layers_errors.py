@@ -39,6 +39,14 @@ def test_state_of_wrong_kind(lstm):
         lstm(torch.randn(2, 6, 3), torch.zeros(2, 2, 4))
     with pytest.raises(TypeError, match="hx must be a tensor"):
         rnnkit.GRU(3, 4)(torch.randn(6, 2, 3), (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))
+    with pytest.raises(TypeError, match="tuple of 2 tensors .*got a float"):
+        lstm(torch.randn(2, 6, 3), 0.0)
+    for backend in ("torch", "numba"):  # a GRU's state in a tuple of one, as torch.nn refuses
+        gru = rnnkit.GRU(3, 4, backend=backend)
+        with pytest.raises(TypeError, match="hx must be a tensor .*got a tuple of 1"):
+            gru(torch.randn(6, 2, 3), (torch.zeros(1, 2, 4),))
+        with pytest.raises(TypeError, match="state must be a tensor .*got a list of 1"):
+            gru.step(torch.randn(2, 3), [torch.zeros(1, 2, 4)])
 
 
 @pytest.mark.parametrize("lengths", [[7, 2], [0, 3], [-1, 2]])

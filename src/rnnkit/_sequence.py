@@ -152,8 +152,17 @@ def split_state(
     input."""
     if hx is None:
         return zero
-    parts = hx if isinstance(hx, (tuple, list)) else (hx,)
     expected = zero[0] if isinstance(zero[0], tuple) else (zero[0],)
+    if isinstance(hx, (tuple, list)) and len(expected) > 1:
+        parts = hx
+    elif isinstance(hx, Tensor) and len(expected) == 1:
+        parts = (hx,)
+    else:
+        got = f"a {type(hx).__name__}"
+        got += f" of {len(hx)}" if isinstance(hx, (tuple, list)) else ""
+        raise TypeError(
+            f"{name} must be {_kind(len(expected))} (one per state component), got {got}"
+        )
     if len(parts) != len(expected):
         raise TypeError(
             f"{name} must be {_kind(len(expected))} (one per state component), "

@@ -79,7 +79,9 @@ def cell_states(
     if hx is None:
         h = like.new_zeros(shape)
         return CellStates((h, like.new_zeros(cells, batch, hidden)) if lstm else h)
-    parts = hx if isinstance(hx, tuple) else (hx,)
+    if isinstance(hx, tuple) != lstm:  # the LSTM's (h, c), else one tensor
+        return None
+    parts = hx if lstm else (hx,)
     if len(parts) != 1 + lstm:
         return None
     for part, want in zip(parts, (shape, (cells, batch, hidden)), strict=False):
