@@ -236,6 +236,28 @@ def test_torch_init_bound():
         assert p.abs().max() > 0.5 * 16**-0.5
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **device: rnnkit.LSTM(3, 4, 2, bidirectional=True, forget_bias=1.0, **device),
+        lambda **device: rnnkit.GRU(3, 4, layer_norm=True, init="orthogonal", **device),
+        lambda **device: rnnkit.RNN(3, 4, proj_size=2, **device),
+        lambda **device: rnnkit.MinLSTM(3, 4, **device),
+    ],
+)
+def test_reset_parameters_initialises_as_the_constructor_did(make):
+    """torch.nn's `reset_parameters()`: the same numbers as construction under the same seed
+    (also after `to_empty()` from the meta device), and a user's cell without one is named."""
+    torch.manual_seed(0)
+    built = make()
+    layer = make(device="meta").to_empty(device="cpu")
+    torch.manual_seed(0)
+    layer.reset_parameters()
+    torch.testing.assert_close(layer.state_dict(), built.state_dict(), rtol=0, atol=0)
+    with pytest.raises(TypeError, match="MinimalCell has no reset_parameters"):
+        Recurrent(MinimalCell(3, 4)).reset_parameters()
+
+
 def test_unknown_init_is_refused():
     with pytest.raises(ValueError, match="init must be one of"):
         rnnkit.GRU(3, 4, init="glorot")

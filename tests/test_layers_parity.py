@@ -132,6 +132,25 @@ def test_matches_torch_nn(kind, num_layers, bidirectional, batch_first, bias, dt
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("backend", ["auto", "reference", "torch"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_an_empty_batch_gives_torch_nns_shapes(kind, backend, batch_first):
+    """No sequence at all (batch 0, as an uneven split can leave a process): outputs and
+    states of torch.nn's shapes, a state given or not, `lengths=` of none, and a backward."""
+    reference, ours = make_pair(kind, 2, True, batch_first, True, torch.float32, backend)
+    x = torch.randn(0, STEPS, INPUT) if batch_first else torch.randn(STEPS, 0, INPUT)
+    state = random_state(reference, torch.float32, torch.Generator().manual_seed(1))
+    state = tuple(s[:, :0] for s in state) if isinstance(state, tuple) else state[:, :0]
+    for s in (None, state):
+        out_ours, final_ours = ours(x, s)
+        out_ref, final_ref = reference(x, s)
+        torch.testing.assert_close((out_ours, final_ours), (out_ref, final_ref))
+    out, _ = ours(x, lengths=torch.zeros(0, dtype=torch.int64))
+    assert out.shape == out_ref.shape
+    out.sum().backward()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_torch_nn_loads_our_state_dict(kind):
     torch_cls, ours_cls, extra = KINDS[kind]
     ours = ours_cls(INPUT, HIDDEN, num_layers=2, bidirectional=True, **extra)

@@ -192,3 +192,19 @@ def test_dropout_between_layers_and_variants_together():
 def test_bad_variant_options(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rnnkit.LSTM(3, 4, 2, layer_norm=True, zoneout=0.1, proj_size=2),
+        lambda: rnnkit.GRU(3, 4, recurrent_dropout=0.2, bidirectional=True),
+        lambda: rnnkit.MinLSTM(3, 4, bidirectional=True),
+    ],
+)
+def test_an_empty_batch_gives_empty_outputs_and_states(make):
+    layer = make()
+    out, state = layer(torch.randn(5, 0, 3))
+    assert out.shape == (5, 0, layer.num_directions * (layer.proj_size or 4))
+    for part in state if isinstance(state, tuple) else (state,):
+        assert part.shape[:2] == (layer.num_layers * layer.num_directions, 0)

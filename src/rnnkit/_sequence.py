@@ -85,7 +85,7 @@ def _check_features(x: Tensor, input_size: int, like: Tensor) -> None:
             f"input is on {x.device} but the layer's parameters are on {like.device}; "
             f"move one of them, e.g. input.to('{like.device}')"
         )
-    steps, batch, features = x.shape
+    steps, _, features = x.shape
     if features != input_size:
         raise ValueError(
             f"input has {features} features (last dim of shape {tuple(x.shape)}), "
@@ -93,8 +93,6 @@ def _check_features(x: Tensor, input_size: int, like: Tensor) -> None:
         )
     if steps == 0:
         raise ValueError("input has 0 time steps; every sequence needs at least one step")
-    if batch == 0:
-        raise ValueError("input has batch size 0; pass at least one sequence")
 
 
 def check_lengths(lengths: object, *, batch: int, steps: int, device: torch.device) -> Tensor:
@@ -108,6 +106,8 @@ def check_lengths(lengths: object, *, batch: int, steps: int, device: torch.devi
         raise ValueError(
             f"lengths must have shape ({batch},), one per sequence, got {tuple(lengths.shape)}"
         )
+    if batch == 0:
+        return None
     low, high = int(lengths.min()), int(lengths.max())
     if low < 1 or high > steps:
         raise ValueError(

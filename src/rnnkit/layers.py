@@ -202,6 +202,18 @@ class Recurrent(nn.Module):
                     )
         return cells
 
+    def reset_parameters(self) -> None:
+        """Initialise every cell's parameters afresh, as the constructor did (torch.nn's
+        `reset_parameters`: after `to_empty()` from the meta device, or to start over)."""
+        for cell in self._modules["cells"]:
+            reset = getattr(cell, "reset_parameters", None)
+            if reset is None:
+                raise TypeError(
+                    f"the cell {type(cell).__name__} has no reset_parameters(); give it one, "
+                    "or initialise its parameters yourself"
+                )
+            reset()
+
     def _zero_states(self, batch: int, like: Tensor) -> list[State]:
         """Each cell's initial state; a cell without `zero_state` starts from zeros (B, H)."""
         return [
@@ -316,7 +328,7 @@ class Recurrent(nn.Module):
             states = torch_fused.cell_states(hx, lstm, shape, hidden, like)
         if states is None:
             states = seqs.split_state(hx, self._zero_states(batch, seq.x), batched=seq.batched)
-        route = self._route(seq.x)
+        route = self._route(seq.x) if batch else "reference"  # no sequence: torch.nn's shapes
         if route == "torch":
             output, final = self._fused(seq, states)
         elif route == "plain":
