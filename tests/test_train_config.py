@@ -36,6 +36,9 @@ torch.set_num_threads(1)
         ({"clip_norm": -1.0}, r"clip_norm must be > 0"),
         ({"patience": 0}, r"patience must be > 0"),
         ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
+        ({"device": "tpu"}, r"device must name a torch device .*got 'tpu'"),
+        ({"device": "cuda:x"}, r"device must name a torch device .*got 'cuda:x'"),
+        ({"device": "meta"}, r"device must name a torch device .*got 'meta'"),
     ],
 )
 def test_bad_config_fields_raise_when_the_config_is_made(fields, message):
@@ -75,6 +78,15 @@ def test_bad_fit_calls_raise_before_the_first_step(val, fields, message):
     model = CountingModel()
     with pytest.raises((ValueError, TypeError), match=message):
         fit(model, _data(), val, TrainConfig(progress=False, **fields))
+    assert model.calls == 0
+
+
+def test_a_device_this_machine_lacks_is_a_clear_error_before_training():
+    """A device torch knows but this machine has not (a CUDA index past the last, or CUDA on
+    a torch without it): one clear error, not torch's assertion from inside."""
+    model = CountingModel()
+    with pytest.raises(ValueError, match=r"device 'cuda:99' is not available here"):
+        fit(model, _data(), None, TrainConfig(progress=False, device="cuda:99"))
     assert model.calls == 0
 
 

@@ -12,6 +12,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import torch
+
 from rnnkit.train.metrics import check_metric, higher_is_better
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -81,6 +83,16 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be None or one of {SCHEDULES}, got {self.schedule!r}")
+        if self.device is not None:
+            try:
+                kind = torch.device(self.device).type
+            except (RuntimeError, TypeError):
+                kind = "meta"  # not a device at all: the same message
+            if kind == "meta":  # meta tensors hold no numbers to train
+                raise ValueError(
+                    f"device must name a torch device such as 'cpu', 'cuda' or 'cuda:1', "
+                    f"got {self.device!r}"
+                )
         if self.min_lr >= self.lr and self.schedule is not None:
             raise ValueError(f"min_lr ({self.min_lr}) must be below lr ({self.lr})")
         self._check_bptt()

@@ -61,6 +61,13 @@ def setup(device: str | None) -> Context:
         chosen = torch.device("cuda", local_rank)
     else:
         chosen = torch.device(device or ("cuda" if wanted_cuda else "cpu"))
+    try:
+        torch.empty(0, device=chosen)
+    except (RuntimeError, AssertionError) as error:  # torch says "not compiled with CUDA"
+        raise ValueError(
+            f"device {str(chosen)!r} is not available here ({error}); choose one this machine "
+            "has (--device cpu, or leave --device out for CUDA where torch finds it)"
+        ) from None
     return Context(rank=rank, world=world, device=chosen)
 
 
