@@ -100,6 +100,9 @@ def test_predict_prints_label_and_probability_per_sentence(classify_run, capsys,
     assert main(["predict", str(classify_run), "Fine.", "--plots", "maps"]) == 2
     err = capsys.readouterr().err
     assert "draws no figures; --plots needs a run of 'translate'" in err and err.count("\n") == 1
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n  \n"))  # stdin without text
+    assert main(["predict", str(classify_run), "-"]) == 2
+    assert "nothing to predict: standard input (-) gave no line" in capsys.readouterr().err
 
 
 @pytest.mark.slow

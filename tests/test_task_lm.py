@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from itertools import islice
 
 import pytest
@@ -110,6 +111,25 @@ def test_generate_with_a_seed_is_reproducible(text_run, capsys):
     assert first.startswith("ROMEO.") and len(first) == len("ROMEO.") + 80 + 1  # + newline
     greedy = generate("--seed", "1", "--top-k", "1")
     assert greedy == generate("--seed", "2", "--temperature", "0")  # top-1 is the argmax
+    out = text_run / "sample.txt"  # --out writes the printed sample to a file as well
+    printed = generate("--seed", "3", "--prompt", "ROMEO.", "--top-p", "0.95", "--out", str(out))
+    assert printed == first + f"wrote {out}\n" and out.read_text(encoding="utf-8") == first
+
+
+@pytest.mark.slow
+def test_a_reader_that_leaves_early_ends_the_command_quietly(text_run, monkeypatch, capsys):
+    """`rnnkit evaluate RUN | head -1`: the closed pipe ends the command with exit 0 and no
+    message (it said "rnnkit: error: [Errno 32] Broken pipe", exit 2)."""
+    from rnnkit import cli
+
+    def closed(*lines):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "say", closed)
+    with open(os.devnull, "w") as sink:  # main points stdout at os.devnull: not pytest's
+        monkeypatch.setattr("sys.stdout", sink)
+        assert main(["evaluate", str(text_run)]) == 0
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.slow

@@ -237,6 +237,8 @@ def run_predict(args: argparse.Namespace) -> int:
     predict = base.require(args.run, "predict")
     run = base.load_run(args.run)
     inputs = [line.rstrip("\n") for text in args.inputs for line in _expand(text)]
+    if not inputs:
+        raise UsageError("nothing to predict: standard input (-) gave no line with text")
     plot = run.task.plot_predictions
     if args.plots and plot is None:
         able = [name for name, t in base.available_tasks()[0].items() if t.plot_predictions]
@@ -357,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse(argv)
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
+    except BrokenPipeError:  # the reader left (`| head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
     except (UsageError, TaskError, DataError, ValueError, OSError) as error:
         if os.environ.get("RNNKIT_TRACEBACK"):
             raise

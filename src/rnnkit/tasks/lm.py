@@ -113,7 +113,11 @@ class GenerateOptions:
     )
     seed: int = field(default=0, metadata={"help": "random seed: the same seed, the same output"})
     out: str | None = field(
-        default=None, metadata={"help": "music: the MIDI file to write (default RUN/generated.mid)"}
+        default=None,
+        metadata={
+            "help": "music: the MIDI file to write (default RUN/generated.mid); text: a file "
+            "to write the printed sample to as well"
+        },
     )
 
 
@@ -426,7 +430,11 @@ def generate(run: Run, options: GenerateOptions) -> str | Path:
     if isinstance(run.model, MusicModel):
         path = Path(options.out) if options.out else run.run_dir / "generated.mid"
         return sample_music(run.model, options, path, run.options)
-    return sample_text(run.model, run.extras["tokenizer"], options)
+    text = sample_text(run.model, run.extras["tokenizer"], options)
+    if options.out:
+        Path(options.out).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {options.out}")
+    return text
 
 
 TASK = Task(
