@@ -133,6 +133,27 @@ def test_forecast_prints_values_with_intervals_and_writes_the_plot(direct_run, c
 
 
 @pytest.mark.slow
+def test_evaluating_on_a_series_unlike_the_training_one_is_a_one_line_error(
+    direct_run, tmp_path, capsys
+):
+    """Other value columns, or a time step that gives other calendar features, would feed
+    the model's inputs the wrong numbers: each is named (before, another column was evaluated
+    silently, and another step failed on the inputs' widths)."""
+    months = [f"{1950 + i // 12}-{i % 12 + 1:02d}" for i in range(144)]
+    years = [str(1800 + i) for i in range(144)]
+    for name, times, column, message in [
+        ("sales.csv", months, "sales", "value columns ['sales'], but the run was trained on"),
+        ("yearly.csv", years, "passengers", "calendar features [], but the run was trained"),
+    ]:
+        rows = [f"{t},{100 + i}" for i, t in enumerate(times)]
+        (tmp_path / name).write_text("\n".join([f"time,{column}", *rows]) + "\n")
+        capsys.readouterr()
+        assert cli.main(["evaluate", str(direct_run), str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
 def test_horizon_longer_than_a_direct_model_is_a_one_line_error(direct_run, capsys):
     capsys.readouterr()
     assert cli.main(["forecast", str(direct_run), "--horizon", "13"]) == 2

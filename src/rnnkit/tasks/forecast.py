@@ -420,7 +420,8 @@ def train(data: str | None, options: ForecastOptions, config: TrainConfig) -> di
     if config.run_dir is not None and is_main_process():
         scaler.save(Path(config.run_dir) / "scaler.json")
     data_id = str(source.resolve()) if isinstance(source, Path) else source
-    info = run_info(TASK, options, model, data=data_id)
+    calendar = list(calendar_names(p.series.times, options.calendar))
+    info = run_info(TASK, options, model, data=data_id, columns=p.series.columns, calendar=calendar)
     fit(model, windows["train"], valid, config, collate=collate_windows, run_info=info)
     scores = score(model, p, scaler, options)
     record_metrics(config.run_dir, "test", scores)
@@ -438,8 +439,27 @@ def evaluate(run: Run, data: str | None) -> dict[str, float]:
     """Test-period metrics on DATA (default: the series the run was trained on), with the
     run's scaler (never refitted)."""
     source = _source(data if data is not None else run.info["data"])
-    p, scaler = prepare(read_series(source, run.options), run.options, run.extras["scaler"])
+    series = read_series(source, run.options)
+    _check_like_training(series, run, source)
+    p, scaler = prepare(series, run.options, run.extras["scaler"])
     return score(run.model, p, scaler, run.options)
+
+
+def _check_like_training(series: Series, run: Run, source: str | Path) -> None:
+    """The value columns and calendar features of `series` must be those the run was trained
+    on (as its config.json records them), or its numbers would go to the wrong inputs."""
+    columns, calendar = run.info.get("columns"), run.info.get("calendar")
+    if columns is not None and list(series.columns) != list(columns):
+        raise TaskError(
+            f"{source}: value columns {list(series.columns)}, but the run was trained on "
+            f"{list(columns)}; give a series with those columns (a CSV's header names them)"
+        )
+    names = list(calendar_names(series.times, run.options.calendar))
+    if calendar is not None and names != list(calendar):
+        raise TaskError(
+            f"{source}: its time step gives the calendar features {names}, but the run was "
+            f"trained with {list(calendar)}; give a series with the run's time step"
+        )
 
 
 def forecast(run: Run, horizon: int | None) -> list[str]:
