@@ -191,6 +191,15 @@ def test_same_seed_same_initial_weights_as_torch_nn(kind):
         torch.testing.assert_close(got, want, msg=name)
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("bias", [True, False])
+def test_flat_weights_and_their_names_follow_torch_nn(kind, bias):
+    reference, ours = make_pair(kind, 2, True, False, bias, torch.float32, "auto")
+    assert ours._flat_weights_names == reference._flat_weights_names
+    for name, weight in zip(ours._flat_weights_names, ours._flat_weights, strict=True):
+        assert getattr(ours, name) is weight
+
+
 def test_torch_attribute_names_reach_the_cells():
     lstm = rnnkit.LSTM(INPUT, HIDDEN, num_layers=2, bidirectional=True)
     assert lstm.weight_hh_l1_reverse is lstm.cells[3].weight_hh

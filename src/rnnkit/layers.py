@@ -660,6 +660,16 @@ class _TorchLayout(Recurrent):
     def _flat_weights(self) -> list[Tensor]:
         return torch_fused.flat_weights(list(self.cells))
 
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        """torch.nn's names of `_flat_weights`, in the same order (`weight_ih_l0`, ...)."""
+        return [
+            self._flat_name(k, name)
+            for k, cell in enumerate(self._modules["cells"])
+            for name in torch_fused.FLAT_NAMES
+            if getattr(cell, name, None) is not None
+        ]
+
     def flatten_parameters(self) -> None:
         """As torch.nn's: on CUDA with cuDNN, make the gate weights views of one contiguous
         buffer, the layout cuDNN reads (without it cuDNN copies them on every call, and warns).
