@@ -200,6 +200,18 @@ def test_flat_weights_and_their_names_follow_torch_nn(kind, bias):
         assert getattr(ours, name) is weight
 
 
+def test_a_size_mismatch_names_torch_nns_key_even_inside_a_model():
+    """load_state_dict's error names the checkpoint's key (`rnn.weight_hh_l0`), as torch.nn's
+    does, not the cell's parameter (`rnn.cells.0.weight_hh`)."""
+    model = torch.nn.Sequential(rnnkit.LSTM(3, 4, 2, bidirectional=True))
+    checkpoint = torch.nn.Sequential(torch.nn.LSTM(3, 5, 2, bidirectional=True)).state_dict()
+    with pytest.raises(RuntimeError) as error:
+        model.load_state_dict(checkpoint)
+    message = str(error.value)
+    assert "size mismatch for 0.weight_hh_l1_reverse: copying a param" in message
+    assert "cells." not in message
+
+
 def test_torch_attribute_names_reach_the_cells():
     lstm = rnnkit.LSTM(INPUT, HIDDEN, num_layers=2, bidirectional=True)
     assert lstm.weight_hh_l1_reverse is lstm.cells[3].weight_hh

@@ -729,6 +729,7 @@ def _to_torch_keys(module: _TorchLayout, state_dict, prefix: str, local_metadata
 
 def _from_torch_keys(module: _TorchLayout, state_dict, prefix: str, *args) -> None:
     module._load_prefix = prefix  # for _report_torch_keys
+    module._load_errors = args[-1]  # load_state_dict's error messages, the same list
     for key in list(state_dict):
         if not key.startswith(prefix):
             continue
@@ -739,8 +740,9 @@ def _from_torch_keys(module: _TorchLayout, state_dict, prefix: str, *args) -> No
 
 
 def _report_torch_keys(module: _TorchLayout, incompatible_keys) -> None:
-    """Name the missing and unexpected keys of the cells as `state_dict()` does (torch.nn's flat
-    names: `ln_ih_weight_l0`), in place, so `load_state_dict`'s report and error use them."""
+    """Name the missing and unexpected keys of the cells, and the keys in load_state_dict's
+    error messages (a size mismatch), as `state_dict()` does (torch.nn's flat names:
+    `ln_ih_weight_l0`), in place, so `load_state_dict`'s report and error use them."""
     prefix = getattr(module, "_load_prefix", "")
     head = prefix + "cells."
     for keys in (incompatible_keys.missing_keys, incompatible_keys.unexpected_keys):
@@ -748,6 +750,10 @@ def _report_torch_keys(module: _TorchLayout, incompatible_keys) -> None:
             index, _, name = key[len(head) :].partition(".")
             if key.startswith(head) and index.isdigit() and name and "." not in name:
                 keys[i] = prefix + module._flat_name(int(index), name)
+    errors = module.__dict__.pop("_load_errors", [])
+    cell_key = re.compile(re.escape(head) + r"(\d+)\.(\w+)\b")  # e.g. "size mismatch for ..."
+    for i, message in enumerate(errors):
+        errors[i] = cell_key.sub(lambda m: prefix + module._flat_name(int(m[1]), m[2]), message)
 
 
 class RNN(_TorchLayout):
