@@ -16,6 +16,8 @@ from rnnkit.data import datasets
 from rnnkit.models.forecaster import Forecaster
 from rnnkit.tasks.forecast import (
     ForecastOptions,
+    _decimals,
+    _time_labels,
     calendar_names,
     errors,
     prepare,
@@ -96,6 +98,21 @@ def test_read_series_guesses_the_time_column_and_picks_columns(tmp_path):
 
 
 # --- end to end from the command line ---------------------------------------------------------
+
+
+def test_the_forecast_table_prints_times_at_their_step_and_one_number_format():
+    """Yearly times as years (they printed as 2009-01), months as months; every number with
+    the decimals that give the largest 4 significant digits (1.348e+04 beside 428.5 before)."""
+    years = np.array(["2009-01-01", "2010-01-01"], dtype="datetime64[D]")
+    months = np.array(["2009-01-01", "2009-02-01"], dtype="datetime64[D]")
+    days = np.array(["2009-01-01", "2009-01-02T12:00"], dtype="datetime64[m]")
+    assert _time_labels(years) == ["2009", "2010"]
+    assert _time_labels(months) == ["2009-01", "2009-02"]
+    assert _time_labels(days) == ["2009-01-01T00:00:00", "2009-01-02T12:00:00"]
+    assert [_decimals(np.array(v)) for v in ([13480.3, 493.1], [428.55], [5.5], [0.0123])] == [
+        0, 1, 3, 5,
+    ]  # fmt: skip
+    assert _decimals(np.array([0.0])) == 2
 
 
 @pytest.fixture(scope="module")

@@ -306,9 +306,9 @@ def _backtest(
 
 
 def _time_labels(times: np.ndarray) -> list[str]:
-    """Times as text at the coarsest unit that loses nothing (month, day or second)."""
+    """Times as text at the coarsest unit that loses nothing (year, month, day or second)."""
     times = times.astype("datetime64[s]")
-    for unit in ("M", "D"):
+    for unit in ("Y", "M", "D"):
         if (times.astype(f"datetime64[{unit}]").astype("datetime64[s]") == times).all():
             return [str(t) for t in times.astype(f"datetime64[{unit}]")]
     return [str(t) for t in times]
@@ -355,12 +355,23 @@ def table(p: Prepared, future: np.ndarray, options: ForecastOptions) -> list[str
     for c in p.targets:
         header += [p.series.columns[c], *(f"q{q:g}" for q in quantiles)]
     lines = ["  ".join(f"{h:>10}" for h in header)]
+    decimals = _decimals(future)
     for label, values in zip(labels, future, strict=True):  # values (D_out, Q)
         cells = [label]
         for column in values:
-            cells += [f"{column[point]:.4g}", *(f"{v:.4g}" for v in column[: len(quantiles)])]
+            shown = [column[point], *column[: len(quantiles)]]
+            cells += [f"{v:.{decimals}f}" for v in shown]
         lines.append("  ".join(f"{c:>10}" for c in cells))
     return lines
+
+
+def _decimals(values: np.ndarray) -> int:
+    """Decimals that give the largest value of the table 4 significant digits (at least 0, at
+    most 6): one fixed-point format for every number, 13480 and 493.0 alike."""
+    largest = float(np.max(np.abs(values))) if np.size(values) else 0.0
+    if not np.isfinite(largest) or largest == 0:
+        return 2
+    return int(min(6, max(0, 3 - np.floor(np.log10(largest)))))
 
 
 def report(
