@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -49,6 +50,30 @@ def test_collate_rejects_scalars_and_empty():
         collate([])
 
 
+def test_padding_promotes_dtypes_instead_of_truncating():
+    """torch's pad_sequence copies into the first tensor's dtype; ints then floats must not
+    truncate the floats (0.5 -> 0)."""
+    batch = collate([([0, 1, 2], 0), ([0.5, 1.5], 1)])
+    torch.testing.assert_close(batch.inputs, torch.tensor([[0.0, 1.0, 2.0], [0.5, 1.5, 0.0]]))
+    padded, _ = pad_sequences([torch.tensor([1, 2]), np.array([0.25])])  # int64, float64
+    torch.testing.assert_close(padded, torch.tensor([[1.0, 2.0], [0.25, 0.0]], dtype=torch.float64))
+    tagged = collate([([1], [0.5]), ([2, 3], [1, 2])])
+    torch.testing.assert_close(tagged.targets, torch.tensor([[0.5, -100.0], [1.0, 2.0]]))
+
+
+def test_empty_inputs_are_rejected_by_index_and_empty_targets_pad():
+    """An empty input (the layers reject length 0) is named; an empty target (a CTC
+    transcript of silence) pads to all padding in the other targets' dtype."""
+    with pytest.raises(ValueError, match=r"sample 0 of the batch has an empty input"):
+        collate([([], 0), ([5, 6], 1)])
+    with pytest.raises(ValueError, match=r"sample 2 of the batch has an empty input"):
+        collate([(torch.ones(1, 4), 0), (torch.ones(2, 4), 1), (torch.zeros(0, 4), 2)])
+    silent = collate([([0.1, 0.2], []), ([0.3], [4, 5])], target_padding_value=0)
+    torch.testing.assert_close(silent.targets, torch.tensor([[0, 0], [4, 5]]))
+    padded, lengths = pad_sequences([[], [7]], padding_value=-1)
+    torch.testing.assert_close((padded, lengths), (torch.tensor([[-1], [7]]), torch.tensor([0, 1])))
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     lengths=st.lists(st.integers(1, 60), min_size=1, max_size=300),
@@ -91,6 +116,38 @@ def test_bucket_sampler_drop_last():
     sampler = BucketSampler([5] * 10, batch_size=4, drop_last=True)
     batches = list(sampler)
     assert len(batches) == len(sampler) == 2 and all(len(b) == 4 for b in batches)
+    assert list(BucketSampler([5] * 3, batch_size=4, drop_last=True, world_size=2)) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    count=st.integers(1, 40),
+    batch_size=st.integers(1, 8),
+    world_size=st.integers(1, 9),
+    drop_last=st.booleans(),
+)
+def test_bucket_sampler_gives_every_rank_as_many_non_empty_batches(
+    count, batch_size, world_size, drop_last
+):
+    """Even with fewer batches than processes (the batches are repeated from the first)."""
+    lengths = [n % 7 + 1 for n in range(count)]
+    shards = [
+        list(BucketSampler(lengths, batch_size, drop_last=drop_last, rank=r, world_size=world_size))
+        for r in range(world_size)
+    ]
+    expected = len(BucketSampler(lengths, batch_size, drop_last=drop_last, world_size=world_size))
+    assert [len(shard) for shard in shards] == [expected] * world_size
+    assert all(batch for shard in shards for batch in shard)
+    single = list(BucketSampler(lengths, batch_size, drop_last=drop_last))
+    seen = {i for shard in shards for batch in shard for i in batch}
+    assert seen == {i for batch in single for i in batch}  # together: every batch's samples
+
+
+def test_bucket_sampler_one_batch_four_ranks():
+    shards = [
+        list(BucketSampler([1, 2, 3, 4], 3, world_size=4, rank=r, drop_last=True)) for r in range(4)
+    ]
+    assert shards == [[[0, 1, 2]]] * 4
 
 
 @pytest.fixture(scope="module")

@@ -141,6 +141,26 @@ def test_column_conll(tmp_path):
         read_conll(bad)
 
 
+def test_column_conll_names_a_column_out_of_range(tmp_path):
+    path = write(tmp_path, "chunks.txt", "The DT B-NP O\ncat NN I-NP O\n")
+    with pytest.raises(
+        DataError, match=error_at(path, 1, r"tag_column=4 is out of range: the line has 4 columns")
+    ):
+        read_conll(path, tag_column=4)
+    with pytest.raises(DataError, match=r"token_column=-5 is out of range.* -4 to -1"):
+        read_conll(path, token_column=-5)
+    one = write(tmp_path, "one.txt", "The\ncat\n")
+    with pytest.raises(DataError, match=error_at(one, 1, "found 1 column; a token line needs")):
+        read_conll(one)
+
+
+@pytest.mark.parametrize("nan", ["reject", "interpolate"])
+def test_series_csv_rejects_inf_in_both_modes(tmp_path, nan):
+    path = write(tmp_path, "s.csv", "month,a\n2000-01,1\n2000-02,inf\n2000-03,3\n")
+    with pytest.raises(DataError, match=error_at(path, 3, r"infinite value \(inf\) in column 'a'")):
+        read_series_csv(path, time_column="month", nan=nan)
+
+
 def test_series_csv_times_values_and_nan(tmp_path):
     path = write(tmp_path, "s.csv", "month,a,b\n2000-01,1,10\n2000-02,,20\n2000-03,3,NaN\n")
     with pytest.raises(DataError, match=error_at(path, 3, r"missing value \(NaN\) in column 'a'")):

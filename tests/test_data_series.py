@@ -178,6 +178,69 @@ def test_calendar_features_and_future_times():
     assert extend_times(daily, 1)[0] == np.datetime64("2000-01-03T00:00:00")
 
 
+@pytest.mark.parametrize(
+    ("first", "freq", "count"),
+    [
+        ("2019-01-31", "ME", 15),  # month ends drift to the 14th by a 31-day step otherwise
+        ("2019-11-30", "ME", 2),  # into a leap February: 2020-02-29
+        ("2019-01-01", "MS", 15),
+        ("2019-03-31", "QE", 8),
+        ("2019-01-01", "QS", 8),
+        ("2000-12-31", "YE", 4),
+        ("2000-01-01", "YS", 4),
+        ("2019-01-31 12:00", "ME", 5),  # one time of day on the last day
+    ],
+)
+def test_extend_times_keeps_calendar_anchors_like_pandas(first, freq, count):
+    pd = pytest.importorskip("pandas")
+    stamps = pd.date_range(first, periods=count + 24, freq=freq).to_numpy("datetime64[s]")
+    np.testing.assert_array_equal(extend_times(stamps[:count], 24), stamps[count:])
+
+
+def test_extend_times_keeps_the_day_of_month():
+    pd = pytest.importorskip("pandas")
+    stamps = pd.date_range("2019-01-15", periods=30, freq=pd.DateOffset(months=1))
+    stamps = stamps.to_numpy("datetime64[s]")
+    np.testing.assert_array_equal(extend_times(stamps[:6], 24), stamps[6:])
+    weekly = np.arange("2019-01-07", "2019-03-04", 7, dtype="datetime64[D]")  # not monthly
+    assert extend_times(weekly, 1)[0] == np.datetime64("2019-03-04T00:00:00")
+
+
+@pytest.mark.parametrize("mode", ["reject", "interpolate"])
+def test_inf_is_rejected_in_both_modes(mode):
+    """An inf is not a gap: interpolating would hide an overflow or a division by zero."""
+    values = np.array([[1.0, 2.0], [2.0, 3.0], [2.0, -np.inf]])
+    series = Series(values, ["a", "b"], source="data.csv", lines=np.array([2, 3, 4]))
+    with pytest.raises(DataError, match=r"data\.csv:4: infinite value \(-inf\) in column 'b'"):
+        handle_nan(series, mode)
+    series.values[1, 0] = np.nan  # the NaN comes first: it is the first problem, or a gap
+    first = "3: missing value" if mode == "reject" else r"4: infinite value \(-inf\)"
+    with pytest.raises(DataError, match=rf"data\.csv:{first}"):
+        handle_nan(series, mode)
+    with pytest.raises(DataError, match=r"<data>: row 0: infinite value \(inf\) in column 'x'"):
+        handle_nan(Series(np.array([np.inf, 1.0]), ["x"]), mode)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, 1e39])  # 1e39 overflows float32
+def test_windows_reject_inf(bad):
+    values = np.arange(10.0)
+    values[3] = bad
+    with pytest.raises(ValueError, match=r"values contain inf \(first at row 3\)"):
+        SlidingWindows(values, input_len=2, horizon=1)
+    covariates = np.zeros((12, 1))
+    covariates[11] = bad
+    with pytest.raises(ValueError, match=r"covariates contain inf \(first at row 11\)"):
+        latest_window(np.arange(10.0), 2, 2, covariates)
+
+
+def test_latest_window_checks_its_sizes_as_sliding_windows_do():
+    for input_len, horizon, name in ((0, 1, "input_len"), (1, 0, "horizon"), (-1, 1, "input_len")):
+        with pytest.raises(ValueError, match=f"{name} must be >= 1, got {min(input_len, horizon)}"):
+            latest_window(np.arange(10.0), input_len, horizon)
+        with pytest.raises(ValueError, match=f"{name} must be >= 1"):
+            SlidingWindows(np.arange(10.0), input_len, horizon)
+
+
 def test_latest_window_with_known_future_covariates():
     values = np.arange(24.0)
     covariates = np.arange(30.0)[:, None]  # 24 steps + a 6-step horizon

@@ -43,6 +43,12 @@ def test_vocab_save_load(tmp_path):
         Vocab.load(tmp_path / "bad.json")
 
 
+def test_vocab_build_rejects_a_bare_list_of_strings():
+    with pytest.raises(TypeError, match="got the string 'NOUN' as one"):
+        Vocab.build(["NOUN", "VERB"])  # a sequence of tokens, not a list of sequences
+    assert Vocab.build([["NOUN", "VERB"]]).tokens == [*SPECIALS, "NOUN", "VERB"]
+
+
 def test_vocab_rejects_bad_ids():
     with pytest.raises(ValueError, match="outside the vocabulary"):
         Vocab.build([["a"]]).decode([99])
@@ -124,6 +130,29 @@ def test_tokenizer_save_load_round_trip(tmp_path, kind, bpe):
     for text in CORPUS:
         assert loaded.encode(text) == tokenizer.encode(text)
         assert loaded.decode(loaded.encode(text)) == text
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('{"kind": "bpe"}', r"malformed BPE tokenizer: expected \{\"kind\": \"bpe\""),
+        ('{"kind": "bpe", "tokenizer": {"x": 1}}', "its 'tokenizer' is not a Hugging Face"),
+        ('{"kind": "bpe", "tokenizer": [1]}', "malformed BPE tokenizer"),
+        ('{"kind": "word", "vocab": [1, 2]}', r"malformed word tokenizer, its 'vocab': expected"),
+        ('{"kind": "char"}', "malformed char tokenizer, its 'vocab': expected"),
+        ('{"kind": "word", "vocab": {"tokens": ["a"]}}', "'vocab': a Vocab's first tokens"),
+        ('{"kind": "char", "vocab": {"tokens": [1, 2]}}', "a Vocab's tokens must be strings"),
+        ('{"kind": "sentencepiece"}', "not a tokenizer file: kind 'sentencepiece'"),
+    ],
+)
+def test_malformed_tokenizer_files_name_the_file_and_problem(tmp_path, content, problem):
+    path = tmp_path / "t.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match=f"t\\.json:1: .*{problem}"):
+        load_tokenizer(path)
+    if '"bpe"' in content:
+        with pytest.raises(DataError, match=f"t\\.json:1: .*{problem}"):
+            BPETokenizer.load(path)
 
 
 @given(st.lists(st.text(max_size=5), max_size=30))

@@ -33,16 +33,19 @@ def test_bucketed_order_covers_every_sample_once_with_less_padding():
     assert bucketed != train_order(400, 16, 4, 0, 0, 1, LENGTHS)
 
 
-@pytest.mark.parametrize("world", [2, 3])
-def test_processes_share_out_each_global_batch(world):
+@pytest.mark.parametrize(
+    ("n", "batch", "world"), [(50, 12, 2), (50, 18, 3), (50, 24, 4), (9, 4, 4), (13, 8, 8)]
+)
+def test_processes_share_out_each_global_batch(n, batch, world):
     """Step s of every process together is the global batch one process sees at step s (its
-    first rows repeated when it does not divide by the processes)."""
-    n, batch = 50, 6 * world
+    rows repeated from the first when it does not divide by the processes, as often as needed
+    when it has fewer rows than processes: no process ever gets an empty batch)."""
     single = train_order(n, batch, 1, 2, 0, 1, LENGTHS[:n])
     shares = [train_order(n, batch, 1, 2, rank, world, LENGTHS[:n]) for rank in range(world)]
+    assert [len(share) for share in shares] == [len(single)] * world
     for step, global_batch in enumerate(single):
         rows = [share[step] for share in shares]
-        assert len({len(r) for r in rows}) == 1  # every process steps with as many rows
+        assert len({len(r) for r in rows}) == 1 and rows[0]  # as many rows each, at least one
         assert set().union(*map(set, rows)) == set(global_batch)
 
 

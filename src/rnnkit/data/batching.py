@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from functools import partial
+from functools import partial, reduce
 from typing import Any
 
 import torch
@@ -28,7 +28,10 @@ def pad_sequences(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad sequences of shape (T_i, ...) to one tensor (B, T, ...), T = max T_i.
 
-    Returns the padded tensor and the lengths (B,) int64. Lists of ints become int64 tensors.
+    Returns the padded tensor and the lengths (B,) int64. Lists of ints become int64 tensors;
+    the dtypes of the non-empty sequences are promoted together (`torch.promote_types`), so
+    ints and floats in one batch give floats, never truncated ints. An empty sequence (an empty
+    CTC transcript) pads to all padding, length 0; `collate` refuses empty inputs.
     """
     if len(sequences) == 0:
         raise ValueError("pad_sequences needs at least one sequence, got none")
@@ -36,6 +39,9 @@ def pad_sequences(
     bad = [i for i, t in enumerate(tensors) if t.dim() == 0]
     if bad:
         raise ValueError(f"sequences must have a time dimension; items {bad[:5]} are scalars")
+    filled = [t for t in tensors if t.shape[0]] or tensors  # `[]` says nothing of a dtype
+    dtype = reduce(torch.promote_types, (t.dtype for t in filled))
+    tensors = [t.to(dtype) for t in tensors]  # pad_sequence copies into the first one's dtype
     lengths = torch.tensor([t.shape[0] for t in tensors], dtype=torch.int64)  # (B,)
     padded = pad_sequence(tensors, batch_first=True, padding_value=padding_value)  # (B, T, ...)
     return padded, lengths
@@ -66,8 +72,27 @@ def collate(
     if len(samples) == 0:
         raise ValueError("collate needs at least one sample, got an empty list")
     inputs, lengths = pad_sequences([sample[0] for sample in samples], padding_value)
+    if not bool(lengths.all()):
+        raise ValueError(
+            f"sample {int((lengths == 0).nonzero()[0])} of the batch has an empty input "
+            "(length 0); every sequence needs at least one step (rnnkit's layers reject "
+            "length 0): drop empty samples first"
+        )
     targets = _collate_targets([sample[1] for sample in samples], target_padding_value)
     return Batch(inputs=inputs, lengths=lengths, targets=targets)
+
+
+def pad_cyclic(items: list[Any], world: int) -> list[Any]:
+    """`items` repeated from the start, as often as needed, to a multiple of `world` items.
+
+    Then `padded[rank::world]` gives every rank the same number of items, at least one, even
+    when there are fewer items than ranks: [a, b] for 4 ranks is [a, b, a, b]. An empty list
+    stays empty (`drop_last` may drop the only batch).
+    """
+    if not items:
+        return []
+    count = math.ceil(len(items) / world) * world
+    return [items[i % len(items)] for i in range(count)]
 
 
 def count_padding(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> int:
@@ -89,8 +114,8 @@ class BucketSampler(Sampler[list[int]]):
 
     Distributed training: give each process its `rank` of `world_size`. All processes draw the
     same batches and each takes every `world_size`-th one; when the batches do not divide
-    evenly, the first few are repeated so every process gets as many (as torch's
-    DistributedSampler does with samples).
+    evenly, they are repeated from the first (`pad_cyclic`) so every process gets as many (as
+    torch's DistributedSampler does with samples), at least one when there is any batch.
     """
 
     def __init__(
@@ -132,8 +157,7 @@ class BucketSampler(Sampler[list[int]]):
         return math.ceil(rounding(len(self.lengths) / self.batch_size) / self.world_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._all_batches()
-        batches += batches[: (-len(batches)) % self.world_size]  # the same count on every rank
+        batches = pad_cyclic(self._all_batches(), self.world_size)  # the same count on every rank
         return iter(batches[self.rank :: self.world_size])
 
     def _all_batches(self) -> list[list[int]]:

@@ -86,8 +86,28 @@ class BPETokenizer:
 
     @classmethod
     def from_dict(cls, obj: dict) -> BPETokenizer:
-        """The inverse of `to_dict`."""
-        return cls(_hf().Tokenizer.from_str(json.dumps(obj["tokenizer"])))
+        """The inverse of `to_dict`; a ValueError names what is wrong with a malformed `obj`."""
+        model = obj.get("tokenizer")
+        if not isinstance(model, dict):
+            raise ValueError('expected {"kind": "bpe", "tokenizer": {...}} (a Hugging Face model)')
+        try:
+            tokenizer = _hf().Tokenizer.from_str(json.dumps(model))
+        except Exception as error:  # `tokenizers` raises a bare Exception for a bad model
+            raise ValueError(
+                f"its 'tokenizer' is not a Hugging Face tokenizer (tokenizers says: {error})"
+            ) from None
+        return cls(tokenizer)
+
+    @classmethod
+    def from_file_dict(cls, path: str | os.PathLike, obj: dict) -> BPETokenizer:
+        """`from_dict` of the JSON object read from `path`, with a `DataError` naming the file
+        when it is not a BPE tokenizer."""
+        if obj.get("kind") != cls.kind:
+            raise DataError(path, 1, f"not a BPE tokenizer file (kind {obj.get('kind')!r})")
+        try:
+            return cls.from_dict(obj)
+        except ValueError as error:
+            raise DataError(path, 1, f"malformed BPE tokenizer: {error}") from None
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer as JSON (atomically); `load_tokenizer(path)` reads it back."""
@@ -96,10 +116,7 @@ class BPETokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> BPETokenizer:
         """Read a tokenizer written by `save`."""
-        obj = read_json(path, "BPE tokenizer")
-        if obj.get("kind") != cls.kind or "tokenizer" not in obj:
-            raise DataError(path, 1, f"not a BPE tokenizer file (kind {obj.get('kind')!r})")
-        return cls.from_dict(obj)
+        return cls.from_file_dict(path, read_json(path, "BPE tokenizer"))
 
     def __repr__(self) -> str:
         return f"BPETokenizer(vocab_size={self.vocab_size})"

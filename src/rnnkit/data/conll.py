@@ -75,6 +75,20 @@ def read_conllu(path: str | os.PathLike, tag: str = "upos") -> list[TaggedSenten
     return sentences
 
 
+def _check_columns(path: Path, line: int, width: int, token_column: int, tag_column: int) -> None:
+    """Raise a `DataError` unless the first token line (`width` columns) has both columns."""
+    if width < 2:
+        raise DataError(path, line, f"found {width} column; a token line needs a token and a tag")
+    for name, column in (("token", token_column), ("tag", tag_column)):
+        if not -width <= column < width:
+            raise DataError(
+                path,
+                line,
+                f"{name}_column={column} is out of range: the line has {width} columns "
+                f"(indices 0 to {width - 1}, or -{width} to -1 from the end)",
+            )
+
+
 def read_conll(
     path: str | os.PathLike,
     token_column: int = 0,
@@ -95,14 +109,14 @@ def read_conll(
             fields = line.split(delimiter)
             if fields[0] == "-DOCSTART-":
                 continue
-            width = width or max(len(fields), 2)
-            in_range = all(-width <= c < width for c in (token_column, tag_column))
-            if len(fields) != width or not in_range:
+            if width is None:
+                width = len(fields)
+                _check_columns(path, number, width, token_column, tag_column)
+            if len(fields) != width:
                 raise DataError(
                     path,
                     number,
-                    f"expected {width} columns like the first token line, found {len(fields)} "
-                    f"(token column {token_column}, tag column {tag_column})",
+                    f"expected {width} columns like the first token line, found {len(fields)}",
                 )
             tokens.append(fields[token_column])
             tags.append(fields[tag_column])

@@ -1,12 +1,12 @@
 """Time series: the `Series` container, NaN handling, splits by time and calendar features.
 
 A `Series` holds values (T, D), optional times (T,) and, when it came from a file, the file and
-the line of each row, so a problem found later (a NaN) is reported where it is in the file.
-`split_by_time` cuts it into train | valid | test in time order, and `TimeSplit.fit_scaler`
-fits a scaler on the training part alone. Calendar features (month, day of week, ...) are
-known in advance, so they may be given to a forecaster for the future steps too
-(`extend_times` makes the future times). Windows over a series live in `rnnkit.data.windows`;
-reading series from CSV lives in `rnnkit.data.tabular`.
+the line of each row, so a problem found later (a NaN, an inf) is reported where it is in the
+file. `split_by_time` cuts it into train | valid | test in time order, and
+`TimeSplit.fit_scaler` fits a scaler on the training part alone. Calendar features (month, day
+of week, ...) are known in advance, so they may be given to a forecaster for the future steps
+too (`extend_times` makes the future times). Windows over a series live in
+`rnnkit.data.windows`; reading series from CSV lives in `rnnkit.data.tabular`.
 """
 
 from __future__ import annotations
@@ -61,27 +61,36 @@ class Series:
 
 
 def handle_nan(series: Series, mode: str = "reject") -> Series:
-    """Check a series for missing values (NaN).
+    """Check a series for missing values (NaN) and infinite ones (inf, -inf).
 
     mode="reject": raise a `DataError` naming the file, the line and the column of the first
-    NaN. mode="interpolate": fill each gap linearly in time (by row when there are no times);
-    gaps at either end take the nearest value.
+    NaN or inf. mode="interpolate": fill each NaN gap linearly in time (by row when there are no
+    times); gaps at either end take the nearest value. An inf is never filled: it is a value
+    that overflowed or a division by zero, not a gap, so it raises a `DataError` in both modes.
     """
     if mode not in NAN_MODES:
         raise ValueError(f"nan mode must be one of {NAN_MODES}, got {mode!r}")
     missing = np.isnan(series.values)
-    if not missing.any():
-        return series
-    if mode == "reject":
-        row, col = (int(i) for i in np.argwhere(missing)[0])
+    infinite = np.isinf(series.values)
+    rejected = infinite | missing if mode == "reject" else infinite
+    if rejected.any():
+        row, col = (int(i) for i in np.argwhere(rejected)[0])
         line = int(series.lines[row]) if series.lines is not None else None
         where = "" if line is not None else f"row {row}: "
-        raise DataError(
-            series.source,
-            line,
-            f"{where}missing value (NaN) in column {series.columns[col]!r}; fill it in, or pass "
-            "nan='interpolate' to fill gaps linearly",
-        )
+        column = series.columns[col]
+        if missing[row, col]:
+            problem = (
+                f"missing value (NaN) in column {column!r}; fill it in, or pass "
+                "nan='interpolate' to fill gaps linearly"
+            )
+        else:
+            problem = (
+                f"infinite value ({series.values[row, col]}) in column {column!r}; fix it in "
+                "the data (nan='interpolate' fills missing values only, never an inf)"
+            )
+        raise DataError(series.source, line, where + problem)
+    if not missing.any():
+        return series
     return replace(series, values=_interpolate(series, missing))
 
 
@@ -195,17 +204,28 @@ def calendar_features(times: np.ndarray, features: tuple[str, ...] = ("month",))
 def extend_times(times: np.ndarray, steps: int) -> np.ndarray:
     """The `steps` times after the last of `times`, at the series' regular step.
 
-    Month-start times (monthly, quarterly, yearly data) step in whole months; others step by
-    the most common difference between neighbours.
+    Calendar data steps in whole months: times that all fall on one day of their month (one
+    that every month has: the 1st to the 28th) or all on the last day of their month, at one
+    time of day (monthly, quarterly, yearly data, stamped at the start, the middle or the end of
+    the period), and keep that day. Other times step by the most common difference between
+    neighbours.
     """
     times = np.asarray(times).astype("datetime64[s]")
     if len(times) < 2:
         raise ValueError("extend_times needs at least two times to find the step")
     months = times.astype("datetime64[M]")
-    if (months.astype("datetime64[s]") == times).all():
-        step = _most_common(np.diff(months.astype(np.int64)))
-        future = months[-1] + step * np.arange(1, steps + 1)
-        return future.astype("datetime64[s]")
+    day = np.timedelta64(1, "D")
+    into_month = times - months.astype("datetime64[s]")  # (T,) in [0, 31 days)
+    before_next = times - (months + 1).astype("datetime64[s]")  # (T,) in [-31 days, 0)
+    rules = (  # (anchor month, offset from it, whether every month has that day)
+        (months, into_month, into_month[0] < 28 * day),  # the 1st to the 28th
+        (months + 1, before_next, before_next[0] >= -day),  # the last day of the month
+    )
+    for anchor, offset, in_every_month in rules:
+        if in_every_month and (offset == offset[0]).all():
+            step = _most_common(np.diff(months.astype(np.int64)))
+            future = anchor[-1] + step * np.arange(1, steps + 1)  # (steps,) months
+            return future.astype("datetime64[s]") + offset[0]
     step = _most_common(np.diff(times.astype(np.int64)))
     return times[-1] + np.timedelta64(step, "s") * np.arange(1, steps + 1)
 

@@ -147,14 +147,19 @@ class WordTokenizer(VocabTokenizer):
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """Read any tokenizer written by `save` (char, word or BPE)."""
+    """Read any tokenizer written by `save` (char, word or BPE); a malformed file raises a
+    `DataError` naming the file and the problem."""
     obj = read_json(path, "tokenizer")
     kind = obj.get("kind")
     if kind == "bpe":
         from rnnkit.data.bpe import BPETokenizer
 
-        return BPETokenizer.from_dict(obj)
+        return BPETokenizer.from_file_dict(path, obj)
     classes = {"char": CharTokenizer, "word": WordTokenizer}
-    if kind not in classes or "vocab" not in obj:
+    if kind not in classes:
         raise DataError(path, 1, f"not a tokenizer file: kind {kind!r}, expected char|word|bpe")
-    return classes[kind](Vocab.from_dict(obj["vocab"]), lowercase=bool(obj.get("lowercase")))
+    try:
+        vocab = Vocab.from_dict(obj.get("vocab"))
+    except ValueError as error:
+        raise DataError(path, 1, f"malformed {kind} tokenizer, its 'vocab': {error}") from None
+    return classes[kind](vocab, lowercase=bool(obj.get("lowercase")))

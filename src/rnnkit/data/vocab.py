@@ -26,6 +26,9 @@ class Vocab:
 
     def __init__(self, tokens: Sequence[str]):
         tokens = list(tokens)
+        not_text = [t for t in tokens if not isinstance(t, str)]
+        if not_text:
+            raise ValueError(f"a Vocab's tokens must be strings, got {not_text[0]!r}")
         if tokens[: len(SPECIALS)] != list(SPECIALS):
             raise ValueError(f"a Vocab's first tokens must be {SPECIALS}, got {tokens[:4]}")
         if len(set(tokens)) != len(tokens):
@@ -50,6 +53,11 @@ class Vocab:
             raise ValueError(f"max_size must be > {len(SPECIALS)} (the specials), got {max_size}")
         counts: Counter[str] = Counter()
         for tokens in token_lists:
+            if isinstance(tokens, str):
+                raise TypeError(
+                    f"Vocab.build takes token sequences, e.g. [['NOUN', 'VERB']], got the "
+                    f"string {tokens!r} as one: wrap a single sequence in a list"
+                )
             counts.update(tokens)
         for special in SPECIALS:
             counts.pop(special, None)
@@ -96,7 +104,9 @@ class Vocab:
 
     @classmethod
     def from_dict(cls, obj: dict) -> Vocab:
-        """The inverse of `to_dict`."""
+        """The inverse of `to_dict`; a ValueError names what is wrong with a malformed `obj`."""
+        if not isinstance(obj, dict) or not isinstance(obj.get("tokens"), list):
+            raise ValueError(f'expected a vocabulary {{"tokens": [...]}}, got {obj!r:.60}')
         return cls(obj["tokens"])
 
     def save(self, path: str | os.PathLike) -> None:
@@ -107,7 +117,7 @@ class Vocab:
     def load(cls, path: str | os.PathLike) -> Vocab:
         """Read a vocabulary written by `save`."""
         obj = read_json(path, "vocabulary")
-        if obj.get("kind") != "vocab" or not isinstance(obj.get("tokens"), list):
+        if obj.get("kind") != "vocab":
             raise DataError(path, 1, 'not a vocabulary file (expected {"kind": "vocab", "tokens"})')
         try:
             return cls.from_dict(obj)

@@ -25,14 +25,28 @@ from rnnkit.data.series import TimeSplit
 
 
 def _as_2d(array: np.ndarray, name: str) -> torch.Tensor:
-    array = np.asarray(array, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a value too large for float32 becomes inf: see below
+        array = np.asarray(array, dtype=np.float32)
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2:
         raise ValueError(f"{name} must be (T,) or (T, D), got shape {array.shape}")
     if np.isnan(array).any():
         raise ValueError(f"{name} contain NaN; handle them first (rnnkit.data.series.handle_nan)")
+    if np.isinf(array).any():
+        row = int(np.argwhere(np.isinf(array))[0, 0])
+        raise ValueError(
+            f"{name} contain inf (first at row {row}): an infinite value, or one too large for "
+            "float32; fix it first"
+        )
     return torch.from_numpy(array)
+
+
+def _check_sizes(**sizes: int) -> None:
+    """Raise a ValueError naming the first of `sizes` (input_len, horizon, ...) below 1."""
+    for name, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 class SlidingWindows(Dataset):
@@ -54,9 +68,7 @@ class SlidingWindows(Dataset):
         start: int = 0,
         end: int | None = None,
     ):
-        for name, value in (("input_len", input_len), ("horizon", horizon), ("stride", stride)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        _check_sizes(input_len=input_len, horizon=horizon, stride=stride)
         self.values = _as_2d(values, "values")  # (T, D)
         length = len(self.values)
         if covariates is None:
@@ -133,6 +145,7 @@ def latest_window(
     `covariates` must then cover T + horizon steps (e.g. calendar features of the series' times
     and of `extend_times(times, horizon)`). Returns a `Batch` of one with no targets.
     """
+    _check_sizes(input_len=input_len, horizon=horizon)
     values_t = _as_2d(values, "values")
     length = len(values_t)
     if length < input_len:

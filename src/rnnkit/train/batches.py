@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from rnnkit.data.batch import Batch
-from rnnkit.data.batching import BucketSampler
+from rnnkit.data.batching import BucketSampler, pad_cyclic
 
 Collate = Callable[[list[Any]], Batch]
 
@@ -82,7 +82,8 @@ def train_order(
     With `lengths` (one per sample) the global batches are those of `rnnkit.data.BucketSampler`
     (a shuffle seeded with seed + epoch, pools of 50 batches sorted by length, the batches in a
     random order) and process `rank` takes rows rank, rank + world, ... of each; a global batch
-    that does not divide by `world` repeats its first rows, so every process steps together.
+    that does not divide by `world` repeats its rows from the first (as often as needed when it
+    has fewer rows than processes), so every process steps together with a non-empty batch.
     """
     assert batch_size % world == 0, "fit() checks that batch_size divides by the world size"
     if lengths is not None:
@@ -95,9 +96,9 @@ def train_order(
 
 
 def _share(batch: list[int], rank: int, world: int) -> list[int]:
-    """Process `rank`'s rows of a global batch, padded to a multiple of `world` rows."""
-    padded = batch + batch[: (-len(batch)) % world]
-    return padded[rank::world]
+    """Process `rank`'s rows of a global batch, padded cyclically to a multiple of `world` rows
+    (at least one row each, even when the batch has fewer rows than there are processes)."""
+    return pad_cyclic(batch, world)[rank::world]
 
 
 def eval_order(n: int, batch_size: int, rank: int, world: int) -> list[list[int]]:
