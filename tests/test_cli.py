@@ -144,6 +144,15 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys, argv, expected):
     assert not Path("runs").exists()  # nothing was written
 
 
+def test_the_guide_names_every_task(capsys):
+    guide = " ".join((Path(__file__).parents[1] / "docs" / "cli.md").read_text().split())
+    names = base.task_names()
+    listed = ", ".join(f"`{name}`" for name in names[:-1]) + f" or `{names[-1]}`"
+    assert f"`TASK` is {listed}." in guide
+    assert main(["train", "sentiment"]) == 2
+    assert _one_line_error(capsys).strip() in guide  # the sample error is the real one
+
+
 def test_python_dash_m_rnnkit_exits_2_with_one_line(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "rnnkit", "train", "classify", "nothing.csv"],

@@ -56,9 +56,7 @@ class DropoutRegressor(nn.Module):
 
 def _kill_before_state_json(nth: int) -> None:
     """SIGKILL this process just before the nth checkpoint's state.json is moved into place."""
-    import rnnkit.train.checkpoint as checkpoint
-
-    replace, seen = checkpoint.os.replace, []
+    replace, seen = os.replace, []
 
     def replace_or_die(src, dst):
         if Path(dst).name == "state.json":
@@ -67,7 +65,7 @@ def _kill_before_state_json(nth: int) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
         replace(src, dst)
 
-    checkpoint.os.replace = replace_or_die
+    os.replace = replace_or_die  # rnnkit.data.files.atomic_write's rename
 
 
 def main() -> None:
@@ -148,6 +146,7 @@ def test_sigkill_then_resume_ends_equal_to_an_uninterrupted_run(
     history = (tmp_path / "killed" / "history.csv").read_text()
     assert history == (reference_run / "history.csv").read_text()
     assert len(list((tmp_path / "killed" / "checkpoint").glob("tensors-*"))) == 1
+    assert not list((tmp_path / "killed").rglob("*.tmp"))  # what the kill left is gone
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 Every reader in `rnnkit.data` opens its files through `read_text_file`, so a missing file, an
 empty file or a file that is not UTF-8 fails the same way everywhere: with a `DataError` whose
-message names the file, the line and the problem (`path:line: problem`). Vocabularies,
-tokenizers and scalers are written with `write_text_atomic` (a temporary file, then a rename),
-so a run killed while saving never leaves half a file behind. Parsing lives in the readers.
+message names the file, the line and the problem (`path:line: problem`). Every file rnnkit
+writes (vocabularies, tokenizers, scalers, and the run directory of `rnnkit.train.checkpoint`)
+goes through `atomic_write` (a temporary file, fsync, then a rename), so a run killed while
+saving never leaves half a file behind. Parsing lives in the readers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,19 +59,32 @@ def read_text_file(path: str | os.PathLike, allow_empty: bool = False) -> str:
     return text.removeprefix("\ufeff").replace("\r\n", "\n")
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` as UTF-8 through a temporary file and a rename: readers see the
-    old file or the new one, never a part."""
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process umask once; files get the mode open() would give them
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call `write(tmp_path)`, then move tmp_path onto `path` in one `os.replace`: readers see
+    the old file or the new one, never a part. The file is on disk (fsync) before the rename and
+    gets the mode open() would give it (mkstemp makes 0600 files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
-            file.write(text)
+        write(temporary)
+        with open(temporary, "rb+") as file:
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_UMASK)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` as UTF-8 (`\\n` line ends), atomically (`atomic_write`)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", newline="\n"))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -16,6 +16,7 @@ The command line (`rnnkit.cli`) and docs/cli.md ("The task interface") are the u
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import inspect
 import json
@@ -26,8 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from torch import nn
 
+from rnnkit.data.files import atomic_write
+from rnnkit.train import checkpoint
 from rnnkit.train.config import TrainConfig
 
 # task name -> module defining TASK; imported lazily, in this order in help texts
@@ -40,6 +44,20 @@ TASK_MODULES: dict[str, str] = {
     "speech": "rnnkit.tasks.speech",
 }
 MODELS_PACKAGE = "rnnkit.models"  # the only package a saved model class may come from
+# the preprocessing files tasks write into a run directory (a new task adds its own here); a
+# new run removes them, with what fit writes, from a run directory an earlier run used
+TASK_FILES = (
+    "tokenizer.json",  # classify, lm (text)
+    "labels.json",  # classify
+    "words.json",  # tag
+    "chars.json",  # tag
+    "tags.json",  # tag
+    "scaler.json",  # forecast
+    "source_tokenizer.json",  # translate
+    "target_tokenizer.json",  # translate
+    "normalization.json",  # speech
+    "sample.mid",  # lm (music)
+)
 
 
 class TaskError(Exception):
@@ -55,7 +73,10 @@ class Task:
 
     The functions receive and return plain values; none of them parses flags or prints usage.
     `predict`, `plot_predictions`, `generate` and `forecast` are optional: a task without one
-    rejects that command (or flag).
+    rejects that command (or flag). `train` is kept wrapped so that a new run (not resuming a
+    checkpoint) first removes what an earlier run wrote into config.run_dir (`clear_run_dir`),
+    before the task writes its preprocessing files there, and a resume that fails (refused for
+    other options or data) leaves the run's preprocessing files as they were.
     """
 
     name: str  # TASK on the command line
@@ -86,6 +107,8 @@ class Task:
         clashes = sorted(known & {f.name for f in dataclasses.fields(self.options)})
         if clashes:
             raise TypeError(f"task {self.name!r}: options clash with TrainConfig fields {clashes}")
+        if not getattr(self.train, "clears_run_dir", False):
+            object.__setattr__(self, "train", _clearing_run_dir(self.train))
 
     def train_config(self, **values: Any) -> TrainConfig:
         """A TrainConfig with this task's defaults, overridden by `values`."""
@@ -103,6 +126,26 @@ class Run:
     model: nn.Module  # the task model, weights loaded, in eval mode, on the CPU
     extras: dict[str, Any]  # the task's preprocessing objects (task.load_extras(run_dir))
     info: dict[str, Any] = field(default_factory=dict)  # everything config.json holds
+
+
+def _clearing_run_dir(train: Callable) -> Callable:
+    """`train` that first clears config.run_dir of an earlier run, unless it resumes it."""
+
+    @functools.wraps(train)
+    def train_in_run_dir(data: str | None, options: Any, config: TrainConfig) -> dict[str, float]:
+        if config.run_dir is None:
+            return train(data, options, config)
+        clear_run_dir(config.run_dir, config.resume)
+        kept = _task_files(config.run_dir) if config.resume else {}
+        try:
+            return train(data, options, config)
+        except BaseException:  # a refused resume: the task wrote its files before fit refused
+            for path, content in kept.items():
+                atomic_write(path, lambda tmp, content=content: Path(tmp).write_bytes(content))
+            raise
+
+    train_in_run_dir.clears_run_dir = True  # type: ignore[attr-defined]
+    return train_in_run_dir
 
 
 # --- options dataclasses ----------------------------------------------------------------------
@@ -203,6 +246,21 @@ def task_of_run(run_dir: str | os.PathLike) -> Task:
     return get_task(read_run_config(run_dir)["task"])
 
 
+def _task_files(run_dir: str | os.PathLike) -> dict[Path, bytes]:
+    """The TASK_FILES run_dir holds, with their bytes (rank 0's; none on the other ranks)."""
+    if not is_main_process():
+        return {}
+    paths = (Path(run_dir) / name for name in TASK_FILES)
+    return {path: path.read_bytes() for path in paths if path.is_file()}
+
+
+def clear_run_dir(run_dir: str | os.PathLike, resume: bool = False) -> None:
+    """Remove what an earlier run wrote into run_dir (fit's files, TASK_FILES), unless `resume`
+    and run_dir has a checkpoint to resume. Only rank 0 removes; a user's own files stay."""
+    if is_main_process() and not (resume and checkpoint.has_checkpoint(run_dir)):
+        checkpoint.remove_run(run_dir, TASK_FILES)
+
+
 def load_run(run_dir: str | os.PathLike) -> Run:
     """Rebuild a trained run: task, options, TrainConfig, model with its weights, extras."""
     run_dir = Path(run_dir)
@@ -211,17 +269,33 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     options = build_dataclass(task.options, info.get("options", {}), f"{run_dir}: options")
     train_config = TrainConfig.from_json(info["train"])
     model = build_model(info["model"], run_dir)
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
+    _load_weights(model, run_dir)
+    model.eval()
+    return Run(run_dir, task, options, train_config, model, task.load_extras(run_dir), info)
+
+
+def _load_weights(model: nn.Module, run_dir: Path) -> None:
+    """Give `model` the weights of run_dir/model.safetensors, or a TaskError that says why not."""
+    path = run_dir / "model.safetensors"
+    if not path.is_file():
         raise TaskError(
             f"{run_dir}: no model.safetensors; training did not finish "
             "(train again with --resume and the same --run-dir to finish it)"
         )
-    from rnnkit.train.checkpoint import load_tensors
-
-    model.load_state_dict(load_tensors(weights))
-    model.eval()
-    return Run(run_dir, task, options, train_config, model, task.load_extras(run_dir), info)
+    try:
+        weights = checkpoint.load_tensors(path)
+    except (OSError, SafetensorError) as error:
+        raise TaskError(
+            f"{path}: not a readable safetensors file ({error}); train the run again"
+        ) from None
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        mismatches = str(error).splitlines()[1:]  # one line per mismatch; name the first
+        raise TaskError(
+            f"{run_dir}: model.safetensors does not fit the model that config.json describes "
+            f"({mismatches[0].strip() if mismatches else error}); train the run again"
+        ) from None
 
 
 def load(run_dir: str | os.PathLike) -> nn.Module:
@@ -331,9 +405,7 @@ def record_metrics(run_dir: str | os.PathLike | None, key: str, values: Any) -> 
     """Add `values` under `key` to run_dir/metrics.json (written by `fit`), atomically."""
     if run_dir is None or not is_main_process():
         return
-    from rnnkit.train.checkpoint import write_json
-
     path = Path(run_dir) / "metrics.json"
     summary = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     summary[key] = values
-    write_json(path, summary)
+    checkpoint.write_json(path, summary)

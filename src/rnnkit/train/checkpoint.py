@@ -10,11 +10,13 @@ A run directory holds
     checkpoint/         state.json + tensors-*.safetensors: everything `resume` needs
 
 Every file is written to a temporary file in the same directory and moved into place with
-`os.replace`, so a reader (or a resumed run) sees either the old or the new file, never half of
-one. A checkpoint is two files: the tensors file gets a fresh name, and `state.json`, written
-last, names it; a kill at any moment leaves `state.json` pointing at a complete set. Nothing is
-ever pickled: tensors go to safetensors, everything else to JSON. What goes *into* a checkpoint
-is decided by `rnnkit.train.loop`; this module only stores nested values.
+`os.replace` (`rnnkit.data.files.atomic_write`), so a reader (or a resumed run) sees either the
+old or the new file, never half of one. A new run first removes what an earlier run wrote
+(`remove_run`); resuming compares config.json with the new run's (`check_resumable`).
+A checkpoint is two files: the tensors file gets a fresh name, and `state.json`, written last,
+names it; a kill at any moment leaves `state.json` pointing at a complete set. Nothing is ever
+pickled: tensors go to safetensors, everything else to JSON. What goes *into* a checkpoint is
+decided by `rnnkit.train.loop`; this module only stores nested values.
 """
 
 from __future__ import annotations
@@ -22,42 +24,21 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
+import shutil
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from rnnkit.data.files import atomic_write
+from rnnkit.data.files import write_text_atomic as write_text
+
 CHECKPOINT_DIR = "checkpoint"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read the process umask once; files get the mode open() would give them
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)`, then move tmp_path onto `path` in one `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Write `text` (UTF-8) to `path` atomically."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+# what fit writes into run_dir besides the checkpoint; a new run removes them first
+RUN_FILES = ("config.json", "model.safetensors", "history.csv", "metrics.json", "plots")
 
 
 def write_json(path: str | Path, value: Any) -> None:
@@ -165,16 +146,57 @@ def remove_checkpoint(run_dir: str | Path) -> None:
     folder = Path(run_dir) / CHECKPOINT_DIR
     for name in ("state.json", *(p.name for p in folder.glob("tensors-*.safetensors"))):
         (folder / name).unlink(missing_ok=True)
+    _remove_temporary_files(folder)
+
+
+def remove_run(run_dir: str | Path, names: tuple[str, ...] = ()) -> None:
+    """Delete what an earlier run wrote into run_dir: its checkpoint, RUN_FILES and `names`
+    (files or folders, e.g. a task's tokenizer.json), with the temporary files of a write that
+    was killed. Anything else in run_dir (a user's own files) stays."""
+    remove_checkpoint(run_dir)
+    for name in (*RUN_FILES, *names):
+        path = Path(run_dir) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        for temporary in path.parent.glob(f".{path.name}.*.tmp"):
+            temporary.unlink(missing_ok=True)
+
+
+def _remove_temporary_files(folder: Path) -> None:
+    """Delete what atomic writes killed midway left in `folder` (.NAME.*.tmp)."""
+    for temporary in folder.glob(".*.tmp"):
+        temporary.unlink(missing_ok=True)
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether run_dir holds a checkpoint to resume (its state.json)."""
+    return (Path(run_dir) / CHECKPOINT_DIR / "state.json").exists()
 
 
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any] | None:
-    """The parts of run_dir's checkpoint, or None when it has none."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    if not (folder / "state.json").exists():
+    """The parts of run_dir's checkpoint, or None when it has none.
+
+    A damaged checkpoint (state.json or its tensors file unreadable, truncated or missing) is a
+    ValueError naming the file: such a run cannot be resumed, only started afresh.
+    """
+    if not has_checkpoint(run_dir):
         return None
-    state = read_json(folder / "state.json")
-    tensors = load_tensors(folder / state["tensors_file"])
-    return {name: join_tensors(value, tensors) for name, value in state["parts"].items()}
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    state_file = folder / "state.json"
+    _remove_temporary_files(folder)
+    path = state_file
+    try:
+        state = read_json(state_file)
+        path = folder / state["tensors_file"]
+        tensors = load_tensors(path)
+        return {name: join_tensors(value, tensors) for name, value in state["parts"].items()}
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as error:
+        raise ValueError(
+            f"cannot resume {run_dir}: its checkpoint file {path} is damaged or missing "
+            f"({type(error).__name__}: {error}); start afresh without --resume (resume=False)"
+        ) from None
 
 
 # --- config.json ----------------------------------------------------------------------------
@@ -196,19 +218,48 @@ def write_run_config(
     write_json(Path(run_dir) / "config.json", {**values, **run_info})
 
 
-def check_resumable(run_dir: str | Path, train: dict[str, Any]) -> None:
-    """Raise when run_dir's config.json was written by a different TrainConfig."""
-    saved = read_json(Path(run_dir) / "config.json")["train"]
-    changed = sorted(
-        key
-        for key in set(saved) | set(train)
-        if key not in RESUMABLE_CHANGES and _jsonable(saved.get(key)) != _jsonable(train.get(key))
-    )
+def check_resumable(
+    run_dir: str | Path, train: dict[str, Any], model_class: str, run_info: dict[str, Any]
+) -> None:
+    """Raise when run_dir's config.json was written for another run: a different TrainConfig
+    (other than RESUMABLE_CHANGES), model class or run_info (a task's options, model config,
+    data)."""
+    path = Path(run_dir) / "config.json"
+    try:
+        saved = read_json(path)
+        saved_train = saved["train"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"cannot resume {run_dir}: {path} is damaged or missing ({error}); "
+            "start afresh without --resume (resume=False)"
+        ) from None
+    changed = [key for key in _differences(saved_train, train) if key not in RESUMABLE_CHANGES]
     if changed:
         raise ValueError(
             f"cannot resume {run_dir}: its TrainConfig differs in {changed}; use the same "
             "config (only epochs, device and progress may change) or a new run_dir"
         )
+    now = {"model_class": model_class, **run_info}
+    before = {key: value for key, value in saved.items() if key not in ("rnnkit_version", "train")}
+    changed = _differences(before, now)
+    if changed:
+        raise ValueError(
+            f"cannot resume {run_dir}: the options, model or data differ from those in {path}: "
+            f"{changed}; resume with the same ones (only epochs, device and progress may "
+            "change) or use a new run_dir"
+        )
+
+
+def _differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """The sorted keys whose values differ; nested dicts by dotted key (model.config.dropout)."""
+    changed = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = _jsonable(saved.get(key)), _jsonable(now.get(key))
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}")
+    return changed
 
 
 def _jsonable(value: Any) -> Any:

@@ -340,19 +340,19 @@ def _checkpoint(t: Training) -> None:
 
 
 def _start_or_resume(t: Training, run_info: dict[str, Any]) -> None:
-    """Load the last checkpoint when resuming, else write config.json of a new run."""
+    """Load the last checkpoint when resuming, else clear run_dir and write a new config.json."""
     config = t.config
     if config.run_dir is None:
         return
     run_dir = Path(config.run_dir)
+    model_class = f"{type(t.model).__module__}.{type(t.model).__qualname__}"
     saved = checkpoint.load_checkpoint(run_dir) if config.resume else None
     if saved is None:
         if t.context.is_main:
-            checkpoint.remove_checkpoint(run_dir)  # a new run replaces what run_dir held
-            model_class = f"{type(t.model).__module__}.{type(t.model).__qualname__}"
+            checkpoint.remove_run(run_dir)  # a new run replaces what run_dir held
             checkpoint.write_run_config(run_dir, config.to_json(), model_class, run_info)
         return
-    checkpoint.check_resumable(run_dir, config.to_json())
+    checkpoint.check_resumable(run_dir, config.to_json(), model_class, run_info)
     t.model.load_state_dict(saved["model"])
     t.optimizer.load_state_dict(saved["optimizer"])
     if t.scheduler is not None:
