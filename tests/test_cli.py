@@ -127,6 +127,8 @@ def _fake_run(folder: Path, task: str) -> Path:
         (["train", "classify", "--config", "table.toml"], "unknown key [model] 'epochs'"),
         (["train", "classify", "--config", "typed.toml"], "epochs must be of type int, got 'ten'"),
         (["train", "classify", "--config", "absent.toml"], "absent.toml: no such config file"),
+        (["train", "classify", "--config", "latin1.toml"], "latin1.toml: not UTF-8 text (byte 5)"),
+        (["train", "classify", "--config", "RUN"], "RUN: cannot read the config file"),
         (["train", "classify", "--epochs", "ten"], "argument --epochs: expected int, got 'ten'"),
         (["train", "classify", "--pooling", "sum"], "argument --pooling: invalid choice: 'sum'"),
         (["train", "classify", "--lr", "-1"], "lr must be a finite number > 0"),
@@ -139,6 +141,7 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys, argv, expected):
     (tmp_path / "unknown.toml").write_text("colour = 'red'\n")
     (tmp_path / "table.toml").write_text("[model]\nepochs = 3\n")
     (tmp_path / "typed.toml").write_text("epochs = 'ten'\n")
+    (tmp_path / "latin1.toml").write_bytes("# caf\u00e9\nepochs = 1\n".encode("latin-1"))
     assert main(argv) == 2
     assert expected in _one_line_error(capsys)
     assert not Path("runs").exists()  # nothing was written

@@ -145,6 +145,12 @@ def read_toml(path: str, task: Task) -> dict[str, Any]:
         raise UsageError(f"{path}: no such config file") from None
     except tomllib.TOMLDecodeError as error:
         raise UsageError(f"{path}: malformed TOML: {error}") from None
+    except UnicodeDecodeError as error:  # TOML is UTF-8
+        raise UsageError(
+            f"{path}: not UTF-8 text (byte {error.start}); save the config file as UTF-8"
+        ) from None
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read the config file ({error.strerror})") from None
     classes = {"model": task.options, "train": TrainConfig}
     values: dict[str, Any] = {}
     for key, value in document.items():
