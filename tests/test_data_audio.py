@@ -65,6 +65,11 @@ def test_wav_errors(tmp_path):
     (tmp_path / "empty.wav").write_bytes(b"")
     with pytest.raises(DataError, match="empty.wav: the file is empty"):
         read_wav(tmp_path / "empty.wav")
+    soundfile.write(tmp_path / "click.wav", tone(440)[:10], RATE)  # 10 samples: 0.6 ms
+    with pytest.raises(DataError, match=r"click.wav: the recording lasts 0.6 ms, less than one"):
+        wav_features(tmp_path / "click.wav")
+    soundfile.write(tmp_path / "short.wav", tone(440)[:400], RATE)  # one frame: features
+    assert wav_features(tmp_path / "short.wav").shape[0] >= 1
 
 
 def test_features_resample_to_16_khz():

@@ -110,7 +110,19 @@ def features(samples: np.ndarray, sample_rate: int, kind: str = "log_mel") -> np
     return log_mel(samples, sample_rate) if kind == "log_mel" else mfcc(samples, sample_rate)
 
 
+FRAME_MS = 25.0  # the analysis frame of `log_mel` and `mfcc`: a recording needs one
+
+
 def wav_features(path: str | os.PathLike, kind: str = "log_mel") -> np.ndarray:
-    """Features (T, F) of a WAV file: `read_wav` then `features`."""
+    """Features (T, F) of a WAV file: `read_wav` then `features`; a recording shorter than one
+    analysis frame (25 ms) is a DataError (its features would be the padding's)."""
     samples, sample_rate = read_wav(path)
+    milliseconds = 1000 * len(samples) / sample_rate
+    if milliseconds < FRAME_MS:
+        raise DataError(
+            path,
+            None,
+            f"the recording lasts {milliseconds:.1f} ms, less than one {FRAME_MS:g} ms analysis "
+            "frame; give a longer recording",
+        )
     return features(samples, sample_rate, kind)
