@@ -51,8 +51,9 @@ def test_top_k_keeps_exactly_k_and_renormalises():
     assert _kept(filtered) == {3, 4}
     expected = torch.tensor([0, 0, 0, math.exp(5), math.exp(4)]) / (math.exp(5) + math.exp(4))
     torch.testing.assert_close(filtered.softmax(-1), expected.float())
-    ties = top_k_filter(torch.zeros(2, 6), 3)  # all equal: still exactly k per row
-    assert torch.isfinite(ties).sum(-1).tolist() == [3, 3]
+    ties = top_k_filter(torch.zeros(2, 20), 3)  # all equal: exactly k per row, the first k
+    assert torch.isfinite(ties).nonzero()[:, 1].tolist() == [0, 1, 2, 0, 1, 2]
+    assert _kept(top_k_filter(torch.tensor([1.0, 2.0, 2.0, 2.0, 0.0]), 2)) == {1, 2}
     assert torch.equal(top_k_filter(logits, 5), logits)
 
 
@@ -66,6 +67,15 @@ def test_top_p_keeps_the_smallest_set_with_enough_mass(p, kept):
     mass = sum(probs[i] for i in kept)
     expected = torch.tensor([probs[i] / mass if i in kept else 0.0 for i in range(4)])
     torch.testing.assert_close(filtered.softmax(-1), expected)
+
+
+def test_top_p_of_one_keeps_every_token():
+    """p = 1 is the whole distribution: a float32 running sum reaches 1.0 before the last
+    tokens (1513 of 50,000 dropped before), and a far tail must stay too."""
+    logits = torch.randn(1, 50_000, generator=torch.Generator().manual_seed(0)) * 3
+    assert torch.equal(top_p_filter(logits, 1.0), logits)
+    tail = torch.tensor([10.0, 0.0, -20.0, -30.0])
+    assert torch.equal(top_p_filter(tail, 1.0), tail)
 
 
 def test_top_p_counts_mass_equal_to_p_as_enough():
@@ -258,6 +268,13 @@ def test_music_step_reproduces_forward_and_generation_is_seeded(cell):
     assert torch.equal(draw(1), draw(1))
     assert not torch.equal(draw(1), draw(2))
     assert set(draw(1).unique().tolist()) <= {0.0, 1.0}
+    double = _music(cell).double()  # a float64 model generates too (float32 frames failed)
+    double.load_state_dict(model.state_dict())
+    sampled = double.generate(frames[0].double(), 0.0, torch.Generator())
+    expected = model.generate(frames[0], 0.0, torch.Generator())  # T = 0: the sure units
+    assert torch.equal(
+        torch.stack(list(islice(sampled, 8))), torch.stack(list(islice(expected, 8)))
+    )
 
 
 def test_music_loss_gradient_matches_binary_cross_entropy():

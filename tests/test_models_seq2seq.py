@@ -134,6 +134,65 @@ def test_wide_beam_scores_at_least_as_well_as_greedy(seed, cell, attention, inpu
     assert (beam_score >= greedy_score - 1e-5).all(), (beam_score, greedy_score)
 
 
+def _prefix_log_probs(model, source, prefixes):
+    """log p of each next token after each prefix (one source): {prefix: (V,) log-probs}, by
+    teacher-forced scoring of the prefix (the decoder's own numbers, no beam bookkeeping)."""
+    out = {}
+    for prefix in prefixes:
+        targets = torch.tensor([[*prefix, PAD]])  # the last position: the next token's logits
+        logits, _ = model.unroll(source, None, targets, teacher_forcing=1.0)
+        log_probs = logits[0, -1].log_softmax(dim=-1)
+        log_probs[[PAD, 1]] = float("-inf")  # PAD and BOS are never emitted
+        out[prefix] = log_probs
+    return out
+
+
+def _reference_beam(model, source, beam, max_len, alpha):
+    """Beam search written plainly: keep the `beam` best hypotheses each step, a finished one
+    (ending in EOS) keeping its score; return the finished one with the best score / GNMT lp,
+    or the best unfinished one when none finished."""
+    hypotheses = [((), 0.0)]
+    for _ in range(max_len):
+        growing = [h for h, _ in hypotheses if not h or h[-1] != EOS]
+        if not growing:
+            break
+        steps = _prefix_log_probs(model, source, growing)
+        candidates = [(h, score) for h, score in hypotheses if h and h[-1] == EOS]
+        for h, score in hypotheses:
+            if not h or h[-1] != EOS:
+                candidates += [(h + (v,), score + float(lp)) for v, lp in enumerate(steps[h])]
+        hypotheses = sorted(candidates, key=lambda c: -c[1])[:beam]
+    penalty = lambda h: ((5 + len(h)) / 6) ** alpha  # noqa: E731
+    finished = [(h, s) for h, s in hypotheses if h[-1] == EOS] or hypotheses
+    return max(finished, key=lambda c: c[1] / penalty(c[0]))[0]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.5])
+def test_beam_search_returns_what_a_plain_beam_search_returns(alpha):
+    """Tiny models with peaked outputs and a short max_len, where hypotheses get cut off: the
+    result is the best finished hypothesis (an unfinished one, which lacks EOS's log-prob, was
+    chosen over it in 27 of 120 such cases before)."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        for seed in range(12):
+            torch.manual_seed(seed)
+            config = Seq2SeqConfig(
+                source_vocab_size=7, target_vocab_size=5, embedding_dim=4, hidden_size=5,
+                dropout=0.0,
+            )  # fmt: skip
+            model = Seq2Seq(config).eval()
+            with torch.no_grad():
+                model.output.weight.mul_(3)
+                model.output.bias.normal_(0, 1)
+            source = torch.tensor([[3, 4, 5]])
+            with torch.no_grad():
+                got = model.beam_search(source, beam=3, max_len=3, length_penalty=alpha).tokens[0]
+                expected = _reference_beam(model, source, 3, 3, alpha)
+            assert tuple(t for t in got.tolist() if t != PAD) == expected, seed
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
 def test_decoders_pad_after_eos_and_attend_only_to_the_source():
     model, source = _model(0, "gru", "additive"), _source(0)
     padding = torch.arange(source.shape[1]) >= LENGTHS[:, None]  # (B, S)

@@ -117,13 +117,13 @@ class MusicModel(nn.Module):
         The model starts from a silent frame, then reads the prompt's frames (if any) in one
         `forward`; every sampled frame costs one `step`. Put the model in eval mode first.
         """
-        device = self.output.weight.device
-        start = torch.zeros(1, 1, self.config.num_pitches, device=device)  # (1, 1, P): x_0
+        device, dtype = self.output.weight.device, self.output.weight.dtype
+        start = torch.zeros(1, 1, self.config.num_pitches, device=device, dtype=dtype)  # x_0
         if prompt is not None:
-            start = torch.cat([start, prompt.to(device, torch.float32)[None]], dim=1)
+            start = torch.cat([start, prompt.to(device, dtype)[None]], dim=1)
         logits, state = self(start)
         next_logits = logits[:, -1]  # (1, P)
         while True:
             frame = sample_bernoulli(next_logits.cpu(), temperature, generator)  # (1, P)
             yield frame[0]
-            next_logits, state = self.step(frame.to(device), state)
+            next_logits, state = self.step(frame.to(device, dtype), state)

@@ -51,7 +51,7 @@ def top_k_filter(logits: Tensor, k: int) -> Tensor:
     """Logits (..., V) with all but the k largest of each row set to -inf."""
     if k >= logits.shape[-1]:
         return logits
-    kept = logits.topk(k, dim=-1).indices  # (..., k)
+    kept = logits.sort(dim=-1, descending=True, stable=True).indices[..., :k]  # ties: first
     mask = torch.ones_like(logits, dtype=torch.bool).scatter(-1, kept, False)  # True: dropped
     return logits.masked_fill(mask, -math.inf)
 
@@ -60,8 +60,11 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     """Logits (..., V) keeping, per row, the smallest set of most likely tokens with mass >= p.
 
     A token is dropped when the tokens ranked above it already hold mass >= p; the most likely
-    token is always kept.
+    token is always kept, and p >= 1 keeps every token (a float32 running sum reaches 1 before
+    the last tokens do).
     """
+    if p >= 1:
+        return logits
     probs, order = logits.softmax(dim=-1).sort(dim=-1, descending=True)  # (..., V) each
     mass_before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
     dropped_sorted = mass_before >= p

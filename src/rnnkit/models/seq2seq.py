@@ -250,8 +250,9 @@ class Seq2Seq(nn.Module):
     ) -> Decoded:
         """Keep the `beam` best prefixes by summed log-probability each step; a hypothesis that
         has emitted EOS keeps its slot and score. At the end (all finished or max_len steps,
-        default 2 S + 10) return the hypothesis with the best log_prob / lp(len), lp the GNMT
-        length penalty ((5 + len) / 6) ** length_penalty. Width 1 is greedy decoding."""
+        default 2 S + 10) return the finished hypothesis with the best log_prob / lp(len), lp
+        the GNMT length penalty ((5 + len) / 6) ** length_penalty (an unfinished one only when
+        none in the beam has finished). Width 1 is greedy decoding."""
         if not isinstance(beam, int) or beam < 1:
             raise ValueError(f"beam must be an int >= 1, got {beam!r}")
         max_len = max_len or 2 * source.shape[1] + 10
@@ -288,5 +289,7 @@ class Seq2Seq(nn.Module):
             if done.all():
                 break
         ranked = scores / gnmt_length_penalty(sizes.view(batch, beam), length_penalty)
+        finished = done.view(batch, beam)  # a cut-off one lacks EOS's log-prob: not its peer
+        ranked = torch.where(finished.any(dim=1, keepdim=True) & ~finished, -torch.inf, ranked)
         best = torch.arange(batch, device=source.device) * beam + ranked.argmax(dim=1)  # (B,)
         return Decoded(history[best], scores.view(-1)[best], attention[best])
