@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -61,6 +63,8 @@ def test_min_delta_decides_what_counts_as_an_improvement():
 
 
 def test_plateau_schedule_halves_the_lr_after_patience_bad_epochs():
+    """As early stopping counts: after `plateau_patience` epochs in a row without improving by
+    more than min_delta (torch's ReduceLROnPlateau waits one epoch more, and asks 1e-4)."""
     curve = [5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 3.3]
     model = ScriptedValidation(curve)
     config = TrainConfig(
@@ -74,4 +78,11 @@ def test_plateau_schedule_halves_the_lr_after_patience_bad_epochs():
     )
     history = fit(model, _data(4), _data(4), config)
     lrs = [row["lr"] for row in history]  # the lr used during each epoch
-    assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05])
+    assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.05, 0.025, 0.0125])
+    tiny_gains = [1.0 - 4e-5 * epoch for epoch in range(5)]  # improving every epoch
+    history = fit(ScriptedValidation(tiny_gains), _data(4), _data(4), replace(config, epochs=5))
+    assert [row["lr"] for row in history] == pytest.approx([0.1] * 5)
+    slow = [5.0, 4.0, 3.0, 2.9, 2.8, 2.7, 2.6]  # from 3.0 on, gains under min_delta a step
+    patient = replace(config, epochs=7, plateau_patience=2, min_delta=0.25)
+    history = fit(ScriptedValidation(slow), _data(4), _data(4), patient)  # 2.7: 0.3 below 3.0
+    assert [row["lr"] for row in history] == pytest.approx([0.1] * 5 + [0.05, 0.05])

@@ -7,9 +7,10 @@ turns a list of samples into a `Batch`. Streams for truncated BPTT are `rnnkit.t
 The order of an epoch is a function of (seed, epoch) only: `torch.utils.data.DistributedSampler`
 with `shuffle=True` draws `randperm(N)` from a generator seeded with seed + epoch, and process
 `rank` of `world` takes every world-th index. With a per-process batch of batch_size / world,
-step s of every process together covers exactly the global batch that a single process sees at
-step s, so one process and `torchrun` train on the same batches, and a resumed run can replay an
-epoch up to the batch where it stopped.
+step s of every process together covers the global batch that a single process sees at step s
+(exactly when it divides by `world`; else, as DistributedSampler pads, a few of its rows twice),
+so one process and `torchrun` train on the same batches, and a resumed run can replay an epoch
+up to the batch where it stopped.
 """
 
 from __future__ import annotations

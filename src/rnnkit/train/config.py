@@ -36,10 +36,10 @@ class TrainConfig:
     momentum: float = 0.9  # SGD only
     # --- learning-rate schedule
     schedule: str | None = None  # None (constant), "plateau" or "cosine"
-    warmup_steps: int = 0  # cosine: optimizer steps of linear warm-up from 0 to lr
+    warmup_steps: int = 0  # cosine: optimizer steps of linear warm-up up to lr (lr / W first)
     min_lr: float = 0.0  # cosine: the lr it decays to; plateau: the lowest lr it reduces to
     plateau_factor: float = 0.5  # plateau: lr is multiplied by this when `monitor` stalls
-    plateau_patience: int = 2  # plateau: epochs without improvement before a reduction
+    plateau_patience: int = 2  # plateau: epochs in a row without improvement, then a reduction
     # --- gradient clipping
     clip_norm: float | None = 1.0  # rescale gradients to total L2 norm <= this (None: off)
     clip_value: float | None = None  # clamp each gradient element to [-v, v] (None: off)

@@ -1,9 +1,12 @@
 """Optimizers and learning-rate schedules named in `TrainConfig`.
 
 optimizer "adamw": torch.optim.AdamW (decoupled weight decay), "sgd": SGD with momentum.
-schedule "cosine": linear warm-up for `warmup_steps` optimizer steps, then a cosine from lr down
-to `min_lr` at the last step; stepped after every optimizer step.
-schedule "plateau": ReduceLROnPlateau on `monitor`, stepped once per epoch.
+schedule "cosine": linear warm-up over `warmup_steps` optimizer steps (step s of them at
+lr * (s + 1) / warmup_steps), then a half cosine from lr that reaches `min_lr` when training
+ends (the last step runs just above it); stepped after every optimizer step.
+schedule "plateau": ReduceLROnPlateau on `monitor`, stepped once per epoch: lr is multiplied by
+`plateau_factor` after `plateau_patience` epochs in a row without an improvement of more than
+`min_delta` (as early stopping counts them).
 Both are torch schedulers, so their `state_dict()` (plain numbers) goes into the checkpoint.
 """
 
@@ -47,11 +50,13 @@ def make_scheduler(
         )
         return LambdaLR(optimizer, factor)
     if config.schedule == "plateau":
-        return ReduceLROnPlateau(
+        return ReduceLROnPlateau(  # torch reduces after patience + 1 bad epochs
             optimizer,
             mode=config.monitor_mode,
             factor=config.plateau_factor,
-            patience=config.plateau_patience,
+            patience=config.plateau_patience - 1,
+            threshold=config.min_delta,  # an improvement as early stopping counts one
+            threshold_mode="abs",
             min_lr=config.min_lr,
         )
     return None
