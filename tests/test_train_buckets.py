@@ -22,31 +22,43 @@ def _padding(order: list[list[int]]) -> int:
     return sum(len(b) * max(LENGTHS[i] for i in b) - sum(LENGTHS[i] for i in b) for b in order)
 
 
+def _rows(*args, **kwargs) -> list[list[int]]:
+    return [share.rows for share in train_order(*args, **kwargs)]
+
+
 def test_bucketed_order_covers_every_sample_once_with_less_padding():
-    plain = train_order(400, 16, seed=3, epoch=0, rank=0, world=1)
-    bucketed = train_order(400, 16, seed=3, epoch=0, rank=0, world=1, lengths=LENGTHS)
+    plain = _rows(400, 16, seed=3, epoch=0, rank=0, world=1)
+    bucketed = _rows(400, 16, seed=3, epoch=0, rank=0, world=1, lengths=LENGTHS)
     assert sorted(i for b in bucketed for i in b) == list(range(400))
     assert [len(b) for b in bucketed].count(16) == 25 and len(bucketed) == len(plain)
     assert _padding(bucketed) < 0.2 * _padding(plain)  # sorted pools of 800 samples
-    assert bucketed == train_order(400, 16, 3, 0, 0, 1, LENGTHS)  # a function of (seed, epoch)
-    assert bucketed != train_order(400, 16, 3, 1, 0, 1, LENGTHS)
-    assert bucketed != train_order(400, 16, 4, 0, 0, 1, LENGTHS)
+    assert bucketed == _rows(400, 16, 3, 0, 0, 1, LENGTHS)  # a function of (seed, epoch)
+    assert bucketed != _rows(400, 16, 3, 1, 0, 1, LENGTHS)
+    assert bucketed != _rows(400, 16, 4, 0, 0, 1, LENGTHS)
 
 
+@pytest.mark.parametrize("bucketed", [False, True])
 @pytest.mark.parametrize(
     ("n", "batch", "world"), [(50, 12, 2), (50, 18, 3), (50, 24, 4), (9, 4, 4), (13, 8, 8)]
 )
-def test_processes_share_out_each_global_batch(n, batch, world):
-    """Step s of every process together is the global batch one process sees at step s (its
-    rows repeated from the first when it does not divide by the processes, as often as needed
-    when it has fewer rows than processes: no process ever gets an empty batch)."""
-    single = train_order(n, batch, 1, 2, 0, 1, LENGTHS[:n])
-    shares = [train_order(n, batch, 1, 2, rank, world, LENGTHS[:n]) for rank in range(world)]
+def test_processes_share_out_each_global_batch(n, batch, world, bucketed):
+    """Step s of every process together is the global batch one process sees at step s, each
+    row once, and the weights of the processes' mean losses make DDP's average of them the
+    batch's mean: sum over processes of weight * mean over its rows == world * batch mean,
+    for any per-row losses. A process without a row takes one at weight 0."""
+    lengths = LENGTHS[:n] if bucketed else None
+    single = train_order(n, batch, 1, 2, 0, 1, lengths)
+    assert all(share.weight == 1.0 for share in single)
+    shares = [train_order(n, batch, 1, 2, rank, world, lengths) for rank in range(world)]
     assert [len(share) for share in shares] == [len(single)] * world
-    for step, global_batch in enumerate(single):
-        rows = [share[step] for share in shares]
-        assert len({len(r) for r in rows}) == 1 and rows[0]  # as many rows each, at least one
-        assert set().union(*map(set, rows)) == set(global_batch)
+    losses = torch.rand(n, generator=torch.Generator().manual_seed(n))  # a loss per row
+    for step, (global_batch, _) in enumerate(single):
+        parts = [share[step] for share in shares]
+        counted = [part.rows for part in parts if part.weight > 0]
+        assert sorted(i for rows in counted for i in rows) == sorted(global_batch)  # once each
+        assert all(part.rows for part in parts)  # every process computes something
+        ddp = sum(part.weight * losses[part.rows].mean() for part in parts) / world
+        torch.testing.assert_close(ddp, losses[global_batch].mean())
 
 
 class LengthRecorder(nn.Module):

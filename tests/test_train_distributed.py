@@ -1,4 +1,5 @@
-"""The same program under `torchrun --nproc_per_node=2` (CPU, gloo) trains like one process.
+"""The same program under `torchrun --nproc_per_node=2` (CPU, gloo) trains like one process,
+also where a global batch does not divide between the processes.
 
 This file is also the program torchrun starts: `python -m torch.distributed.run --standalone
 --nproc_per_node=2 test_train_distributed.py OUT`. It calls `fit` exactly as a single process
@@ -77,7 +78,8 @@ def train_both(out: Path) -> dict:
         run_dir=str(out / "run"),
         progress=False,
     )
-    history = fit(model, adding_problem(64, 10, seed=1), adding_problem(30, 10, seed=2), config)
+    train = adding_problem(67, 10, seed=1)  # the last global batch: 3 rows, 2 and 1 a process
+    history = fit(model, train, adding_problem(30, 10, seed=2), config)
 
     seed_everything(1)
     stream_model = Regressor()

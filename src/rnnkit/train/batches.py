@@ -6,23 +6,22 @@ turns a list of samples into a `Batch`. Streams for truncated BPTT are `rnnkit.t
 
 The order of an epoch is a function of (seed, epoch) only: `torch.utils.data.DistributedSampler`
 with `shuffle=True` draws `randperm(N)` from a generator seeded with seed + epoch, and process
-`rank` of `world` takes every world-th index. With a per-process batch of batch_size / world,
-step s of every process together covers the global batch that a single process sees at step s
-(exactly when it divides by `world`; else, as DistributedSampler pads, a few of its rows twice),
-so one process and `torchrun` train on the same batches, and a resumed run can replay an epoch
-up to the batch where it stopped.
+`rank` of `world` takes every world-th row of each global batch, its mean loss weighted by its
+share of the batch (`train_order`): step s of every process together is the global batch that a
+single process sees at step s, with the same mean loss, so one process and `torchrun` train on
+the same batches, and a resumed run can replay an epoch up to the batch where it stopped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DistributedSampler
 
 from rnnkit.data.batch import Batch
-from rnnkit.data.batching import BucketSampler, pad_cyclic
+from rnnkit.data.batching import BucketSampler
 
 Collate = Callable[[list[Any]], Batch]
 
@@ -65,6 +64,14 @@ def _index(value: Any, rows: torch.Tensor) -> Any:
     return value  # None
 
 
+class Share(NamedTuple):
+    """One process's part of a global batch: the rows it computes the loss on, and the weight
+    of its mean loss (`train_order`)."""
+
+    rows: list[int]
+    weight: float
+
+
 def train_order(
     n: int,
     batch_size: int,
@@ -73,33 +80,36 @@ def train_order(
     rank: int,
     world: int,
     lengths: Sequence[int] | None = None,
-) -> list[list[int]]:
-    """This process's mini-batches (lists of row indices) for `epoch`, shuffled by (seed, epoch).
+) -> list[Share]:
+    """This process's parts of the mini-batches of `epoch`, shuffled by (seed, epoch).
 
-    batch_size is the global batch; each of the `world` processes takes batch_size // world rows
-    of it. The last batch may be smaller; the sampler pads the epoch so that every process gets
-    the same number of batches (DDP needs every process in every step).
-
-    With `lengths` (one per sample) the global batches are those of `rnnkit.data.BucketSampler`
-    (a shuffle seeded with seed + epoch, pools of 50 batches sorted by length, the batches in a
-    random order) and process `rank` takes rows rank, rank + world, ... of each; a global batch
-    that does not divide by `world` repeats its rows from the first (as often as needed when it
-    has fewer rows than processes), so every process steps together with a non-empty batch.
+    The global batches are those one process sees: `randperm(n)` seeded with seed + epoch in
+    chunks of batch_size, or with `lengths` (one per sample) those of `rnnkit.data.BucketSampler`
+    (pools of 50 batches sorted by length, the batches in a random order). Process `rank` takes
+    rows rank, rank + world, ... of each, and its mean loss is weighted by world * its rows /
+    the batch's rows, so that DDP's average over the processes is the mean over the global
+    batch, also where the batch does not divide evenly (the last one). A process with no row
+    of a global batch (fewer rows than processes) computes one of them at weight 0: DDP needs
+    every process in every step. With world = 1 every weight is 1.
     """
     assert batch_size % world == 0, "fit() checks that batch_size divides by the world size"
     if lengths is not None:
         sampler = BucketSampler(lengths, batch_size, shuffle=True, seed=seed)
         sampler.set_epoch(epoch)
-        return [_share(batch, rank, world) for batch in sampler]
-    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    sampler.set_epoch(epoch)
-    return _chunks(list(sampler), batch_size // world)
+        batches = list(sampler)
+    else:  # the permutation DistributedSampler draws, the same for every process
+        sampler = DistributedSampler(range(n), num_replicas=1, rank=0, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+        batches = _chunks(list(sampler), batch_size)
+    return [_share(batch, rank, world) for batch in batches]
 
 
-def _share(batch: list[int], rank: int, world: int) -> list[int]:
-    """Process `rank`'s rows of a global batch, padded cyclically to a multiple of `world` rows
-    (at least one row each, even when the batch has fewer rows than there are processes)."""
-    return pad_cyclic(batch, world)[rank::world]
+def _share(batch: list[int], rank: int, world: int) -> Share:
+    """Process `rank`'s rows of a global batch and the weight of its mean loss."""
+    rows = batch[rank::world]
+    if not rows:
+        return Share(batch[:1], 0.0)
+    return Share(rows, world * len(rows) / len(batch))
 
 
 def eval_order(n: int, batch_size: int, rank: int, world: int) -> list[list[int]]:

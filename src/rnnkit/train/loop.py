@@ -173,11 +173,13 @@ def _train_epoch(t: Training, data: Any, collate: Collate | None, epoch: int) ->
         len(data), config.batch_size, config.seed, epoch, context.rank, context.world, t.lengths
     )
     bar = _progress_bar(t, len(order), epoch)
-    for indices in order[t.progress.batch :]:
-        batch = take(data, indices, collate).to(context.device)
+    for rows, weight in order[t.progress.batch :]:
+        batch = take(data, rows, collate).to(context.device)
         t.optimizer.zero_grad(set_to_none=True)
         with _autocast(t):
             loss, _ = t.objective(batch)
+        if weight != 1.0:  # this process's share of a global batch that did not divide evenly
+            loss = loss * weight
         _update(t, loss)
         _after_batch(t, bar, loss, examples=len(batch) * context.world)
     bar.close()
