@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rnnkit import LSTM
-from rnnkit.data import Batch
+from rnnkit.data import Batch, collate
 from rnnkit.data.synthetic import adding_problem
 from rnnkit.train import Stream, TrainConfig, fit, seed_everything
 
@@ -57,6 +57,35 @@ class Regressor(nn.Module):
     def predict(self, batch: Batch) -> torch.Tensor:
         outputs, _ = self.rnn(batch.inputs)
         return self.head(outputs[:, -1]).squeeze(-1)
+
+
+class Tagger(nn.Module):
+    """A tag per step of a variable-length sequence: the mean loss over the tagged steps, with
+    `loss_weight` counting them (as rnnkit's tagger, translator and music model do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = LSTM(2, 6, batch_first=True)
+        self.head = nn.Linear(6, 3)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        outputs, _ = self.rnn(batch.inputs, lengths=batch.lengths)  # (B, T, 6)
+        logits = self.head(outputs).flatten(0, 1)
+        return F.cross_entropy(logits, batch.targets.flatten(), ignore_index=-100)
+
+    def loss_weight(self, batch: Batch) -> int:
+        return int((batch.targets != -100).sum())
+
+
+def _tagged(count: int) -> list:
+    """Samples of 1-9 steps: (inputs (T, 2), tags (T,)); processes hold unequal step counts."""
+    generator = torch.Generator().manual_seed(7)
+    samples = []
+    for _ in range(count):
+        steps = int(torch.randint(1, 10, (1,), generator=generator))
+        inputs = torch.randn(steps, 2, generator=generator)
+        samples.append((inputs, (inputs[:, 0] > 0).long() + (inputs[:, 1] > 1).long()))
+    return samples
 
 
 def _stream() -> Stream:
@@ -99,10 +128,17 @@ def train_both(out: Path) -> dict:
     fit(resumed, _stream(), _stream(), replace(crash_config, resume=True))
     assert resumed.calls == 2 * 12 - 2 * 8, resumed.calls  # only the windows after step 8
 
+    seed_everything(2)  # a mean over tokens: each process's share weighted by its tokens
+    tagger = Tagger()
+    tag_config = TrainConfig(device="cpu", epochs=2, batch_size=4, lr=0.02, progress=False)
+    tag_history = fit(tagger, _tagged(14), None, tag_config, collate=collate)
+
     weights = {f"batch.{k}": v for k, v in model.state_dict().items()}
+    weights |= {f"tagger.{k}": v for k, v in tagger.state_dict().items()}
     weights |= {f"stream.{k}": v for k, v in stream_model.state_dict().items()}
     weights |= {f"resumed.{k}": v for k, v in resumed.state_dict().items()}
-    return {"history": history, "stream_history": stream_history, "weights": weights}
+    histories = {"history": history, "stream_history": stream_history, "tag_history": tag_history}
+    return {**histories, "weights": weights}
 
 
 def main(out: Path) -> None:
@@ -147,7 +183,7 @@ def test_torchrun_two_processes_train_like_one(tmp_path):
             assert torch.equal(single["weights"][resumed], expected), resumed
     assert not torch.equal(ranks[0]["batch.head.weight"], Regressor().head.weight)  # it trained
 
-    for key in ("history", "stream_history"):
+    for key in ("history", "stream_history", "tag_history"):
         assert reports[0][key] == reports[1][key]  # metrics reduced: both ranks log the same
         for ddp_row, row in zip(reports[0][key], single[key], strict=True):
             for column in ("train_loss", "val_loss", "val_mae"):

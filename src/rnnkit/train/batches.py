@@ -90,7 +90,8 @@ def train_order(
     the batch's rows, so that DDP's average over the processes is the mean over the global
     batch, also where the batch does not divide evenly (the last one). A process with no row
     of a global batch (fewer rows than processes) computes one of them at weight 0: DDP needs
-    every process in every step. With world = 1 every weight is 1.
+    every process in every step. With world = 1 every weight is 1. (`fit` weights by tokens
+    instead for a model whose loss is a mean over `loss_weight(batch)` of them.)
     """
     assert batch_size % world == 0, "fit() checks that batch_size divides by the world size"
     if lengths is not None:

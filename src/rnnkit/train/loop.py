@@ -33,7 +33,7 @@ from rnnkit.train.batches import Collate, take, train_order
 from rnnkit.train.checks import check_fit, check_lengths, check_split
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import Context
-from rnnkit.train.evaluate import evaluate_on
+from rnnkit.train.evaluate import evaluate_on, loss_weight
 from rnnkit.train.optim import Scheduler, current_lr, make_optimizer, make_scheduler
 from rnnkit.train.report import finish_run
 from rnnkit.train.seeding import get_rng_state, seed_everything, set_rng_state
@@ -173,8 +173,11 @@ def _train_epoch(t: Training, data: Any, collate: Collate | None, epoch: int) ->
         len(data), config.batch_size, config.seed, epoch, context.rank, context.world, t.lengths
     )
     bar = _progress_bar(t, len(order), epoch)
+    counts_terms = context.world > 1 and hasattr(t.model, "loss_weight")
     for rows, weight in order[t.progress.batch :]:
         batch = take(data, rows, collate).to(context.device)
+        if counts_terms:  # a mean over tokens or frames: weight by this process's share of them
+            weight = _share_of_terms(t, batch, weight)
         t.optimizer.zero_grad(set_to_none=True)
         with _autocast(t):
             loss, _ = t.objective(batch)
@@ -183,6 +186,16 @@ def _train_epoch(t: Training, data: Any, collate: Collate | None, epoch: int) ->
         _update(t, loss)
         _after_batch(t, bar, loss, examples=len(batch) * context.world)
     bar.close()
+
+
+def _share_of_terms(t: Training, batch: Batch, weight: float) -> float:
+    """The weight of this process's mean loss when the model's loss is a mean over
+    `loss_weight(batch)` terms (tokens, frames): world * its terms / the global batch's, so
+    that DDP's average is the mean over all the batch's terms. A row computed at weight 0 (a
+    process without a row of its own) counts none."""
+    terms = loss_weight(t.model, batch) if weight > 0 else 0
+    total = distributed.mean_over_ranks(terms, t.context) * t.context.world
+    return t.context.world * terms / total if total else weight
 
 
 def _train_stream_epoch(t: Training, stream: Stream, epoch: int) -> None:
