@@ -35,6 +35,16 @@ def test_loss_curves_switch_to_a_log_scale_over_a_tenfold_range():
     assert plots.plot_losses(flat).axes[0].get_yscale() == "linear"
 
 
+def test_one_epoch_is_one_whole_tick():
+    """After a single epoch the axis shows that epoch, not fractions around it (0.95..1.05)."""
+    history = [{"epoch": 1, "train_loss": 2.0, "val_loss": 2.5, "val_perplexity": 12.2}]
+    for figure in (plots.plot_losses(history), plots.plot_metrics(history, ["perplexity"])):
+        ax = figure.axes[0]
+        figure.canvas.draw()
+        assert list(ax.get_xticks()) == [1]
+    assert plots.plot_metrics(history, ["perplexity"]).axes[0].get_ylabel() == "perplexity"
+
+
 def test_gradient_flow_draws_exact_zeros_at_the_floor():
     (ax,) = plots.plot_gradient_flow({"rnn": [0.0, 1e-3, 1.0]}, title="t").axes
     (line,) = ax.get_lines()
@@ -60,4 +70,10 @@ def test_forecast_figure_draws_actuals_forecasts_and_the_quantile_band(tmp_path)
         np.testing.assert_array_equal(lines["test"].get_xdata(), [7, 8])
         assert ax.get_title() == ["up", "down"][k]
         assert len(ax.collections) == 2  # a quantile band per forecast
+    assert fig.axes[-1].get_xlabel() == "step"  # plain steps; dates are "time"
+    dated = plots.plot_forecast(
+        np.arange("2000-01", "2000-11", dtype="datetime64[M]"), actual[:, :1], ["up"], 7,
+        [], point=0,
+    )  # fmt: skip
+    assert dated.axes[-1].get_xlabel() == "time"
     plots.save_png(fig, tmp_path / "forecast.png")

@@ -123,7 +123,9 @@ def add_run_commands(commands: Any, tasks: dict[str, Task]) -> None:
     evaluate.add_argument("data", metavar="DATA", nargs="?", help="a file or built-in dataset")
     evaluate.set_defaults(handler=run_evaluate)
     predict = commands.add_parser(
-        "predict", help="predict for each INPUT (classify, tag)", formatter_class=HelpFormatter
+        "predict",
+        help="predict for each INPUT (classify, tag, translate, speech)",
+        formatter_class=HelpFormatter,
     )
     predict.add_argument("run", metavar="RUN", help="a run directory")
     predict.add_argument("inputs", metavar="INPUT", nargs="+", help="texts; - reads stdin lines")

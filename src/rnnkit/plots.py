@@ -39,7 +39,7 @@ def plot_losses(history: Sequence[Mapping[str, Any]]) -> Figure:
     if values and min(values) > 0 and max(values) > 10 * min(values):
         ax.set_yscale("log")
     ax.set(xlabel="epoch", ylabel="loss", title="Loss")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _epoch_ticks(ax, epochs)
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
@@ -53,10 +53,18 @@ def plot_metrics(history: Sequence[Mapping[str, Any]], names: Sequence[str]) -> 
     epochs = [row["epoch"] for row in history]
     for ax, name in zip(axes, names, strict=True):
         ax.plot(epochs, [float(row[f"val_{name}"]) for row in history], marker="o", markersize=3)
-        ax.set(xlabel="epoch", title=f"validation {name}")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="epoch", ylabel=name, title=f"validation {name}")
+        _epoch_ticks(ax, epochs)
         ax.grid(alpha=0.3)
     return fig
+
+
+def _epoch_ticks(ax: Any, epochs: Sequence[int]) -> None:
+    """Whole epochs on the x axis (one run of a single epoch: that epoch alone, not 0.95..1.05)."""
+    if len(epochs) < 2:
+        ax.set_xticks(list(epochs))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_gradient_flow(norms: Mapping[str, Sequence[float]], title: str = "") -> Figure:
@@ -107,6 +115,7 @@ def plot_forecast(
         ax.set(title=name, ylabel=name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
+    axes[-1].set_xlabel("time" if np.issubdtype(np.asarray(times).dtype, np.datetime64) else "step")
     return fig
 
 
