@@ -563,13 +563,21 @@ def recomputed_gradients(
     return tuple(result)
 
 
-def cell_loop(kernel: Callable, weights: tuple, x: Tensor, h0: Tensor, lengths, reverse: bool):
-    """(output, h_n) of one layer direction through torch's cell `kernel` (`torch._VF.gru_cell`,
-    `rnn_tanh_cell`, ...) step by step with `rnnkit.layers.run_cell`'s semantics: the GRU and
-    Elman kernels' function in torch's operators (`recomputed_gradients`)."""
+def cell_loop_gradients(ctx, kernel: Callable, grads: tuple) -> tuple[Tensor | None, ...]:
+    """`recomputed_gradients` for the GRU and Elman sequences: the gradients of x, h0 and the
+    four weights through torch's cell `kernel` (`torch._VF.gru_cell`, `rnn_tanh_cell`, ...)
+    step by step with `rnnkit.layers.run_cell`'s semantics. `ctx` saved (x, weight_ih,
+    weight_hh, two tensors of its own, h0, bias_ih, bias_hh) and `lengths_given`, `reverse`."""
     from rnnkit.layers import run_cell  # the layers import the kernels
 
-    return run_cell(lambda x_t, h: kernel(x_t, h, *weights), x, h0, lengths, reverse)
+    x, weight_ih, weight_hh, _, _, h0, bias_ih, bias_hh = ctx.saved_tensors
+    lengths, reverse = ctx.lengths_given, ctx.reverse
+
+    def reference(x, h0, *weights):
+        return run_cell(lambda x_t, h: kernel(x_t, h, *weights), x, h0, lengths, reverse)
+
+    inputs = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh)
+    return recomputed_gradients(reference, inputs, ctx.needs_input_grad[:6], grads)
 
 
 def bias_or_zeros(bias: Tensor | None, size: int, like: Tensor) -> Tensor:

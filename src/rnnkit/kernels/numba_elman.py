@@ -20,7 +20,7 @@ from torch import Tensor
 from rnnkit.kernels._numba_common import (
     PREFETCH_AHEAD,
     alive,
-    cell_loop,
+    cell_loop_gradients,
     check_sequence_args,
     copy_,
     jit,
@@ -29,7 +29,6 @@ from rnnkit.kernels._numba_common import (
     numpy_view,
     position,
     prefetch_step,
-    recomputed_gradients,
     running,
     sort_rows,
     tanh_,
@@ -163,17 +162,9 @@ class ElmanSequence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output, grad_h_n):
         if torch.is_grad_enabled():  # create_graph=True: through torch's operators instead
-            x, weight_ih, weight_hh, _, _, h0, bias_ih, bias_hh = ctx.saved_tensors
-            inputs = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh)
             kernel = torch._VF.rnn_relu_cell if ctx.relu else torch._VF.rnn_tanh_cell
-            lengths, reverse = ctx.lengths_given, ctx.reverse
-
-            def reference(x, h0, *weights):
-                return cell_loop(kernel, weights, x, h0, lengths, reverse)
-
-            grads = (grad_output, grad_h_n)
-            needs = ctx.needs_input_grad[:6]
-            return (*recomputed_gradients(reference, inputs, needs, grads), None, None, None)
+            grads = cell_loop_gradients(ctx, kernel, (grad_output, grad_h_n))
+            return (*grads, None, None, None)
         return ElmanSequence.compiled_backward(ctx, grad_output, grad_h_n)
 
     @staticmethod

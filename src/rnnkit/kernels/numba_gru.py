@@ -25,7 +25,7 @@ from rnnkit.kernels._numba_common import (
     PREFETCH_AHEAD,
     alive,
     bias_or_zeros,
-    cell_loop,
+    cell_loop_gradients,
     check_sequence_args,
     jit,
     jit_inline,
@@ -35,7 +35,6 @@ from rnnkit.kernels._numba_common import (
     offset,
     position,
     prefetch_step,
-    recomputed_gradients,
     running,
     sigmoid_,
     sort_rows,
@@ -228,19 +227,8 @@ class GRUSequence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output, grad_h_n):
         if torch.is_grad_enabled():  # create_graph=True: through torch's operators instead
-            x, weight_ih, weight_hh, _, _, h0, bias_ih, bias_hh = ctx.saved_tensors
-            inputs = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh)
-            lengths, reverse = ctx.lengths_given, ctx.reverse
-
-            def reference(x, h0, *weights):
-                return cell_loop(torch._VF.gru_cell, weights, x, h0, lengths, reverse)
-
-            grads = (grad_output, grad_h_n)
-            return (
-                *recomputed_gradients(reference, inputs, ctx.needs_input_grad[:6], grads),
-                None,
-                None,
-            )
+            grads = cell_loop_gradients(ctx, torch._VF.gru_cell, (grad_output, grad_h_n))
+            return (*grads, None, None)
         return GRUSequence.compiled_backward(ctx, grad_output, grad_h_n)
 
     @staticmethod
