@@ -256,6 +256,20 @@ def test_every_file_is_written_by_one_atomic_writer_with_fsync_and_the_umask(tmp
     assert checkpoint.atomic_write is data_files.atomic_write  # one writer, not two
 
 
+@pytest.mark.parametrize("umask", [0o077, 0o002])
+def test_files_follow_the_umask_of_the_moment_they_are_written(tmp_path, umask):
+    """A program that sets its umask after importing rnnkit gets files of that umask (it was
+    read once, at import), a safetensors file included (safetensors makes its own, 0600)."""
+    before = os.umask(umask)
+    try:
+        data_files.write_json(tmp_path / "a.json", {})
+        checkpoint.save_tensors(tmp_path / "b.safetensors", {"w": torch.zeros(2)})
+    finally:
+        os.umask(before)
+    for name in ("a.json", "b.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+
+
 def test_a_task_run_dir_is_readable_by_others(lm_run):
     if _umask() & 0o044:
         pytest.skip("the umask keeps files from others")

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import stat
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,26 +60,25 @@ def read_text_file(path: str | os.PathLike, allow_empty: bool = False) -> str:
     return text.removeprefix("\ufeff").replace("\r\n", "\n")
 
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read the process umask once; files get the mode open() would give them
-
-
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call `write(tmp_path)`, then move tmp_path onto `path` in one `os.replace`: readers see
     the old file or the new one, never a part. The file is on disk (fsync) before the rename and
-    gets the mode open() would give it (mkstemp makes 0600 files)."""
+    has the mode open() would give it: created here with 0o666, which the process's umask
+    trims at that moment (mkstemp would make it 0600), and set again after `write`, which may
+    make the file afresh (safetensors does, 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        write(temporary)
+        mode = stat.S_IMODE(temporary.stat().st_mode)  # 0o666 less the umask
+        write(str(temporary))
         with open(temporary, "rb+") as file:
             os.fsync(file.fileno())
-        os.chmod(temporary, 0o666 & ~_UMASK)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 
