@@ -27,6 +27,7 @@ from rnnkit import LSTM
 from rnnkit.data import Batch, collate
 from rnnkit.data.synthetic import adding_problem
 from rnnkit.train import Stream, TrainConfig, fit, seed_everything
+from rnnkit.train.batches import train_order
 
 torch.set_num_threads(1)
 
@@ -78,13 +79,16 @@ class Tagger(nn.Module):
 
 
 def _tagged(count: int) -> list:
-    """Samples of 1-9 steps: (inputs (T, 2), tags (T,)); processes hold unequal step counts."""
+    """Samples of 1-9 steps: (inputs (T, 2), tags (T,)); processes hold unequal step counts,
+    and every third sample is untagged (-100), so that a process's share of a step may hold no
+    tag at all (its mean loss 0/0)."""
     generator = torch.Generator().manual_seed(7)
     samples = []
-    for _ in range(count):
+    for i in range(count):
         steps = int(torch.randint(1, 10, (1,), generator=generator))
         inputs = torch.randn(steps, 2, generator=generator)
-        samples.append((inputs, (inputs[:, 0] > 0).long() + (inputs[:, 1] > 1).long()))
+        tags = (inputs[:, 0] > 0).long() + (inputs[:, 1] > 1).long()
+        samples.append((inputs, tags if i % 3 else torch.full_like(tags, -100)))
     return samples
 
 
@@ -172,6 +176,9 @@ def test_torchrun_two_processes_train_like_one(tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     single = train_both(tmp_path / "single")
 
+    untagged = {i for i, (_, tags) in enumerate(_tagged(14)) if (tags == -100).all()}
+    shares = [s for epoch in (0, 1) for r in (0, 1) for s in train_order(14, 4, 0, epoch, r, 2)]
+    assert any(set(share.rows) <= untagged for share in shares)  # the case the weights must meet
     ranks = [load_file(tmp_path / "ddp" / f"{rank}.st") for rank in (0, 1)]
     reports = [json.loads((tmp_path / "ddp" / f"{rank}.json").read_text()) for rank in (0, 1)]
     for name, expected in single["weights"].items():

@@ -174,10 +174,17 @@ def _train_epoch(t: Training, data: Any, collate: Collate | None, epoch: int) ->
     )
     bar = _progress_bar(t, len(order), epoch)
     counts_terms = context.world > 1 and hasattr(t.model, "loss_weight")
-    for rows, weight in order[t.progress.batch :]:
+    if counts_terms:  # every process's shares: the global batch of each step
+        arguments = (len(data), config.batch_size, config.seed, epoch)
+        everyone = [
+            train_order(*arguments, r, context.world, t.lengths) for r in range(context.world)
+        ]
+    for step in range(t.progress.batch, len(order)):
+        rows, weight = order[step]
         batch = take(data, rows, collate).to(context.device)
         if counts_terms:  # a mean over tokens or frames: weight by this process's share of them
-            weight = _share_of_terms(t, batch, weight)
+            shares = [each[step] for each in everyone]
+            batch, weight = _share_of_terms(t, data, collate, batch, weight, shares)
         t.optimizer.zero_grad(set_to_none=True)
         with _autocast(t):
             loss, _ = t.objective(batch)
@@ -188,14 +195,25 @@ def _train_epoch(t: Training, data: Any, collate: Collate | None, epoch: int) ->
     bar.close()
 
 
-def _share_of_terms(t: Training, batch: Batch, weight: float) -> float:
-    """The weight of this process's mean loss when the model's loss is a mean over
-    `loss_weight(batch)` terms (tokens, frames): world * its terms / the global batch's, so
-    that DDP's average is the mean over all the batch's terms. A row computed at weight 0 (a
-    process without a row of its own) counts none."""
+def _share_of_terms(
+    t: Training, data: Any, collate: Collate | None, batch: Batch, weight: float, shares: list
+) -> tuple[Batch, float]:
+    """(the batch this process computes, the weight of its mean loss) when the model's loss is
+    a mean over `loss_weight(batch)` terms (tokens, frames): world * its terms / the global
+    batch's (`shares`: every process's), so that DDP's average is the mean over all the batch's
+    terms. A process with no term of its own (a row at weight 0, or rows with nothing scored,
+    whose mean loss is 0/0) computes a row of the global batch that has some, at weight 0."""
     terms = loss_weight(t.model, batch) if weight > 0 else 0
     total = distributed.mean_over_ranks(terms, t.context) * t.context.world
-    return t.context.world * terms / total if total else weight
+    if not total:  # nothing scored anywhere: NaN on every process, the step skipped as on one
+        return batch, weight
+    if terms:
+        return batch, t.context.world * terms / total
+    for row in (row for share in shares if share.weight > 0 for row in share.rows):
+        scored = take(data, [row], collate).to(t.context.device)
+        if loss_weight(t.model, scored):
+            return scored, 0.0
+    raise AssertionError("some process holds the global batch's terms")  # total > 0
 
 
 def _train_stream_epoch(t: Training, stream: Stream, epoch: int) -> None:
