@@ -205,3 +205,17 @@ def test_data_errors_are_one_line(tmp_path, capsys):
     assert "gaps.csv:6" in err and "interpolate" in err and err.count("\n") == 1
     assert cli.main(["train", "forecast", "--input-len", "200", "--epochs", "1"]) == 2
     assert "no training windows" in capsys.readouterr().err
+    months = [f"{1950 + i // 12}-{i % 12 + 1:02d}" for i in range(60)]
+    del months[30]  # 1952-07 missing: line 32 (after the header) goes from 1952-06 to 1952-08
+    rows = [f"{month},{i}" for i, month in enumerate(months)]
+    (tmp_path / "skips.csv").write_text("\n".join(["month,sales", *rows]) + "\n")
+    assert cli.main(["train", "forecast", str(tmp_path / "skips.csv"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "skips.csv:32: the times step 1 month(s) at a time, but go from 1952-06 to 1952-08" in err
+    )
+    ends = [f"{1950 + i // 4}-{3 * (i % 4) + 3:02d}-{(31, 30, 30, 31)[i % 4]}" for i in range(40)]
+    rows = [f"{end},{i}" for i, end in enumerate(ends)]
+    (tmp_path / "quarters.csv").write_text("\n".join(["quarter,gdp", *rows]) + "\n")
+    series = read_series(tmp_path / "quarters.csv", ForecastOptions())  # quarter ends: regular
+    assert len(series.times) == 40

@@ -213,6 +213,19 @@ def extend_times(times: np.ndarray, steps: int) -> np.ndarray:
     times = np.asarray(times).astype("datetime64[s]")
     if len(times) < 2:
         raise ValueError("extend_times needs at least two times to find the step")
+    calendar = _calendar(times)
+    if calendar is not None:
+        months, anchor, offset = calendar
+        step = _most_common(np.diff(months.astype(np.int64)))
+        future = anchor[-1] + step * np.arange(1, steps + 1)  # (steps,) months
+        return future.astype("datetime64[s]") + offset
+    step = _most_common(np.diff(times.astype(np.int64)))
+    return times[-1] + np.timedelta64(step, "s") * np.arange(1, steps + 1)
+
+
+def _calendar(times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.timedelta64] | None:
+    """For calendar data (`extend_times`' rule): (each time's month, the month its day is
+    counted from, the offset from that month's start), else None."""
     months = times.astype("datetime64[M]")
     day = np.timedelta64(1, "D")
     into_month = times - months.astype("datetime64[s]")  # (T,) in [0, 31 days)
@@ -223,11 +236,36 @@ def extend_times(times: np.ndarray, steps: int) -> np.ndarray:
     )
     for anchor, offset, in_every_month in rules:
         if in_every_month and (offset == offset[0]).all():
-            step = _most_common(np.diff(months.astype(np.int64)))
-            future = anchor[-1] + step * np.arange(1, steps + 1)  # (steps,) months
-            return future.astype("datetime64[s]") + offset[0]
-    step = _most_common(np.diff(times.astype(np.int64)))
-    return times[-1] + np.timedelta64(step, "s") * np.arange(1, steps + 1)
+            return months, anchor, offset[0]
+    return None
+
+
+def check_calendar_steps(series: Series) -> Series:
+    """`series`, checked for a gap in calendar data (monthly, quarterly or yearly times, as
+    `extend_times` tells them): a missing month would make the rows unequal steps in time,
+    which windows and forecasts assume they are. A DataError names the line after the gap."""
+    if series.times is None or len(series.times) < 3:
+        return series
+    times = np.asarray(series.times).astype("datetime64[s]")
+    calendar = _calendar(times)
+    if calendar is None:
+        return series
+    months = calendar[0].astype(np.int64)
+    gaps = np.diff(months)
+    step = _most_common(gaps)
+    uneven = np.nonzero(gaps != step)[0]
+    if uneven.size:
+        row = int(uneven[0]) + 1
+        line = int(series.lines[row]) if series.lines is not None else None
+        where = "" if line is not None else f"row {row}: "
+        before, after = calendar[0][row - 1], calendar[0][row]
+        raise DataError(
+            series.source,
+            line,
+            f"{where}the times step {step} month(s) at a time, but go from {before} to {after}; "
+            "give every step a row (an empty value there, with nan='interpolate', fills it)",
+        )
+    return series
 
 
 def _most_common(differences: np.ndarray) -> int:

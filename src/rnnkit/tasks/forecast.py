@@ -42,6 +42,7 @@ from rnnkit.data import (
 )
 from rnnkit.data.files import read_text_file
 from rnnkit.data.scalers import Scaler
+from rnnkit.data.series import check_calendar_steps
 from rnnkit.models.forecaster import Forecaster, ForecasterConfig, point_index
 from rnnkit.tasks.base import (
     Run,
@@ -152,7 +153,10 @@ def read_series(source: str | Path, options: ForecastOptions) -> Series:
         return series.select(list(options.columns)) if options.columns else series
     time_column = options.time_column or _guess_time_column(source)
     columns = list(options.columns) or None
-    return read_series_csv(source, time_column=time_column, value_columns=columns, nan=options.nan)
+    series = read_series_csv(
+        source, time_column=time_column, value_columns=columns, nan=options.nan
+    )
+    return check_calendar_steps(series)  # a missing month: rows that are not equal steps
 
 
 def calendar_names(times: np.ndarray | None, option: str) -> tuple[str, ...]:
