@@ -157,6 +157,20 @@ def test_resume_refuses_other_options_model_or_data(tmp_path):
     assert len(fit(Regressor(), _data(), None, resume, run_info=info)) == 2  # epochs may change
 
 
+def test_a_moved_run_dir_resumes_and_config_json_records_the_resumed_run(tmp_path):
+    """The run dir is where the checkpoint is, not a setting to compare: a run moved (or named
+    by another path) resumes, and config.json then says where and for how many epochs."""
+    info = {"task": "toy"}
+    fit(Regressor(), _data(), None, _config(tmp_path / "a"), run_info=info)
+    moved = Path(shutil.move(tmp_path / "a", tmp_path / "b"))
+    resumed = _config(moved, epochs=3, resume=True)
+    assert len(fit(Regressor(), _data(), None, resumed, run_info=info)) == 3
+    train = json.loads((moved / "config.json").read_text())["train"]
+    assert (train["run_dir"], train["epochs"]) == (str(moved), 3)
+    again = _config(moved, epochs=3, resume=True)  # what config.json says now resumes too
+    assert len(fit(Regressor(), _data(), None, again, run_info=info)) == 3
+
+
 @pytest.mark.parametrize(
     ("flags", "named"),
     [

@@ -202,7 +202,7 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any] | None:
 # --- config.json ----------------------------------------------------------------------------
 
 # TrainConfig fields that may change between a run and its resumption
-RESUMABLE_CHANGES = ("resume", "epochs", "progress", "device")
+RESUMABLE_CHANGES = ("resume", "epochs", "progress", "device", "run_dir")  # a run dir may move
 
 
 def write_run_config(
@@ -237,7 +237,7 @@ def check_resumable(
     if changed:
         raise ValueError(
             f"cannot resume {run_dir}: its TrainConfig differs in {changed}; use the same "
-            "config (only epochs, device and progress may change) or a new run_dir"
+            "config (only epochs, device, progress and run_dir may change) or a new run_dir"
         )
     now = {"model_class": model_class, **run_info}
     before = {key: value for key, value in saved.items() if key not in ("rnnkit_version", "train")}
@@ -245,7 +245,7 @@ def check_resumable(
     if changed:
         raise ValueError(
             f"cannot resume {run_dir}: the options, model or data differ from those in {path}: "
-            f"{changed}; resume with the same ones (only epochs, device and progress may "
+            f"{changed}; resume with the same ones (only epochs, device, progress and run_dir may "
             "change) or use a new run_dir"
         )
 

@@ -394,6 +394,8 @@ def _start_or_resume(t: Training, run_info: dict[str, Any]) -> None:
     t.best_weights = saved["best_weights"]
     t.carry = _own_carry(saved["carry"], t.context)
     set_rng_state(saved["rng"])
+    if t.context.is_main:  # config.json records the run as resumed: its epochs, device, place
+        checkpoint.write_run_config(run_dir, config.to_json(), model_class, run_info)
 
 
 def _own_carry(carry: State, context: Context) -> State:
