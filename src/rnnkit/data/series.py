@@ -60,6 +60,14 @@ class Series:
         return replace(self, values=self.values[:, index], columns=list(columns))
 
 
+def _place(series: Series, row: int) -> tuple[int | None, str]:
+    """Where row `row` is, for a `DataError`: (its line in the file, "") when the series came
+    from one, else (None, "row N: ")."""
+    if series.lines is not None:
+        return int(series.lines[row]), ""
+    return None, f"row {row}: "
+
+
 def handle_nan(series: Series, mode: str = "reject") -> Series:
     """Check a series for missing values (NaN) and infinite ones (inf, -inf).
 
@@ -75,8 +83,7 @@ def handle_nan(series: Series, mode: str = "reject") -> Series:
     rejected = infinite | missing if mode == "reject" else infinite
     if rejected.any():
         row, col = (int(i) for i in np.argwhere(rejected)[0])
-        line = int(series.lines[row]) if series.lines is not None else None
-        where = "" if line is not None else f"row {row}: "
+        line, where = _place(series, row)
         column = series.columns[col]
         if missing[row, col]:
             problem = (
@@ -256,8 +263,7 @@ def check_calendar_steps(series: Series) -> Series:
     uneven = np.nonzero(gaps != step)[0]
     if uneven.size:
         row = int(uneven[0]) + 1
-        line = int(series.lines[row]) if series.lines is not None else None
-        where = "" if line is not None else f"row {row}: "
+        line, where = _place(series, row)
         before, after = calendar[0][row - 1], calendar[0][row]
         raise DataError(
             series.source,
